@@ -1,0 +1,95 @@
+//! The commands other than `serve`: each is a thin shell that prints what a module already computes, so the
+//! command line and the server never disagree.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::intake::{Source, plan};
+use crate::queue::{EmbeddedQueue, Queue};
+use crate::rules::RuleSet;
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// `followd rules check`: every error as `file:line:column: message`, then a summary; exit 1 on any error.
+pub fn rules_check(dir: &Path) -> ExitCode {
+    match RuleSet::load_dir(dir) {
+        Ok(rules) => {
+            println!("ok: {} in {}", rules.summary(), dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for diagnostic in &e.diagnostics {
+                println!("{diagnostic}");
+            }
+            println!("{} error(s) in {}", e.diagnostics.len(), dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `followd rules explain`: the events a payload yields, the rules that fire and the operations that would
+/// be queued. Reads the same code path as the server (`intake::plan`); verifies nothing, writes nothing.
+pub fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Path) -> anyhow::Result<ExitCode> {
+    let sources = if config.source.is_empty() {
+        Source::defaults()
+    } else {
+        config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<Vec<_>, _>>()?
+    };
+    let source = sources.into_iter().find(|s| s.name == source).with_context(|| format!("no source named `{source}`"))?;
+    let rules = RuleSet::load_dir(dir).map_err(|e| anyhow::anyhow!("the rules do not compile:\n{e}"))?;
+    let body = std::fs::read(event_file).with_context(|| format!("cannot read {}", event_file.display()))?;
+    let events = source.format.parse(&body)?;
+    for event in &events {
+        println!("event: {}", serde_json::to_string(event)?);
+        for matched in rules.evaluate(event) {
+            println!("  rule `{}` fires: {:?}", matched.rule, matched.actions);
+        }
+    }
+    let batch = plan(&events, &rules)?;
+    let total: usize = batch.iter().map(|e| e.ops.len()).sum();
+    println!("{total} operation(s) would be queued");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `followd queue stats`.
+pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
+    if config.redis_url.is_some() {
+        anyhow::bail!("the Redis queue is not available in this build");
+    }
+    let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
+    let stats = queue.stats().await?;
+    println!("ready contacts:     {}", stats.ready);
+    println!("leased contacts:    {}", stats.leased);
+    println!("pending operations: {}", stats.pending);
+    println!("dead letters:       {}", stats.dead);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,338 @@
+//! Layered configuration: embedded defaults, then the TOML file, then `FOLLOWD_*` environment variables.
+//!
+//! The keys, environment names and defaults are the public contract in `DESIGN.md` ("Configuration"). The
+//! defaults live in one commented file, `default.toml`, embedded in the binary. Loading resolves every secret
+//! reference and checks the whole configuration, reporting every problem at once; nothing here ever prints a
+//! secret (`Debug` on the resolved types redacts them).
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use serde::Deserialize;
+
+use crate::event::Format;
+pub use secret::{SecretError, SecretRef};
+
+const DEFAULTS: &str = include_str!("default.toml");
+/// Read when `--config` is not given and the file exists in the working directory.
+pub const DEFAULT_FILE: &str = "followd.toml";
+
+/// The whole configuration, as deserialized. Secrets are still references here; see [`SecretRef::resolve`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub redis_url: Option<RedisUrl>,
+    pub data_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub max_body_bytes: NonZeroUsize,
+    pub workers: NonZeroUsize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// 0: one per core.
+    pub http_workers: usize,
+    pub upstream: UpstreamConfig,
+    pub rate_limit: RateLimitConfig,
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    /// Folder of the configuration file, against which `file:` references resolve. Not a key.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: url::Url,
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, SecretRef>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_location: Rate,
+    pub daily_per_location: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dedup_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+/// One webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub format: Format,
+    pub verify: VerifyConfig,
+}
+
+/// A source's verification scheme, as written in `verify = { scheme = "...", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "scheme", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum VerifyConfig {
+    HmacSha256 {
+        #[serde(default = "default_hmac_header")]
+        header: String,
+        secrets: Vec<SecretRef>,
+    },
+    Token {
+        #[serde(default = "default_token_header")]
+        header: String,
+        tokens: Vec<SecretRef>,
+    },
+}
+
+fn default_hmac_header() -> String {
+    "x-signature".to_owned()
+}
+
+fn default_token_header() -> String {
+    "x-followd-token".to_owned()
+}
+
+/// A rate written `"N/Ds"`: at most N calls in any window of D, as the CRM counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub calls: NonZeroU32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a rate; write it as calls/duration, e.g. \"100/10s\"");
+        let (calls, per) = s.split_once('/').ok_or_else(bad)?;
+        let calls = calls.trim().parse::<NonZeroU32>().map_err(|_| bad())?;
+        let per = humantime::parse_duration(per.trim()).map_err(|_| bad())?;
+        if per.is_zero() {
+            return Err(bad());
+        }
+        Ok(Self { calls, per })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Redis URL. It may hold a password, so it only displays with the password masked.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The full URL, password included: for the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("****"));
+                write!(f, "{url}")
+            }
+            Ok(url) => write!(f, "{url}"),
+            Err(_) => f.write_str("[unparseable redis url]"),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// Why the configuration cannot be used: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Problems(Vec<String>),
+}
+
+impl Config {
+    /// Loads the layers: defaults, then `file` (or `followd.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config = Self::from_figment(figment.merge(env_provider()))?;
+        let base_dir = file.as_deref().and_then(Path::parent).map(Path::to_owned).unwrap_or_default();
+        let config = Self { base_dir, ..config };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Builds a configuration from defaults plus TOML text, without the environment: for tests and tools.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let config = Self::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(text)))?;
+        let config = Self { base_dir: base_dir.to_owned(), ..config };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        figment.extract::<Self>().map_err(|e| {
+            ConfigError::Problems(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())
+        })
+    }
+
+    /// Checks what deserialization cannot: every problem is collected, not just the first.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, source) in self.source.iter().enumerate() {
+            let valid_name = !source.name.is_empty()
+                && source.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                problems.push(format!(
+                    "source[{i}].name `{}`: use letters, digits, `-` and `_` only (it is part of the URL)",
+                    source.name
+                ));
+            }
+            if !names.insert(source.name.as_str()) {
+                problems.push(format!("source[{i}].name `{}` is used by two sources", source.name));
+            }
+            let secrets = match &source.verify {
+                VerifyConfig::HmacSha256 { secrets, .. } => secrets,
+                VerifyConfig::Token { tokens, .. } => tokens,
+            };
+            if secrets.is_empty() {
+                problems.push(format!("source `{}`: verify needs at least one secret", source.name));
+            }
+            for (j, secret) in secrets.iter().enumerate() {
+                if let Err(e) = secret.resolve(&self.base_dir) {
+                    problems.push(format!("source `{}`: secret [{j}] ({secret:?}): {e}", source.name));
+                }
+            }
+        }
+        if let Some(token) = &self.upstream.token
+            && let Err(e) = token.resolve(&self.base_dir)
+        {
+            problems.push(format!("upstream.token ({token:?}): {e}"));
+        }
+        for (location, token) in &self.upstream.tokens {
+            if let Err(e) = token.resolve(&self.base_dir) {
+                problems.push(format!("upstream.tokens.{location} ({token:?}): {e}"));
+            }
+        }
+        if self.queue.lease < Duration::from_secs(2) {
+            problems.push("queue.lease must be at least 2s: a delivery has to fit in it".to_owned());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Problems(problems)) }
+    }
+
+    /// True when no upstream token is configured at all: calls are logged and counted, never sent.
+    pub fn dry_run(&self) -> bool {
+        self.upstream.token.is_none() && self.upstream.tokens.is_empty()
+    }
+}
+
+/// `FOLLOWD_*` variables: `__` nests (`FOLLOWD_UPSTREAM__BASE_URL`), plus the contract's short forms.
+fn env_provider() -> Env {
+    Env::prefixed("FOLLOWD_")
+        // Read by the command line, not configuration keys.
+        .filter(|key| !matches!(key.as_str(), "log_format" | "log" | "config"))
+        .map(|key| match key.as_str() {
+            "upstream_url" => "upstream.base_url".into(),
+            "upstream_token" => "upstream.token".into(),
+            other => other.replace("__", ".").into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_are_the_contract_defaults() {
+        let config = Config::from_toml("", Path::new(".")).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.rules_dir, PathBuf::from("rules"));
+        assert_eq!(config.max_body_bytes.get(), 1_048_576);
+        assert_eq!(config.upstream.base_url.as_str(), "https://services.leadconnectorhq.com/");
+        assert_eq!(config.rate_limit.per_location, "100/10s".parse().unwrap());
+        assert_eq!(config.rate_limit.daily_per_location, 200_000);
+        assert_eq!(config.workers.get(), 8);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert!(config.dry_run());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [[source]]
+            name = "bad name"
+            format = "generic"
+            verify = { scheme = "hmac-sha256", secrets = ["env:FOLLOWD_TEST_UNSET_A"] }
+            [[source]]
+            name = "bad name"
+            format = "generic"
+            verify = { scheme = "token", tokens = [] }
+        "#;
+        let err = Config::from_toml(text, Path::new(".")).unwrap_err().to_string();
+        for needle in ["letters, digits", "used by two sources", "FOLLOWD_TEST_UNSET_A", "at least one secret"] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("listn = \"127.0.0.1:1\"", Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn rates_parse_and_bad_ones_say_how_to_write_them() {
+        let rate: Rate = "10/1s".parse().unwrap();
+        assert_eq!((rate.calls.get(), rate.per), (10, Duration::from_secs(1)));
+        assert!("ten per second".parse::<Rate>().unwrap_err().contains("100/10s"));
+        assert!("5/0s".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn a_redis_password_is_masked() {
+        let url = RedisUrl("redis://user:hunter2@localhost:6379/0".into());
+        assert!(!url.to_string().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,87 @@
+//! The normalized event: what every payload format turns into, and all that the rules ever see.
+//!
+//! An adapter per format (`generic`, and GoHighLevel's later) turns the raw, already verified body into
+//! `Vec<Event>` or a [`PayloadError`] that says what is wrong. `serde_json::Value` never leaves this module.
+//! One payload entry may yield several events that share its [`EventId`] (a contact created with tags yields
+//! `ContactCreated` and one `TagAdded` per tag): de-duplication is per id, so they are accepted or skipped
+//! together.
+
+pub mod generic;
+mod ids;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use ids::{ContactId, EventId, IdError, LocationId, UserId};
+
+/// Payload formats a source can be configured with (`format = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// followd's own JSON, for n8n, Zapier, scripts and tests.
+    Generic,
+}
+
+impl Format {
+    /// True for senders that redeliver a webhook only when answered 429 (GoHighLevel: `shared/ghl/API.md` §8),
+    /// so a queue outage must be answered 429 rather than 503 for them.
+    pub fn retries_only_on_429(self) -> bool {
+        match self {
+            Self::Generic => false,
+        }
+    }
+
+    /// Parses a verified body into events.
+    pub fn parse(self, body: &[u8]) -> Result<Vec<Event>, PayloadError> {
+        match self {
+            Self::Generic => generic::parse(body),
+        }
+    }
+}
+
+/// One thing that happened to one contact, as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: EventId,
+    pub location_id: LocationId,
+    pub contact_id: ContactId,
+    /// When the CRM says it happened, where the payload says.
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    TagAdded { tag: String },
+    TagRemoved { tag: String },
+    ContactCreated { source: Option<String> },
+    StageChanged { pipeline: String, stage: String, from_stage: Option<String> },
+}
+
+impl EventKind {
+    /// The name rules use in `when.event`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TagAdded { .. } => "tag_added",
+            Self::TagRemoved { .. } => "tag_removed",
+            Self::ContactCreated { .. } => "contact_created",
+            Self::StageChanged { .. } => "stage_changed",
+        }
+    }
+}
+
+/// Why a body could not be turned into events. The message is safe to return to the sender: it names the
+/// field and what was expected, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("{at}: {message}")]
+    Invalid { at: String, message: String },
+    #[error("the batch is empty")]
+    EmptyBatch,
+    #[error("the batch holds {0} events; at most {max} are accepted in one request", max = generic::MAX_BATCH)]
+    BatchTooLarge(usize),
+}

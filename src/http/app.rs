@@ -1,0 +1,177 @@
+//! [`Application`]: builds every part from the configuration, binds the listener, and runs until told to stop.
+//!
+//! `build` makes the embedded-default choices and says so at start: no `redis_url` → the redb queue in
+//! `data_dir`; no upstream token → the dry run; `--role` decides whether the webhook route, the workers or
+//! both run (health and metrics are served in every role, for probes). Port 0 picks a free port: tests read it
+//! back with [`Application::port`]. Two applications in one process share nothing but the metrics registry.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use super::health::{self, HealthState};
+use super::webhook::{self, WebhookState};
+use crate::config::{Config, ConfigError};
+use crate::deliver::{Deliverer, Workers};
+use crate::intake::{Intake, Source};
+use crate::queue::{EmbeddedQueue, Queue, QueueError};
+use crate::rules::{RuleSet, RulesError};
+use crate::upstream::Upstream;
+
+/// Which parts of the pipeline this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Receiver and workers.
+    #[default]
+    All,
+    /// Takes webhooks and queues them; delivers nothing.
+    Receiver,
+    /// Delivers from the queue; takes no webhooks.
+    Worker,
+}
+
+/// Why the service could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the rules in {dir} do not compile:\n{source}")]
+    Rules { dir: std::path::PathBuf, source: RulesError },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("redis_url is set, but this build has no Redis queue yet; unset it to use the embedded queue in data_dir")]
+    RedisUnsupported,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A built service, bound and ready to run.
+pub struct Application {
+    addr: SocketAddr,
+    server: actix_web::dev::Server,
+    workers: Option<Workers>,
+    queue: Arc<dyn Queue>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Loads the rules, opens the queue, binds the listener and starts the workers (per `role`).
+    pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
+        let metrics = crate::telemetry::metrics();
+        let rules = RuleSet::load_dir(&config.rules_dir)
+            .map_err(|source| StartupError::Rules { dir: config.rules_dir.clone(), source })?;
+        tracing::info!(dir = %config.rules_dir.display(), rules = %rules.summary(), "rules loaded");
+        let rules = Arc::new(ArcSwap::from_pointee(rules));
+
+        let queue: Arc<dyn Queue> = match &config.redis_url {
+            Some(_) => return Err(StartupError::RedisUnsupported),
+            None => {
+                let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
+                tracing::info!(path = %EmbeddedQueue::path(&config.data_dir).display(), "queue: embedded store (one process)");
+                Arc::new(queue)
+            }
+        };
+
+        let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir)?);
+        if upstream.is_dry_run() {
+            tracing::warn!("no upstream token configured: dry run, follower calls are logged and counted, none is sent");
+        } else {
+            tracing::info!(base_url = %config.upstream.base_url, "upstream: live");
+        }
+
+        let sources = if config.source.is_empty() {
+            tracing::warn!("no [[source]] configured: POST /webhooks/generic accepts unsigned requests from loopback only");
+            Source::defaults()
+        } else {
+            config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<_, _>>()?
+        };
+        for source in &sources {
+            tracing::info!(source = %source.name, format = ?source.format, scheme = source.verifier.scheme(), "webhook source");
+        }
+
+        let wake = Arc::new(Notify::new());
+        let webhook_state = web::Data::new(WebhookState {
+            intake: Intake::new(sources, Arc::clone(&rules), Arc::clone(&queue), Arc::clone(&wake)),
+            max_body_bytes: config.max_body_bytes.get(),
+            retry_after: config.queue.retry_after,
+        });
+        let health_state =
+            web::Data::new(HealthState { queue: Arc::clone(&queue), rules: Arc::clone(&rules), metrics });
+
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let receive = role != Role::Worker;
+        let mut server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(health_state.clone())
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(health::metrics))
+                .default_service(web::to(super::error::not_found));
+            if receive {
+                app.app_data(webhook_state.clone()).route("/webhooks/{source}", web::post().to(webhook::receive))
+            } else {
+                app
+            }
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+        if config.http_workers > 0 {
+            server = server.workers(config.http_workers);
+        }
+        let server = server.listen(listener).map_err(|source| StartupError::Bind { addr, source })?.run();
+        tracing::info!(%addr, ?role, "listening");
+
+        let workers = (role != Role::Receiver).then(|| {
+            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream));
+            let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
+            Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
+        });
+        Ok(Self { addr, server, workers, queue, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The queue this application uses, for tools and tests (e.g. waiting until it is idle).
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        Arc::clone(&self.queue)
+    }
+
+    /// Serves until `shutdown` completes; then stops taking webhooks, lets requests and deliveries in flight
+    /// finish within `shutdown_grace`, and returns. Work not finished stays in the queue.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let stopped_by_itself = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown => None,
+        };
+        if let Some(result) = stopped_by_itself {
+            if let Some(workers) = self.workers {
+                workers.shutdown(self.shutdown_grace).await;
+            }
+            return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        }
+        tracing::info!(grace_s = self.shutdown_grace.as_secs(), "shutting down: no new webhooks, finishing work in flight");
+        let (_, ()) = tokio::join!(handle.stop(true), async {
+            if let Some(workers) = self.workers {
+                workers.shutdown(self.shutdown_grace).await;
+            }
+        });
+        let result = server.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,48 @@
+//! `GET /healthz` (the process runs), `GET /readyz` (rules loaded and the queue answers) and `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::queue::Queue;
+use crate::rules::RuleSet;
+
+/// How long `/readyz` waits for the queue before calling it unavailable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct HealthState {
+    pub queue: Arc<dyn Queue>,
+    pub rules: Arc<ArcSwap<RuleSet>>,
+    pub metrics: PrometheusHandle,
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
+    let rules = state.rules.load().summary().to_string();
+    match tokio::time::timeout(PING_TIMEOUT, state.queue.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "rules": rules })),
+        Ok(Err(e)) => not_ready(format!("the queue is unavailable: {e}")),
+        Err(_) => not_ready(format!("the queue did not answer within {}s", PING_TIMEOUT.as_secs())),
+    }
+}
+
+fn not_ready(message: String) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(json!({ "error": "not_ready", "message": message }))
+}
+
+pub async fn metrics(state: web::Data<HealthState>) -> HttpResponse {
+    if let Ok(stats) = state.queue.stats().await {
+        metrics::gauge!("followd_queue_contacts", "state" => "ready").set(stats.ready as f64);
+        metrics::gauge!("followd_queue_contacts", "state" => "leased").set(stats.leased as f64);
+        metrics::gauge!("followd_queue_operations_pending").set(stats.pending as f64);
+        metrics::gauge!("followd_queue_dead_letters").set(stats.dead as f64);
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}

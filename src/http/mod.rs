@@ -1,0 +1,10 @@
+//! The actix-web side: [`Application`] (bind, serve, shut down), the webhook route, health and metrics.
+//! `error.rs` is the only place that chooses status codes.
+
+mod app;
+mod error;
+mod health;
+mod webhook;
+
+pub use app::{Application, Role, StartupError};
+pub use error::ApiError;

@@ -1,0 +1,30 @@
+//! followd keeps CRM contact followers right from declarative rules.
+//!
+//! # Layout: the pipeline, one module per arrow
+//! ```text
+//! CRM ─webhook─▶ http ─▶ verify ─▶ event ─▶ rules ─▶ queue ─▶ deliver ─▶ upstream ─▶ CRM API
+//! ```
+//! - [`http`]: the actix app ([`Application`]), the webhook route, health, readiness, metrics.
+//! - [`intake`]: the request path without HTTP: verify, parse, match, enqueue.
+//! - [`verify`]: signature schemes over the raw body.
+//! - [`event`]: the normalized [`event::Event`] and one adapter per payload format.
+//! - [`rules`]: rule files, validation with file:line:column, the compiled index.
+//! - [`queue`]: the durable per-contact queue ([`queue::Queue`]): embedded (redb) or Redis.
+//! - [`deliver`]: workers, folding, retries.
+//! - [`upstream`]: the CRM API client, live or dry run.
+//! - [`config`], [`telemetry`]: configuration layers; logs and metrics.
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod http;
+pub mod intake;
+pub mod queue;
+pub mod rules;
+pub mod telemetry;
+pub mod upstream;
+pub mod verify;
+
+pub use http::{Application, Role};

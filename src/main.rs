@@ -1,0 +1,102 @@
+//! The `followd` command line: parses arguments, sets up logging, loads configuration and hands over.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use followd::config::Config;
+use followd::telemetry::{self, LogFormat};
+use followd::{Application, Role, commands};
+
+#[derive(Parser)]
+#[command(name = "followd", version, about = "Keeps CRM contact followers right from declarative rules")]
+struct Cli {
+    /// Configuration file (TOML); default: followd.toml when present. FOLLOWD_* variables override it.
+    #[arg(long, global = true, env = "FOLLOWD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, env = "FOLLOWD_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the webhook receiver and/or the delivery workers.
+    Serve {
+        #[arg(long, value_enum, default_value_t)]
+        role: Role,
+    },
+    /// Checks and explains the rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Inspects the queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validates the rule set; prints file:line:column: message for each error; exit 1 on any.
+    Check {
+        /// Rules folder; default: rules_dir from the configuration.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Shows what a payload would do: the events, the rules that fire and the operations; calls nothing.
+    Explain {
+        /// The source whose format reads the payload.
+        #[arg(long)]
+        source: String,
+        /// A file holding the payload.
+        #[arg(long)]
+        event: PathBuf,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Ready contacts, leased contacts, pending operations, dead letters.
+    Stats,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { role } => {
+            let app = Application::build(config, role).await?;
+            app.run_until_stopped(commands::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules(RulesCommand::Check { rules }) => {
+            Ok(commands::rules_check(&rules.unwrap_or_else(|| config.rules_dir.clone())))
+        }
+        Command::Rules(RulesCommand::Explain { source, event, rules }) => {
+            let dir = rules.unwrap_or_else(|| config.rules_dir.clone());
+            commands::rules_explain(&config, &dir, &source, &event)
+        }
+        Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
+    }
+}

@@ -1,0 +1,438 @@
+//! The embedded queue: one redb file under `data_dir`, for a single process with no server to run.
+//!
+//! redb is an ACID key-value store: every method here is one write transaction, committed with fsync before it
+//! returns, so a webhook acknowledged after `enqueue` survives a crash or power loss. redb takes an exclusive
+//! lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
+//! redb's API is blocking; each call runs on Tokio's blocking pool so the async request path never blocks.
+//!
+//! Tables (contact keys are `location \x1f contact`; ids cannot hold control characters, so this is unambiguous):
+//! - `pending`  (contact, seq) → operation: each contact's operations in enqueue order
+//! - `contacts` contact → state: when it is ready, or which lease holds it, and its failed attempts
+//! - `ready`    (ready_at, contact) → (): contacts waiting, oldest first; a retry is scheduled in the future
+//! - `leases`   (deadline, contact) → (): held contacts, earliest deadline first, for the reaper
+//! - `seen`     event id → expiry; `seen_expiry` (expiry, event id) → () to forget old ids in order
+//! - `cursors`  rule \x1f location → round-robin position
+//! - `known`    contact → followers followd added (the `remove_all` fallback)
+//! - `meta`     "seq" → the last operation sequence number
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
+    QueuedOp, cursor_key, resolve,
+};
+use crate::event::{ContactId, LocationId, UserId};
+
+const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
+const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+const READY: TableDefinition<(u64, &str), ()> = TableDefinition::new("ready");
+const LEASES: TableDefinition<(u64, &str), ()> = TableDefinition::new("leases");
+const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_expiry");
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+const KNOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("known");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
+const MAX_LEASE_OPS: usize = 1000;
+/// Most expired event ids forgotten per reap, so one reap never holds the write lock for long.
+const MAX_SWEEP: usize = 10_000;
+/// The file inside `data_dir`.
+pub const FILE_NAME: &str = "followd.redb";
+
+/// What the queue knows about a contact that has pending operations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ContactState {
+    /// Set while the contact waits in `ready`.
+    ready_at: Option<Millis>,
+    /// Set while a worker holds it.
+    lease: Option<LeaseState>,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseState {
+    id: u64,
+    deadline: Millis,
+}
+
+/// The redb-backed [`Queue`]. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: Arc<Database>,
+    lease_for: Duration,
+    dedup_ttl: Duration,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue").field("lease_for", &self.lease_for).finish_non_exhaustive()
+    }
+}
+
+fn contact_key(key: &ContactKey) -> String {
+    format!("{}\u{1f}{}", key.location_id, key.contact_id)
+}
+
+fn parse_contact_key(raw: &str) -> Result<ContactKey, QueueError> {
+    let corrupt = || QueueError::Corrupt(serde::de::Error::custom(format!("bad contact key {raw:?}")));
+    let (location, contact) = raw.split_once('\u{1f}').ok_or_else(corrupt)?;
+    Ok(ContactKey {
+        location_id: LocationId::parse(location).map_err(|_| corrupt())?,
+        contact_id: ContactId::parse(contact).map_err(|_| corrupt())?,
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl EmbeddedQueue {
+    /// Opens (or creates) `data_dir/followd.redb`, taking the exclusive lock.
+    pub fn open(data_dir: &Path, lease_for: Duration, dedup_ttl: Duration) -> Result<Self, QueueError> {
+        let path = data_dir.join(FILE_NAME);
+        let open_error = |source: redb::Error| QueueError::Open { path: path.clone(), source: Box::new(source) };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(redb::StorageError::Io(e).into()))?;
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => return Err(QueueError::Locked(data_dir.to_owned())),
+            Err(e) => return Err(open_error(e.into())),
+        };
+        // Create every table up front so read transactions never meet a missing one.
+        let tx = db.begin_write().map_err(redb::Error::from)?;
+        {
+            tx.open_table(PENDING).map_err(redb::Error::from)?;
+            tx.open_table(CONTACTS).map_err(redb::Error::from)?;
+            tx.open_table(READY).map_err(redb::Error::from)?;
+            tx.open_table(LEASES).map_err(redb::Error::from)?;
+            tx.open_table(SEEN).map_err(redb::Error::from)?;
+            tx.open_table(SEEN_EXPIRY).map_err(redb::Error::from)?;
+            tx.open_table(CURSORS).map_err(redb::Error::from)?;
+            tx.open_table(KNOWN).map_err(redb::Error::from)?;
+            tx.open_table(META).map_err(redb::Error::from)?;
+        }
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(Self { db: Arc::new(db), lease_for, dedup_ttl })
+    }
+
+    /// The file this queue lives in, for messages.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE_NAME)
+    }
+
+    /// Runs a blocking redb closure on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+}
+
+/// Shorthand: every redb error type converts into `redb::Error`, and that into `QueueError`.
+trait OrQueue<T> {
+    fn q(self) -> Result<T, QueueError>;
+}
+
+impl<T, E: Into<redb::Error>> OrQueue<T> for Result<T, E> {
+    fn q(self) -> Result<T, QueueError> {
+        self.map_err(|e| QueueError::Embedded(e.into()))
+    }
+}
+
+fn read_state(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<ContactState>, QueueError> {
+    match table.get(key).q()? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn write_state(table: &mut redb::Table<&str, &[u8]>, key: &str, state: &ContactState) -> Result<(), QueueError> {
+    table.insert(key, serde_json::to_vec(state)?.as_slice()).q()?;
+    Ok(())
+}
+
+/// Checks that `lease` still holds its contact; returns the contact's state.
+fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result<ContactState, QueueError> {
+    match read_state(contacts, key)? {
+        Some(state) if state.lease.as_ref().is_some_and(|l| l.id == lease.id) => Ok(state),
+        _ => Err(QueueError::LeaseLost),
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            let mut outcome = EnqueueOutcome::default();
+            {
+                let mut seen = tx.open_table(SEEN).q()?;
+                let mut seen_expiry = tx.open_table(SEEN_EXPIRY).q()?;
+                let mut pending = tx.open_table(PENDING).q()?;
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut ready = tx.open_table(READY).q()?;
+                let mut cursors = tx.open_table(CURSORS).q()?;
+                let mut meta = tx.open_table(META).q()?;
+                let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
+                for event in batch {
+                    let id = event.event_id.as_str();
+                    let previous = seen.get(id).q()?.map(|v| v.value());
+                    if previous.is_some_and(|expiry| expiry > now) {
+                        outcome.duplicates.push(event.event_id);
+                        continue;
+                    }
+                    if let Some(old) = previous {
+                        seen_expiry.remove((old, id)).q()?;
+                    }
+                    seen.insert(id, expires).q()?;
+                    seen_expiry.insert((expires, id), ()).q()?;
+                    let key = contact_key(&event.contact);
+                    let mut stored = 0;
+                    for planned in &event.ops {
+                        let cursor_name = match &planned.action {
+                            crate::rules::Action::RoundRobin { rule, .. } => {
+                                Some(cursor_key(rule, &event.contact.location_id))
+                            }
+                            _ => None,
+                        };
+                        let cursor = match &cursor_name {
+                            Some(name) => cursors.get(name.as_str()).q()?.map(|v| v.value()).unwrap_or(0),
+                            None => 0,
+                        };
+                        let Some(op) = resolve(&planned.action, cursor) else { continue };
+                        if let Some(name) = &cursor_name {
+                            cursors.insert(name.as_str(), cursor.wrapping_add(1)).q()?;
+                        }
+                        seq += 1;
+                        let queued = QueuedOp {
+                            seq,
+                            op,
+                            rule: planned.rule.to_string(),
+                            event_id: event.event_id.clone(),
+                            enqueued_at: now,
+                        };
+                        pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
+                        stored += 1;
+                    }
+                    if stored > 0 {
+                        let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                        // A leased contact becomes ready again at its ack; a ready one keeps its place.
+                        if state.lease.is_none() && state.ready_at.is_none() {
+                            state.ready_at = Some(now);
+                            ready.insert((now, key.as_str()), ()).q()?;
+                            write_state(&mut contacts, &key, &state)?;
+                        }
+                    }
+                    outcome.operations += stored;
+                    outcome.accepted.push(event.event_id);
+                }
+                meta.insert("seq", seq).q()?;
+            }
+            tx.commit().q()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
+        let lease_for = millis(self.lease_for);
+        let id = rand::random::<u64>();
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            let leased = {
+                let mut ready = tx.open_table(READY).q()?;
+                let first = ready.first().q()?.map(|(k, _)| {
+                    let (at, key) = k.value();
+                    (at, key.to_owned())
+                });
+                let Some((ready_at, key)) = first else { return Ok(LeaseOutcome::Empty { next_at: None }) };
+                if ready_at > now {
+                    return Ok(LeaseOutcome::Empty { next_at: Some(ready_at) });
+                }
+                ready.remove((ready_at, key.as_str())).q()?;
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut leases = tx.open_table(LEASES).q()?;
+                let pending = tx.open_table(PENDING).q()?;
+                let mut ops = Vec::new();
+                for entry in pending.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).q()?.take(MAX_LEASE_OPS) {
+                    let (_, value) = entry.q()?;
+                    ops.push(serde_json::from_slice::<QueuedOp>(value.value())?);
+                }
+                let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                if ops.is_empty() {
+                    // Nothing left to deliver: the contact should not have been ready; forget it.
+                    contacts.remove(key.as_str()).q()?;
+                    None
+                } else {
+                    let deadline = now.saturating_add(lease_for);
+                    state.ready_at = None;
+                    state.lease = Some(LeaseState { id, deadline });
+                    write_state(&mut contacts, &key, &state)?;
+                    leases.insert((deadline, key.as_str()), ()).q()?;
+                    Some(Lease { id, contact: parse_contact_key(&key)?, ops, attempts: state.attempts, deadline })
+                }
+            };
+            tx.commit().q()?;
+            Ok(match leased {
+                Some(lease) => LeaseOutcome::Leased(lease),
+                // The entry was stale; the caller asks again at once.
+                None => LeaseOutcome::Empty { next_at: Some(now) },
+            })
+        })
+        .await
+    }
+
+    async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        let applied = applied.clone();
+        self.blocking(move |db| {
+            let key = contact_key(&lease.contact);
+            let tx = db.begin_write().q()?;
+            {
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut state = held(&contacts, &key, &lease)?;
+                let mut pending = tx.open_table(PENDING).q()?;
+                for op in &lease.ops {
+                    pending.remove((key.as_str(), op.seq)).q()?;
+                }
+                let mut leases = tx.open_table(LEASES).q()?;
+                if let Some(l) = &state.lease {
+                    leases.remove((l.deadline, key.as_str())).q()?;
+                }
+                let more = pending.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).q()?.next().is_some();
+                if more {
+                    state = ContactState { ready_at: Some(now), lease: None, attempts: 0 };
+                    tx.open_table(READY).q()?.insert((now, key.as_str()), ()).q()?;
+                    write_state(&mut contacts, &key, &state)?;
+                } else {
+                    contacts.remove(key.as_str()).q()?;
+                }
+                let mut known = tx.open_table(KNOWN).q()?;
+                let mut followers: Vec<UserId> = match known.get(key.as_str()).q()? {
+                    Some(bytes) => serde_json::from_slice(bytes.value())?,
+                    None => Vec::new(),
+                };
+                if applied.removed_all {
+                    followers.clear();
+                }
+                followers.retain(|u| !applied.removed.contains(u));
+                for user in &applied.added {
+                    if !followers.contains(user) {
+                        followers.push(user.clone());
+                    }
+                }
+                if followers.is_empty() {
+                    known.remove(key.as_str()).q()?;
+                } else {
+                    known.insert(key.as_str(), serde_json::to_vec(&followers)?.as_slice()).q()?;
+                }
+            }
+            tx.commit().q()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.blocking(move |db| {
+            let key = contact_key(&lease.contact);
+            let tx = db.begin_write().q()?;
+            {
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut state = held(&contacts, &key, &lease)?;
+                if let Some(l) = state.lease.take() {
+                    tx.open_table(LEASES).q()?.remove((l.deadline, key.as_str())).q()?;
+                }
+                state.ready_at = Some(retry_at);
+                state.attempts = state.attempts.saturating_add(1);
+                tx.open_table(READY).q()?.insert((retry_at, key.as_str()), ()).q()?;
+                write_state(&mut contacts, &key, &state)?;
+            }
+            tx.commit().q()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            let mut reaped = 0;
+            {
+                let mut leases = tx.open_table(LEASES).q()?;
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut ready = tx.open_table(READY).q()?;
+                let expired: Vec<(u64, String)> = leases
+                    .range((0, "")..=(now, "\u{10ffff}"))
+                    .q()?
+                    .map(|entry| entry.q().map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+                    .collect::<Result<_, _>>()?;
+                for (deadline, key) in expired {
+                    leases.remove((deadline, key.as_str())).q()?;
+                    let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                    state.lease = None;
+                    state.ready_at = Some(now);
+                    ready.insert((now, key.as_str()), ()).q()?;
+                    write_state(&mut contacts, &key, &state)?;
+                    reaped += 1;
+                }
+                let mut seen = tx.open_table(SEEN).q()?;
+                let mut seen_expiry = tx.open_table(SEEN_EXPIRY).q()?;
+                let old: Vec<(u64, String)> = seen_expiry
+                    .range((0, "")..=(now, "\u{10ffff}"))
+                    .q()?
+                    .take(MAX_SWEEP)
+                    .map(|entry| entry.q().map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+                    .collect::<Result<_, _>>()?;
+                for (expiry, id) in old {
+                    seen_expiry.remove((expiry, id.as_str())).q()?;
+                    seen.remove(id.as_str()).q()?;
+                }
+            }
+            tx.commit().q()?;
+            Ok(reaped)
+        })
+        .await
+    }
+
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| {
+            let tx = db.begin_read().q()?;
+            let known = tx.open_table(KNOWN).q()?;
+            match known.get(key.as_str()).q()? {
+                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+                None => Ok(Vec::new()),
+            }
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().q()?;
+            Ok(QueueStats {
+                ready: tx.open_table(READY).q()?.len().q()?,
+                leased: tx.open_table(LEASES).q()?.len().q()?,
+                pending: tx.open_table(PENDING).q()?.len().q()?,
+                dead: 0,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.blocking(|db| db.begin_read().map(drop).q()).await
+    }
+}

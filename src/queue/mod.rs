@@ -1,0 +1,206 @@
+//! The durable queue of follower operations: ordered per contact, coalesced, crash-safe.
+//!
+//! The unit of work is the **contact**, not the single call (see `DESIGN.md`, "Queue"): enqueue appends an
+//! event's operations to the contact's pending list and marks the contact ready, in one transaction together
+//! with the event-id de-duplication; a worker leases a ready contact (with a deadline), takes all its pending
+//! operations, and acknowledges them once delivered. Operations that arrive during a lease wait for the ack,
+//! which makes the contact ready again, so two workers never deliver one contact at once and its operations
+//! apply in the order their events happened. A lease that expires (its worker died) is reaped: the contact
+//! becomes ready again with its operations still in front, in order, because they were never removed.
+//!
+//! Invariant: an operation is in exactly one place — pending (possibly under a lease) or gone (acknowledged).
+//!
+//! Two implementations share the [`Queue`] trait and one behavioural test suite: [`EmbeddedQueue`] (redb, one
+//! process, the default) and the Redis one (many processes).
+
+mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ContactId, EventId, LocationId, UserId};
+use crate::rules::Action;
+pub use embedded::EmbeddedQueue;
+
+/// Milliseconds since the Unix epoch. Time is always passed in, never read inside the queue, so tests control it.
+pub type Millis = u64;
+
+/// The current time in [`Millis`], for callers at the edge (workers, handlers).
+pub fn now_ms() -> Millis {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One change to a contact's followers, as stored and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", content = "user", rename_all = "snake_case")]
+pub enum FollowerOp {
+    /// Remove every current follower.
+    RemoveAll,
+    Remove(UserId),
+    Add(UserId),
+}
+
+/// The contact a queue entry is about. A contact id is only unique within its sub-account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContactKey {
+    pub location_id: LocationId,
+    pub contact_id: ContactId,
+}
+
+/// An operation the rules planned, before the queue resolves round robin to one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedOp {
+    pub rule: Arc<str>,
+    pub action: Action,
+}
+
+/// All that one event asks of one contact: enqueued (or recognised as a duplicate) as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOps {
+    pub event_id: EventId,
+    pub contact: ContactKey,
+    pub ops: Vec<PlannedOp>,
+}
+
+/// A stored operation: what to do, and which rule and event asked for it (for logs and the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedOp {
+    /// Position in the contact's pending list; increases with enqueue order.
+    pub seq: u64,
+    #[serde(flatten)]
+    pub op: FollowerOp,
+    pub rule: String,
+    pub event_id: EventId,
+    pub enqueued_at: Millis,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    /// Ids newly accepted, in batch order.
+    pub accepted: Vec<EventId>,
+    /// Ids already seen within the de-duplication window: nothing was stored for them.
+    pub duplicates: Vec<EventId>,
+    /// Follower operations stored.
+    pub operations: usize,
+}
+
+/// A contact held by one worker until `deadline`, with every operation pending for it when it was leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Identifies this lease; an ack or retry with a stale id is refused ([`QueueError::LeaseLost`]).
+    pub id: u64,
+    pub contact: ContactKey,
+    /// In enqueue order.
+    pub ops: Vec<QueuedOp>,
+    /// Failed delivery attempts of these operations so far (0 on the first try).
+    pub attempts: u32,
+    pub deadline: Millis,
+}
+
+/// The result of asking for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Leased(Lease),
+    /// Nothing ready now; `next_at` is when the earliest scheduled contact becomes ready, if any.
+    Empty { next_at: Option<Millis> },
+}
+
+/// The follower changes a delivery made, so the queue can remember which followers followd itself added
+/// (the fallback for `remove_all` when the CRM does not say who follows a contact).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub removed_all: bool,
+    pub removed: Vec<UserId>,
+    pub added: Vec<UserId>,
+}
+
+/// Counts for `followd queue stats`, `/metrics` and the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Contacts waiting for a worker (now or at a scheduled retry time).
+    pub ready: u64,
+    /// Contacts held by a worker.
+    pub leased: u64,
+    /// Operations not yet acknowledged.
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// Why the queue could not do what was asked. Lower layers never know about HTTP: the receiver maps
+/// [`QueueError::is_unavailable`] to a retry answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(
+        "the data directory {0} is in use by another followd process; stop it, or give this one another data_dir"
+    )]
+    Locked(std::path::PathBuf),
+    #[error("cannot open the embedded queue at {path}: {source}")]
+    Open { path: std::path::PathBuf, source: Box<redb::Error> },
+    #[error("embedded queue: {0}")]
+    Embedded(#[from] redb::Error),
+    #[error("a queue entry cannot be decoded: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the lease was lost: it expired and the contact went back to the queue")]
+    LeaseLost,
+    #[error("the queue's worker thread failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl QueueError {
+    /// True when the failure is the store being unreachable or failing, as opposed to a caller's mistake.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, Self::LeaseLost)
+    }
+}
+
+/// The queue contract. Every method is one atomic step; see the module doc for the life of a contact.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores each event's operations (resolving round robin) and marks its contact ready, unless the event id
+    /// was seen within the de-duplication window. All of the batch or none of it is stored.
+    async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError>;
+
+    /// Leases the contact that has been ready longest, if any is ready at `now`.
+    async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError>;
+
+    /// Removes the leased operations; the contact is ready again if more arrived meanwhile.
+    async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError>;
+
+    /// Gives the lease back with its operations kept in front, ready again at `retry_at`.
+    async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError>;
+
+    /// Returns expired leases to the ready set and forgets expired event ids. Returns the leases reaped.
+    async fn reap(&self, now: Millis) -> Result<usize, QueueError>;
+
+    /// Followers that followd itself added to the contact and has not removed since.
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;
+
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Answers when the store is reachable: for `/readyz`.
+    async fn ping(&self) -> Result<(), QueueError>;
+}
+
+/// Resolves a planned operation to a stored one; `cursor` is the round-robin position for its rule and
+/// location, advanced by the caller only when the pick is stored. `None` only for an empty pool, which the
+/// rules already reject.
+pub(crate) fn resolve(action: &Action, cursor: u64) -> Option<FollowerOp> {
+    Some(match action {
+        Action::RemoveAll => FollowerOp::RemoveAll,
+        Action::Remove(user) => FollowerOp::Remove(user.clone()),
+        Action::Add(user) => FollowerOp::Add(user.clone()),
+        Action::RoundRobin { pool, .. } => {
+            let index = usize::try_from(cursor % u64::try_from(pool.len()).ok().filter(|&n| n > 0)?).ok()?;
+            FollowerOp::Add(pool.get(index)?.clone())
+        }
+    })
+}
+
+/// The key of a round-robin cursor: one per rule and location, so each sub-account rotates on its own.
+pub(crate) fn cursor_key(rule: &str, location: &LocationId) -> String {
+    format!("{rule}\u{1f}{location}")
+}

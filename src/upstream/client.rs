@@ -1,0 +1,190 @@
+//! The live CRM client: `reqwest`, bearer tokens per sub-account, the pinned `Version` header.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::{API_VERSION, UpstreamError};
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::event::UserId;
+use crate::queue::ContactKey;
+
+/// Longest error body kept for logs and dead letters.
+const MAX_ERROR_MESSAGE: usize = 512;
+
+/// Calls the CRM. Tokens live only here, as secrets, and go only into the `Authorization` header.
+pub struct LiveClient {
+    http: reqwest::Client,
+    base_url: Url,
+    default_token: Option<SecretString>,
+    tokens: HashMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for LiveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveClient").field("base_url", &self.base_url.as_str()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct FollowersBody<'a> {
+    followers: &'a [UserId],
+}
+
+#[derive(Deserialize)]
+struct ContactEnvelope {
+    contact: ContactFollowers,
+}
+
+#[derive(Deserialize)]
+struct ContactFollowers {
+    #[serde(default)]
+    followers: Option<Vec<UserId>>,
+}
+
+/// The CRM's error envelope: `message` is a string or, for 422, a list (`shared/ghl/API.md` §4).
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl LiveClient {
+    pub fn new(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let resolve = |name: &str, secret: &crate::config::SecretRef| {
+            secret.resolve(base_dir).map_err(|e| ConfigError::Invalid(format!("{name} ({secret:?}): {e}")))
+        };
+        let default_token = config.token.as_ref().map(|t| resolve("upstream.token", t)).transpose()?;
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|(location, token)| Ok((location.clone(), resolve(&format!("upstream.tokens.{location}"), token)?)))
+            .collect::<Result<_, ConfigError>>()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("followd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { http, base_url: config.base_url.clone(), default_token, tokens })
+    }
+
+    fn token(&self, contact: &ContactKey) -> Result<&SecretString, UpstreamError> {
+        self.tokens
+            .get(contact.location_id.as_str())
+            .or(self.default_token.as_ref())
+            .ok_or_else(|| UpstreamError::NoToken(contact.location_id.to_string()))
+    }
+
+    fn url(&self, contact: &ContactKey, followers: bool) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("contacts").push(contact.contact_id.as_str());
+            if followers {
+                segments.push("followers");
+            }
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url, contact: &ContactKey) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let token = self.token(contact)?;
+        Ok(self
+            .http
+            .request(method, url)
+            .bearer_auth(token.expose_secret())
+            .header("Version", API_VERSION)
+            .header(reqwest::header::ACCEPT, "application/json"))
+    }
+
+    /// POST (add) or DELETE (remove) followers. DELETE carries its JSON body too (`shared/ghl/API.md` §2).
+    pub async fn change_followers(
+        &self,
+        method: Method,
+        contact: &ContactKey,
+        users: &[UserId],
+    ) -> Result<(), UpstreamError> {
+        let label = if method == Method::DELETE { "DELETE" } else { "POST" };
+        let request = self.request(method, self.url(contact, true), contact)?;
+        let response = send(request.json(&FollowersBody { followers: users }), label).await?;
+        check(response).await.map(drop)
+    }
+
+    pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
+        let request = self.request(Method::GET, self.url(contact, false), contact)?;
+        let response = check(send(request, "GET").await?).await?;
+        let envelope: ContactEnvelope = response.json().await.map_err(UpstreamError::Decode)?;
+        Ok(envelope.contact.followers)
+    }
+}
+
+/// Sends and records the call's latency and outcome.
+async fn send(request: reqwest::RequestBuilder, method: &'static str) -> Result<reqwest::Response, UpstreamError> {
+    let started = Instant::now();
+    let result = request.send().await;
+    let status = match &result {
+        Ok(response) => response.status().as_str().to_owned(),
+        Err(e) if e.is_timeout() => "timeout".to_owned(),
+        Err(_) => "error".to_owned(),
+    };
+    metrics::histogram!("followd_upstream_request_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("followd_upstream_requests_total", "method" => method, "status" => status).increment(1);
+    result.map_err(UpstreamError::Transport)
+}
+
+/// Turns a non-2xx answer into [`UpstreamError::Status`] with the CRM's message and any `Retry-After`.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    Err(UpstreamError::Status { status: status.as_u16(), message: error_message(status, &text), retry_after })
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The CRM's message, as its own SDK reads it: `message` (string or list), else `error`, else the raw text.
+fn error_message(status: StatusCode, text: &str) -> String {
+    let parsed = serde_json::from_str::<ErrorBody>(text).ok();
+    let message = match parsed.as_ref().and_then(|b| b.message.as_ref()) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Array(items)) => {
+            Some(items.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join("; "))
+        }
+        _ => parsed.and_then(|b| b.error),
+    };
+    let mut message = message.unwrap_or_else(|| {
+        if text.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text.to_owned() }
+    });
+    if message.len() > MAX_ERROR_MESSAGE {
+        let cut = (0..=MAX_ERROR_MESSAGE).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_read_strings_lists_and_fallbacks() {
+        let m = error_message(StatusCode::UNPROCESSABLE_ENTITY, r#"{"statusCode":422,"message":["a","b"],"error":"x"}"#);
+        assert_eq!(m, "a; b");
+        assert_eq!(error_message(StatusCode::UNAUTHORIZED, r#"{"statusCode":401,"error":"Unauthorized"}"#), "Unauthorized");
+        assert_eq!(error_message(StatusCode::BAD_GATEWAY, ""), "Bad Gateway");
+        assert!(error_message(StatusCode::BAD_GATEWAY, &"x".repeat(2000)).len() < 600);
+    }
+}

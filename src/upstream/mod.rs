@@ -1,0 +1,107 @@
+//! The CRM's REST API, as followd uses it: add and remove a contact's followers, read who follows it.
+//!
+//! [`Upstream`] is either the live client or the dry run that logs and counts each call it would make (no
+//! token configured). An enum, not a trait: there are exactly two, and only the live one does I/O.
+//! The facts this follows (verbs, statuses, bodies, the `Version` header) are in `shared/ghl/API.md` §1–§4.
+
+mod client;
+mod dry_run;
+
+use std::time::Duration;
+
+pub use client::LiveClient;
+pub use dry_run::DryRun;
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::event::UserId;
+use crate::queue::ContactKey;
+
+/// The API version every call sends (`shared/ghl/API.md` §1: the only value the contacts spec lists).
+pub const API_VERSION: &str = "2021-07-28";
+
+/// Where follower calls go.
+#[derive(Debug)]
+pub enum Upstream {
+    Live(LiveClient),
+    DryRun(DryRun),
+}
+
+/// Why an upstream call failed. Never holds a token; a response body is kept short.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no upstream token is configured for location {0}: set upstream.tokens.{0} or upstream.token")]
+    NoToken(String),
+    #[error("the CRM answered {status}: {message}")]
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    #[error("cannot reach the CRM: {0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("the CRM's answer cannot be read: {0}")]
+    Decode(#[source] reqwest::Error),
+}
+
+impl UpstreamError {
+    /// True when the same call may succeed later on its own: throttling, server errors, network failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+            Self::Transport(_) | Self::Decode(_) => true,
+            Self::NoToken(_) => false,
+        }
+    }
+
+    /// The HTTP status, when the CRM answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl Upstream {
+    /// The live client when any token is configured, otherwise the dry run.
+    pub fn from_config(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        if config.token.is_none() && config.tokens.is_empty() {
+            return Ok(Self::DryRun(DryRun::default()));
+        }
+        LiveClient::new(config, base_dir).map(Self::Live)
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self, Self::DryRun(_))
+    }
+
+    /// `POST /contacts/{id}/followers`.
+    pub async fn add_followers(&self, contact: &ContactKey, users: &[UserId]) -> Result<(), UpstreamError> {
+        match self {
+            Self::Live(client) => client.change_followers(reqwest::Method::POST, contact, users).await,
+            Self::DryRun(dry) => {
+                dry.record("POST", contact, users);
+                Ok(())
+            }
+        }
+    }
+
+    /// `DELETE /contacts/{id}/followers`, with the users in the JSON body.
+    pub async fn remove_followers(&self, contact: &ContactKey, users: &[UserId]) -> Result<(), UpstreamError> {
+        match self {
+            Self::Live(client) => client.change_followers(reqwest::Method::DELETE, contact, users).await,
+            Self::DryRun(dry) => {
+                dry.record("DELETE", contact, users);
+                Ok(())
+            }
+        }
+    }
+
+    /// The contact's current followers from `GET /contacts/{id}`, or `None` when the answer does not say
+    /// (`followers` is not in the documented schema: `shared/ghl/API.md` §3) or in a dry run.
+    pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
+        match self {
+            Self::Live(client) => client.followers(contact).await,
+            Self::DryRun(dry) => {
+                dry.record("GET", contact, &[]);
+                Ok(None)
+            }
+        }
+    }
+}

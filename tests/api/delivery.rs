@@ -1,0 +1,140 @@
+//! The pipeline end to end: what reaches the fake CRM after a webhook.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::app::{TestApp, tag_event};
+use crate::support::upstream::TOKEN;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn set(users: &[&str]) -> BTreeSet<String> {
+    users.iter().map(|u| (*u).to_owned()).collect()
+}
+
+fn stage_event(id: &str, contact: &str, stage: &str) -> Vec<u8> {
+    json!({"id": id, "type": "stage_changed", "location_id": "loc-1", "contact_id": contact,
+           "pipeline": "Sales", "stage": stage})
+    .to_string()
+    .into_bytes()
+}
+
+fn lead_event(id: &str, contact: &str) -> Vec<u8> {
+    json!({"id": id, "type": "contact_created", "location_id": "loc-1", "contact_id": contact,
+           "source": "Facebook Ads"})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_user_ids() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post_signed(&tag_event("evt-1", "tag_added", "c-1", "VIP ")).await.status(), 202);
+    assert!(app.upstream.wait_for_calls(1, WAIT).await, "no upstream call");
+    let call = &app.upstream.calls()[0];
+    assert_eq!((call.method.as_str(), call.contact_id.as_str(), call.status), ("POST", "c-1", 201));
+    assert_eq!(call.followers, ["usr_alice", "usr_bob"]);
+    assert_eq!(call.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(call.version.as_deref(), Some("2021-07-28"));
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_alice", "usr_bob"]));
+}
+
+#[tokio::test]
+async fn a_tag_added_then_removed_ends_with_the_users_not_following() {
+    let app = TestApp::spawn().await;
+    app.upstream.set_followers("c-1", &["usr_other"]);
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert_eq!(app.post_signed(&tag_event("e2", "tag_removed", "c-1", "vip")).await.status(), 202);
+    app.wait_until_idle().await;
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_other"]));
+    // Whether the two were folded into one DELETE or delivered one after the other, the last call removes.
+    let calls = app.upstream.calls_for("c-1");
+    assert_eq!(calls.last().map(|c| c.method.as_str()), Some("DELETE"));
+}
+
+#[tokio::test]
+async fn remove_all_learns_the_current_followers_from_the_crm() {
+    let app = TestApp::spawn().await;
+    app.upstream.set_followers("c-1", &["usr_x", "usr_y", "usr_alice"]);
+    assert_eq!(app.post_signed(&stage_event("e1", "c-1", "closed won")).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice"], WAIT).await);
+    app.wait_until_idle().await;
+    let calls: Vec<(String, Vec<String>)> =
+        app.upstream.calls_for("c-1").into_iter().map(|c| (c.method, c.followers)).collect();
+    assert_eq!(calls[0].0, "GET");
+    assert_eq!(calls[1], ("DELETE".to_owned(), vec!["usr_x".to_owned(), "usr_y".to_owned()]));
+    assert_eq!(calls[2], ("POST".to_owned(), vec!["usr_alice".to_owned()]));
+}
+
+#[tokio::test]
+async fn remove_all_falls_back_to_the_followers_followd_added_when_the_crm_does_not_list_them() {
+    let app = TestApp::spawn().await;
+    app.upstream.omit_followers_in_get();
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    app.wait_until_idle().await;
+    // Someone adds a follower by hand: followd did not add it, so it cannot know to remove it.
+    app.upstream.set_followers("c-1", &["usr_alice", "usr_bob", "usr_by_hand"]);
+    assert_eq!(app.post_signed(&stage_event("e2", "c-1", "Closed Won")).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_by_hand"], WAIT).await);
+}
+
+#[tokio::test]
+async fn round_robin_rotates_through_the_team() {
+    let app = TestApp::spawn().await;
+    for (i, contact) in ["c-1", "c-2", "c-3", "c-4"].iter().enumerate() {
+        assert_eq!(app.post_signed(&lead_event(&format!("lead-{i}"), contact)).await.status(), 202);
+    }
+    app.wait_until_idle().await;
+    let picks: Vec<BTreeSet<String>> =
+        ["c-1", "c-2", "c-3", "c-4"].iter().map(|c| app.upstream.followers_of(c)).collect();
+    assert_eq!(picks, [set(&["usr_s1"]), set(&["usr_s2"]), set(&["usr_s3"]), set(&["usr_s1"])]);
+}
+
+#[tokio::test]
+async fn a_transient_upstream_failure_is_retried_until_delivered() {
+    let app = TestApp::spawn().await;
+    app.upstream.fail_next(503, 2);
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    let statuses: Vec<u16> = app.upstream.calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [503, 503, 201]);
+}
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_is_kept_in_the_queue_and_delivered_later() {
+    let app = TestApp::spawn().await;
+    // More failures than one lease retries in place: the contact goes back to the queue, not away.
+    app.upstream.fail_next(500, 3);
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(app.upstream.wait_for_calls(3, WAIT).await);
+    let stats = app.queue.stats().await.unwrap();
+    assert_eq!(stats.pending, 2, "the operations are still queued after the failures");
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+}
+
+#[tokio::test]
+async fn the_dry_run_calls_nothing_and_drains_the_queue() {
+    let app = TestApp::builder().dry_run().spawn().await;
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    app.wait_until_idle().await;
+    assert!(app.upstream.calls().is_empty());
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("followd_upstream_dry_run_calls_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn events_for_one_contact_never_overlap_at_the_upstream() {
+    let app = TestApp::spawn().await;
+    app.upstream.set_latency(Duration::from_millis(50));
+    for i in 0..20 {
+        let kind = if i % 2 == 0 { "tag_added" } else { "tag_removed" };
+        assert_eq!(app.post_signed(&tag_event(&format!("e{i}"), kind, "c-1", "vip")).await.status(), 202);
+    }
+    app.wait_until_idle().await;
+    assert_eq!(app.upstream.overlaps(), 0);
+    // The last event removed the tag: nobody follows.
+    assert!(app.upstream.followers_of("c-1").is_empty());
+}

@@ -1,0 +1,150 @@
+//! Nothing acknowledged is lost: across a restart, a SIGKILL, and a second process on the same data_dir.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use followd::Role;
+
+use crate::support::app::{RULES, SECRET, SIGNATURE_HEADER, TestApp, sign, tag_event};
+use crate::support::free_port;
+use crate::support::process::Followd;
+use crate::support::upstream::{FakeUpstream, TOKEN};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_webhook_acknowledged_before_a_restart_is_delivered_after_it() {
+    let upstream = Arc::new(FakeUpstream::start().await);
+    let data = tempfile::tempdir().unwrap();
+    // A receiver only: it acknowledges and queues, and delivers nothing.
+    let receiver = TestApp::builder().role(Role::Receiver).data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
+    assert_eq!(receiver.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    receiver.stop().await;
+    assert!(upstream.calls().is_empty());
+
+    let app = TestApp::builder().data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    app.wait_until_idle().await;
+}
+
+#[tokio::test]
+async fn the_round_robin_position_survives_a_restart() {
+    let upstream = Arc::new(FakeUpstream::start().await);
+    let data = tempfile::tempdir().unwrap();
+    let lead = |id: &str, contact: &str| {
+        serde_json::json!({"id": id, "type": "contact_created", "location_id": "loc-1", "contact_id": contact,
+                           "source": "facebook ads"})
+        .to_string()
+        .into_bytes()
+    };
+    let first = TestApp::builder().data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
+    assert_eq!(first.post_signed(&lead("l1", "c-1")).await.status(), 202);
+    first.wait_until_idle().await;
+    first.stop().await;
+    let second = TestApp::builder().data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
+    assert_eq!(second.post_signed(&lead("l2", "c-2")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-2", &["usr_s2"], WAIT).await, "{:?}", upstream.followers_of("c-2"));
+}
+
+/// A configuration file for the real binary, with rules beside it.
+fn write_config(dir: &Path, upstream: &str, lease: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/rules.toml"), RULES).unwrap();
+    std::fs::write(dir.join("secret.txt"), format!("{SECRET}\n")).unwrap();
+    let config = format!(
+        r#"
+data_dir = "{data}"
+rules_dir = "{rules}"
+shutdown_grace = "3s"
+[upstream]
+base_url = "{upstream}"
+token = "{TOKEN}"
+timeout = "2s"
+[queue]
+lease = "{lease}"
+[[source]]
+name = "test"
+format = "generic"
+verify = {{ scheme = "hmac-sha256", header = "{SIGNATURE_HEADER}", secrets = ["file:secret.txt"] }}
+"#,
+        data = dir.join("data").display(),
+        rules = dir.join("rules").display(),
+    );
+    let path = dir.join("followd.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+async fn post(addr: &str, body: &[u8]) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{addr}/webhooks/test"))
+        .header("content-type", "application/json")
+        .header(SIGNATURE_HEADER, sign(SECRET, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, "3s");
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    assert_eq!(post(&receiver.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    receiver.kill().await;
+
+    let _worker = Followd::start(&config, free_port(), &[]).await;
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_delivery_leaves_a_lease_that_expires_and_is_delivered_again() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_latency(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, "3s");
+    let first = Followd::start(&config, free_port(), &[]).await;
+    assert_eq!(post(&first.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    // The call is in flight at the fake (which answers slowly): kill the worker holding the lease.
+    assert!(crate::support::eventually(WAIT, || async { upstream.in_flight() > 0 }).await);
+    first.kill().await;
+    upstream.set_latency(Duration::ZERO);
+
+    let _second = Followd::start(&config, free_port(), &[]).await;
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_dir_exits_at_once_naming_the_folder() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, "3s");
+    let _first = Followd::start(&config, free_port(), &[]).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("FOLLOWD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output();
+    let output = tokio::time::timeout(WAIT, second).await.expect("exits at once").unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&dir.path().join("data").display().to_string()), "{stderr}");
+    assert!(stderr.contains("in use by another followd process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_process_cleanly_within_the_grace_period() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, "3s");
+    let process = Followd::start(&config, free_port(), &[]).await;
+    assert_eq!(post(&process.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(upstream.wait_for_calls(1, WAIT).await);
+    let started = std::time::Instant::now();
+    let status = process.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+}

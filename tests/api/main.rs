@@ -1,0 +1,11 @@
+//! Integration tests through HTTP against the real application, a fake CRM and real processes. One binary
+//! for all of them, to link once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod delivery;
+mod durability;
+mod health;
+mod redis;
+mod webhook;
