@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::intake::{Source, plan};
-use crate::queue::{EmbeddedQueue, Queue};
+
 use crate::rules::RuleSet;
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -82,10 +82,7 @@ pub fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Pat
 
 /// `followd queue stats`.
 pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
-    if config.redis_url.is_some() {
-        anyhow::bail!("the Redis queue is not available in this build");
-    }
-    let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
+    let queue = crate::queue::open(config).await?;
     let stats = queue.stats().await?;
     println!("ready contacts:     {}", stats.ready);
     println!("leased contacts:    {}", stats.leased);

@@ -77,6 +77,10 @@ pub struct QueueConfig {
     pub dedup_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Redis only: the prefix of every key.
+    pub prefix: String,
+    /// Redis only: how many partitions (hash tags) the queue is split into; spreads it over a Cluster.
+    pub partitions: std::num::NonZeroU16,
 }
 
 /// One webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.

@@ -19,7 +19,7 @@ use super::webhook::{self, WebhookState};
 use crate::config::{Config, ConfigError};
 use crate::deliver::{Deliverer, Workers};
 use crate::intake::{Intake, Source};
-use crate::queue::{EmbeddedQueue, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::rules::{RuleSet, RulesError};
 use crate::upstream::Upstream;
 
@@ -44,8 +44,6 @@ pub enum StartupError {
     Rules { dir: std::path::PathBuf, source: RulesError },
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("redis_url is set, but this build has no Redis queue yet; unset it to use the embedded queue in data_dir")]
-    RedisUnsupported,
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -68,14 +66,7 @@ impl Application {
         tracing::info!(dir = %config.rules_dir.display(), rules = %rules.summary(), "rules loaded");
         let rules = Arc::new(ArcSwap::from_pointee(rules));
 
-        let queue: Arc<dyn Queue> = match &config.redis_url {
-            Some(_) => return Err(StartupError::RedisUnsupported),
-            None => {
-                let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
-                tracing::info!(path = %EmbeddedQueue::path(&config.data_dir).display(), "queue: embedded store (one process)");
-                Arc::new(queue)
-            }
-        };
+        let queue = crate::queue::open(&config).await?;
 
         let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir)?);
         if upstream.is_dry_run() {

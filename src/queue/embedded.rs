@@ -411,10 +411,12 @@ impl Queue for EmbeddedQueue {
         self.blocking(move |db| {
             let tx = db.begin_read().q()?;
             let known = tx.open_table(KNOWN).q()?;
-            match known.get(key.as_str()).q()? {
-                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
-                None => Ok(Vec::new()),
-            }
+            let mut users: Vec<UserId> = match known.get(key.as_str()).q()? {
+                Some(bytes) => serde_json::from_slice(bytes.value())?,
+                None => Vec::new(),
+            };
+            users.sort();
+            Ok(users)
         })
         .await
     }

@@ -14,6 +14,8 @@
 //! process, the default) and the Redis one (many processes).
 
 mod embedded;
+pub mod keys;
+mod redis;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
 pub use embedded::EmbeddedQueue;
+pub use redis::{RedisOptions, RedisQueue};
 
 /// Milliseconds since the Unix epoch. Time is always passed in, never read inside the queue, so tests control it.
 pub type Millis = u64;
@@ -144,6 +147,10 @@ pub enum QueueError {
     Embedded(#[from] redb::Error),
     #[error("a queue entry cannot be decoded: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("cannot reach Redis at {url}: {source}; start it, or unset FOLLOWD_REDIS_URL to use the embedded queue")]
+    Unreachable { url: String, source: ::redis::RedisError },
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
     #[error("the lease was lost: it expired and the contact went back to the queue")]
     LeaseLost,
     #[error("the queue's worker thread failed: {0}")]
@@ -176,13 +183,36 @@ pub trait Queue: Send + Sync + 'static {
     /// Returns expired leases to the ready set and forgets expired event ids. Returns the leases reaped.
     async fn reap(&self, now: Millis) -> Result<usize, QueueError>;
 
-    /// Followers that followd itself added to the contact and has not removed since.
+    /// Followers that followd itself added to the contact and has not removed since, sorted.
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;
+}
+
+/// Opens the queue the configuration names: Redis when `redis_url` is set, else the embedded store.
+pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Queue>, QueueError> {
+    let queue: Arc<dyn Queue> = match &config.redis_url {
+        Some(url) => {
+            let options = RedisOptions {
+                prefix: config.queue.prefix.clone(),
+                partitions: config.queue.partitions.get(),
+                lease_for: config.queue.lease,
+                dedup_ttl: config.queue.dedup_ttl,
+            };
+            let queue = RedisQueue::connect(url, options).await?;
+            tracing::info!(%url, partitions = config.queue.partitions.get(), "queue: Redis (shared by every process)");
+            Arc::new(queue)
+        }
+        None => {
+            let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
+            tracing::info!(path = %EmbeddedQueue::path(&config.data_dir).display(), "queue: embedded store (one process)");
+            Arc::new(queue)
+        }
+    };
+    Ok(queue)
 }
 
 /// Resolves a planned operation to a stored one; `cursor` is the round-robin position for its rule and

@@ -79,3 +79,56 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real Redis Cluster of three masters on loopback ports, made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let port = super::free_port();
+            let config = dir.path().join("nodes.conf");
+            let config = config.to_str().expect("a UTF-8 temp path").to_owned();
+            let args = ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"];
+            let child = spawn(port, dir.path(), &args);
+            let node = RedisServer { child, port, _dir: dir };
+            node.wait_ready().await;
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = tokio::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli is installed with redis-server");
+        assert!(created.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
+        let cluster = Self { nodes };
+        for node in &cluster.nodes {
+            let url = node.url();
+            let ok = super::eventually(Duration::from_secs(20), || {
+                let url = url.clone();
+                async move {
+                    let Ok(client) = redis::Client::open(url) else { return false };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
+                    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap_or_default();
+                    info.contains("cluster_state:ok")
+                }
+            })
+            .await;
+            assert!(ok, "the cluster did not reach cluster_state:ok");
+        }
+        cluster
+    }
+
+    /// A seed node's URL; the client discovers the others.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+}

@@ -1,0 +1,157 @@
+//! Every Redis key the queue uses, in one place.
+//!
+//! The hash-tag rule (`DESIGN.md`): every key one script touches shares one hash tag, so each script runs in one
+//! Redis Cluster slot. The queue is split into `partitions`, each with its own tag `{<prefix>:<n>}`; a location
+//! (sub-account) always maps to the same partition, so its contacts, their event ids and its round-robin cursors
+//! live together, and the partitions spread over the cluster's shards. Changing the partition function or the
+//! count moves every location: treat both as part of the stored format.
+
+use crate::event::{EventId, LocationId};
+use crate::queue::ContactKey;
+
+/// The key names of one queue (one prefix, one partition count).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u16,
+}
+
+/// The keys of one partition; each starts with the partition's hash tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionKeys {
+    /// `{prefix:n}:` — the tag and a separator; scripts build per-contact keys from it.
+    base: String,
+}
+
+/// FNV-1a, 64 bit: stable across processes, platforms and releases (unlike `std`'s hasher), which a stored
+/// mapping needs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// How a contact is written inside key names: `location \x1f contact` (ids hold no control characters).
+pub fn contact_member(contact: &ContactKey) -> String {
+    format!("{}\u{1f}{}", contact.location_id, contact.contact_id)
+}
+
+impl Keys {
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Self { prefix: prefix.to_owned(), partitions: partitions.max(1) }
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition a location's data lives in.
+    pub fn partition_of(&self, location: &LocationId) -> u16 {
+        u16::try_from(fnv1a(location.as_str().as_bytes()) % u64::from(self.partitions)).unwrap_or(0)
+    }
+
+    pub fn partition(&self, n: u16) -> PartitionKeys {
+        PartitionKeys { base: format!("{{{}:{n}}}:", self.prefix) }
+    }
+
+    pub fn for_location(&self, location: &LocationId) -> PartitionKeys {
+        self.partition(self.partition_of(location))
+    }
+}
+
+impl PartitionKeys {
+    /// The prefix scripts extend with `pending:<contact>` and `state:<contact>`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sorted set: contact → when it is ready (ms).
+    pub fn ready(&self) -> String {
+        format!("{}ready", self.base)
+    }
+
+    /// Sorted set: contact → lease deadline (ms).
+    pub fn leases(&self) -> String {
+        format!("{}leases", self.base)
+    }
+
+    /// Counter: the last operation sequence number.
+    pub fn seq(&self) -> String {
+        format!("{}seq", self.base)
+    }
+
+    /// Counter: operations not yet acknowledged.
+    pub fn pending_count(&self) -> String {
+        format!("{}pending_count", self.base)
+    }
+
+    /// List: the contact's operations in enqueue order.
+    pub fn pending(&self, contact: &str) -> String {
+        format!("{}pending:{contact}", self.base)
+    }
+
+    /// Hash: the contact's lease id, deadline and failed attempts.
+    pub fn state(&self, contact: &str) -> String {
+        format!("{}state:{contact}", self.base)
+    }
+
+    /// String with a TTL: the event id was seen.
+    pub fn seen(&self, event: &EventId) -> String {
+        format!("{}seen:{event}", self.base)
+    }
+
+    /// Counter: a round-robin position.
+    pub fn cursor(&self, cursor_key: &str) -> String {
+        format!("{}cursor:{cursor_key}", self.base)
+    }
+
+    /// Set: followers followd added to the contact.
+    pub fn known(&self, contact: &str) -> String {
+        format!("{}known:{contact}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Redis Cluster hashes: the part between the first `{` and the next `}`, when non-empty.
+    fn hash_tag(key: &str) -> &str {
+        key.find('{')
+            .and_then(|open| key[open + 1..].find('}').map(|close| &key[open + 1..open + 1 + close]))
+            .filter(|tag| !tag.is_empty())
+            .unwrap_or(key)
+    }
+
+    #[test]
+    fn every_key_of_a_partition_shares_its_hash_tag() {
+        let keys = Keys::new("followd", 8);
+        let location = LocationId::parse("loc_{odd}").unwrap();
+        let p = keys.for_location(&location);
+        let contact = "loc_{odd}\u{1f}c-{1}";
+        let all = [
+            p.ready(),
+            p.leases(),
+            p.seq(),
+            p.pending_count(),
+            p.pending(contact),
+            p.state(contact),
+            p.seen(&EventId::parse("e}{").unwrap()),
+            p.cursor("rule\u{1f}loc"),
+            p.known(contact),
+            format!("{}pending:{contact}", p.base()),
+        ];
+        let tag = hash_tag(&all[0]).to_owned();
+        assert_eq!(tag, format!("followd:{}", keys.partition_of(&location)));
+        for key in &all {
+            assert_eq!(hash_tag(key), tag, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_location_always_maps_to_the_same_partition() {
+        let keys = Keys::new("followd", 8);
+        let location = LocationId::parse("loc7QpX2mVb9RkTn4WsA").unwrap();
+        assert_eq!(keys.partition_of(&location), keys.partition_of(&location.clone()));
+        // Pinned: this mapping is stored state; a change would strand queued work.
+        assert_eq!(fnv1a(b"loc7QpX2mVb9RkTn4WsA"), 0xcf26_da09_5a39_35b3);
+    }
+}

@@ -1,0 +1,23 @@
+-- ack.lua — remove a lease's operations; make the contact ready again if more arrived meanwhile.
+-- KEYS[1] ready zset   KEYS[2] leases zset   KEYS[3] the contact's pending list   KEYS[4] its state hash
+-- KEYS[5] followers followd added (set)   KEYS[6] pending operation counter
+-- ARGV[1] now (ms)   ARGV[2] contact   ARGV[3] lease id   ARGV[4] operations leased (the list's first N)
+-- ARGV[5] "1" when every follower was removed   ARGV[6] JSON users removed   ARGV[7] JSON users added
+-- Returns 1, or -1 when the lease is no longer held (it expired and was reaped).
+if redis.call('HGET', KEYS[4], 'lease') ~= ARGV[3] then return -1 end
+local n = tonumber(ARGV[4])
+-- Operations enqueued during the lease were appended after the leased ones, so the first N are exactly these.
+redis.call('LTRIM', KEYS[3], n, -1)
+redis.call('DECRBY', KEYS[6], n)
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('LLEN', KEYS[3]) > 0 then
+  redis.call('HDEL', KEYS[4], 'lease', 'deadline')
+  redis.call('HSET', KEYS[4], 'attempts', 0)
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
+else
+  redis.call('DEL', KEYS[4])
+end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[5]) end
+for _, user in ipairs(cjson.decode(ARGV[6])) do redis.call('SREM', KEYS[5], user) end
+for _, user in ipairs(cjson.decode(ARGV[7])) do redis.call('SADD', KEYS[5], user) end
+return 1

@@ -1,0 +1,450 @@
+//! The Redis queue: any number of `followd` processes share one Redis (or Redis Cluster).
+//!
+//! Data structures, per partition (see `keys.rs` for names and the hash-tag rule):
+//! - `ready`   sorted set, contact → when it is ready (ms); a retry is scheduled in the future
+//! - `leases`  sorted set, contact → lease deadline (ms), for the reaper
+//! - `pending:<contact>` list of JSON operations, oldest first; only an ack removes from its front
+//! - `state:<contact>`   hash: lease id, deadline, failed attempts
+//! - `seen:<event id>`   a string with a TTL: the de-duplication window
+//! - `cursor:<rule \x1f location>`, `known:<contact>`, `seq`, `pending_count`
+//!
+//! Every state change is one Lua script (`lua/*.lua`, each with a header naming its KEYS and ARGV), so a crash
+//! between two commands cannot leave a contact half-leased. Scripts are hashed once, loaded at connect (so a
+//! Redis that cannot run them fails at start) and run with EVALSHA; `redis::Script` reloads them on NOSCRIPT,
+//! e.g. after a Redis restart. Time comes in as an argument, never from Redis's clock, like the embedded queue.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use serde_json::json;
+
+use super::keys::{Keys, PartitionKeys, contact_member};
+use super::{
+    Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
+    QueuedOp, cursor_key,
+};
+use crate::config::RedisUrl;
+use crate::event::{ContactId, LocationId, UserId};
+use crate::rules::Action;
+
+/// Most operations handed out in one lease.
+const MAX_LEASE_OPS: usize = 1000;
+/// Most leases one reap returns per partition.
+const MAX_REAP: usize = 1000;
+/// How long connecting may take before Redis counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one command may take; the receiver answers within 5 s either way.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The queue's Lua scripts, hashed once.
+struct Scripts {
+    enqueue: Script,
+    lease: Script,
+    ack: Script,
+    retry: Script,
+    reap: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
+            ack: Script::new(include_str!("lua/ack.lua")),
+            retry: Script::new(include_str!("lua/retry.lua")),
+            reap: Script::new(include_str!("lua/reap.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 5] {
+        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap]
+    }
+}
+
+/// A standalone Redis (reconnecting manager) or a Cluster: both multiplexed and cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How the Redis queue is laid out and timed.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub prefix: String,
+    pub partitions: u16,
+    pub lease_for: Duration,
+    pub dedup_ttl: Duration,
+}
+
+/// The Redis-backed [`super::Queue`].
+pub struct RedisQueue {
+    conn: Conn,
+    keys: Keys,
+    scripts: Scripts,
+    lease_for: Duration,
+    dedup_ttl: Duration,
+    /// Where the next lease starts looking, so workers spread over the partitions.
+    next_partition: AtomicUsize,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn corrupt(what: String) -> QueueError {
+    QueueError::Corrupt(serde::de::Error::custom(what))
+}
+
+fn parse_member(member: &str) -> Result<ContactKey, QueueError> {
+    let (location, contact) = member.split_once('\u{1f}').ok_or_else(|| corrupt(format!("bad contact {member:?}")))?;
+    Ok(ContactKey {
+        location_id: LocationId::parse(location).map_err(|e| corrupt(format!("bad location: {e}")))?,
+        contact_id: ContactId::parse(contact).map_err(|e| corrupt(format!("bad contact: {e}")))?,
+    })
+}
+
+fn int(value: &Value) -> Result<i64, QueueError> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt("expected an integer".to_owned())),
+        other => Err(corrupt(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn text(value: &Value) -> Result<&str, QueueError> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".to_owned())),
+        Value::SimpleString(s) => Ok(s),
+        other => Err(corrupt(format!("expected a string, got {other:?}"))),
+    }
+}
+
+impl RedisQueue {
+    /// Connects (standalone or Cluster, detected from the server), then loads every script.
+    pub async fn connect(url: &RedisUrl, options: RedisOptions) -> Result<Self, QueueError> {
+        let unreachable = |source: redis::RedisError| QueueError::Unreachable { url: url.to_string(), source };
+        let client = redis::Client::open(url.expose()).map_err(unreachable)?;
+        let mut probe = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| unreachable(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
+            .map_err(unreachable)?;
+        let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut probe).await.map_err(unreachable)?;
+        let mut conn = if info.contains("cluster_enabled:1") {
+            let cluster = redis::cluster::ClusterClient::builder(vec![url.expose()])
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(unreachable)?;
+            Conn::Cluster(cluster.get_async_connection().await.map_err(unreachable)?)
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(2));
+            Conn::Single(ConnectionManager::new_with_config(client, config).await.map_err(unreachable)?)
+        };
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script.prepare_invoke().load_async(&mut conn).await.map_err(unreachable)?;
+        }
+        Ok(Self {
+            conn,
+            keys: Keys::new(&options.prefix, options.partitions),
+            scripts,
+            lease_for: options.lease_for,
+            dedup_ttl: options.dedup_ttl,
+            next_partition: AtomicUsize::new(rand::random::<u16>() as usize),
+        })
+    }
+
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// One partition's part of a batch, as one script call.
+    async fn enqueue_partition(
+        &self,
+        partition: &PartitionKeys,
+        events: &[&EventOps],
+        now: Millis,
+    ) -> Result<Vec<i64>, QueueError> {
+        let mut keys = vec![partition.ready(), partition.seq(), partition.pending_count()];
+        let index_of = |key: String, keys: &mut Vec<String>| -> usize {
+            match keys.iter().position(|k| *k == key) {
+                Some(i) => i + 1,
+                None => {
+                    keys.push(key);
+                    keys.len()
+                }
+            }
+        };
+        let mut spec = Vec::with_capacity(events.len());
+        for event in events {
+            let member = contact_member(&event.contact);
+            let seen = index_of(partition.seen(&event.event_id), &mut keys);
+            let pending = index_of(partition.pending(&member), &mut keys);
+            let state = index_of(partition.state(&member), &mut keys);
+            let ops: Vec<serde_json::Value> = event
+                .ops
+                .iter()
+                .map(|planned| {
+                    let rule = planned.rule.as_ref();
+                    match &planned.action {
+                        Action::RemoveAll => json!({"op": "remove_all", "rule": rule}),
+                        Action::Remove(user) => json!({"op": "remove", "user": user, "rule": rule}),
+                        Action::Add(user) => json!({"op": "add", "user": user, "rule": rule}),
+                        Action::RoundRobin { rule: name, pool } => {
+                            let cursor = partition.cursor(&cursor_key(name, &event.contact.location_id));
+                            json!({"op": "add", "pool": &pool[..], "cursor": index_of(cursor, &mut keys), "rule": rule})
+                        }
+                    }
+                })
+                .filter(|op| op.get("pool").is_none_or(|pool| pool.as_array().is_some_and(|p| !p.is_empty())))
+                .collect();
+            spec.push(json!({"id": event.event_id, "ck": member, "seen": seen, "pending": pending,
+                             "state": state, "ops": ops}));
+        }
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(now).arg(millis(self.dedup_ttl)).arg(serde_json::to_string(&spec)?);
+        Ok(invocation.invoke_async(&mut self.conn()).await?)
+    }
+
+    async fn lease_partition(&self, partition: &PartitionKeys, now: Millis, id: u64) -> Result<Value, QueueError> {
+        Ok(self
+            .scripts
+            .lease
+            .key(partition.ready())
+            .key(partition.leases())
+            .arg(now)
+            .arg(millis(self.lease_for))
+            .arg(id.to_string())
+            .arg(MAX_LEASE_OPS)
+            .arg(partition.base())
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+}
+
+/// What one partition's lease script answered.
+enum PartitionLease {
+    Leased(Lease),
+    Empty(Option<Millis>),
+    Stale,
+}
+
+fn parse_lease(reply: Value, id: u64) -> Result<PartitionLease, QueueError> {
+    let Value::Array(items) = reply else { return Err(corrupt(format!("lease reply {reply:?}"))) };
+    match items.first().map(int).transpose()? {
+        Some(1) if items.len() >= 4 => {
+            let contact = parse_member(text(&items[1])?)?;
+            let deadline = u64::try_from(int(&items[2])?).unwrap_or(0);
+            let attempts = u32::try_from(int(&items[3])?).unwrap_or(u32::MAX);
+            let ops = items[4..]
+                .iter()
+                .map(|op| Ok(serde_json::from_str::<QueuedOp>(text(op)?)?))
+                .collect::<Result<Vec<_>, QueueError>>()?;
+            Ok(PartitionLease::Leased(Lease { id, contact, ops, attempts, deadline }))
+        }
+        Some(0) => Ok(PartitionLease::Empty(items.get(1).map(int).transpose()?.and_then(|n| u64::try_from(n).ok()))),
+        Some(2) => Ok(PartitionLease::Stale),
+        _ => Err(corrupt(format!("lease reply {items:?}"))),
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
+        // One script per partition: a batch spanning partitions is atomic per partition, and a retried
+        // request finds the committed part as duplicates, so a retry completes it without doubling anything.
+        let mut by_partition: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, event) in batch.iter().enumerate() {
+            by_partition.entry(self.keys.partition_of(&event.contact.location_id)).or_default().push(i);
+        }
+        let mut results = vec![0i64; batch.len()];
+        for (partition, indices) in by_partition {
+            let events: Vec<&EventOps> = indices.iter().map(|&i| &batch[i]).collect();
+            let stored = self.enqueue_partition(&self.keys.partition(partition), &events, now).await?;
+            for (&i, result) in indices.iter().zip(stored) {
+                results[i] = result;
+            }
+        }
+        let mut outcome = EnqueueOutcome::default();
+        for (event, result) in batch.into_iter().zip(results) {
+            if result < 0 {
+                outcome.duplicates.push(event.event_id);
+            } else {
+                outcome.operations += usize::try_from(result).unwrap_or(0);
+                outcome.accepted.push(event.event_id);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
+        let partitions = usize::from(self.keys.partitions());
+        let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let mut next_at: Option<Millis> = None;
+        for step in 0..partitions {
+            let partition = self.keys.partition(u16::try_from((start + step) % partitions).unwrap_or(0));
+            // A stale entry (a contact with nothing pending) is dropped by the script; look again.
+            for _ in 0..3 {
+                let id = rand::random::<u64>();
+                match parse_lease(self.lease_partition(&partition, now, id).await?, id)? {
+                    PartitionLease::Leased(lease) => return Ok(LeaseOutcome::Leased(lease)),
+                    PartitionLease::Empty(at) => {
+                        next_at = match (next_at, at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        break;
+                    }
+                    PartitionLease::Stale => {}
+                }
+            }
+        }
+        Ok(LeaseOutcome::Empty { next_at })
+    }
+
+    async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+        let partition = self.keys.for_location(&lease.contact.location_id);
+        let member = contact_member(&lease.contact);
+        let result: i64 = self
+            .scripts
+            .ack
+            .key(partition.ready())
+            .key(partition.leases())
+            .key(partition.pending(&member))
+            .key(partition.state(&member))
+            .key(partition.known(&member))
+            .key(partition.pending_count())
+            .arg(now)
+            .arg(&member)
+            .arg(lease.id.to_string())
+            .arg(lease.ops.len())
+            .arg(if applied.removed_all { "1" } else { "0" })
+            .arg(serde_json::to_string(&applied.removed)?)
+            .arg(serde_json::to_string(&applied.added)?)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
+    }
+
+    async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+        let partition = self.keys.for_location(&lease.contact.location_id);
+        let member = contact_member(&lease.contact);
+        let result: i64 = self
+            .scripts
+            .retry
+            .key(partition.ready())
+            .key(partition.leases())
+            .key(partition.state(&member))
+            .arg(&member)
+            .arg(lease.id.to_string())
+            .arg(retry_at)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
+    }
+
+    async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
+        let mut reaped = 0;
+        for n in 0..self.keys.partitions() {
+            let partition = self.keys.partition(n);
+            let count: usize = self
+                .scripts
+                .reap
+                .key(partition.ready())
+                .key(partition.leases())
+                .arg(now)
+                .arg(partition.base())
+                .arg(MAX_REAP)
+                .invoke_async(&mut self.conn())
+                .await?;
+            reaped += count;
+        }
+        Ok(reaped)
+    }
+
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+        let partition = self.keys.for_location(&contact.location_id);
+        let members: Vec<String> =
+            redis::cmd("SMEMBERS").arg(partition.known(&contact_member(contact))).query_async(&mut self.conn()).await?;
+        let mut users = members
+            .iter()
+            .map(|m| UserId::parse(m).map_err(|e| corrupt(format!("bad user id: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        users.sort();
+        Ok(users)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = QueueStats::default();
+        for n in 0..self.keys.partitions() {
+            let partition = self.keys.partition(n);
+            let (ready, leased, pending): (u64, u64, Option<i64>) = redis::pipe()
+                .cmd("ZCARD")
+                .arg(partition.ready())
+                .cmd("ZCARD")
+                .arg(partition.leases())
+                .cmd("GET")
+                .arg(partition.pending_count())
+                .query_async(&mut self.conn())
+                .await?;
+            stats.ready += ready;
+            stats.leased += leased;
+            stats.pending += u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
+        }
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+}

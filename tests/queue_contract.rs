@@ -1,0 +1,256 @@
+//! The queue contract: one behavioural suite, run against every `Queue` implementation.
+//!
+//! Time is passed into the queue, so lease expiry and de-duplication windows are tested by choosing `now`,
+//! without waiting. Each case is a generic function; `contract!` instantiates every case per backend.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use followd::event::{ContactId, EventId, LocationId, UserId};
+use followd::config::RedisUrl;
+use followd::queue::{
+    Applied, ContactKey, EmbeddedQueue, EventOps, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue, QueueError,
+    RedisOptions, RedisQueue,
+};
+use support::redis::{RedisCluster, RedisServer};
+use followd::rules::Action;
+
+const LEASE: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(3600);
+const T0: u64 = 1_800_000_000_000;
+
+/// A queue under test and whatever must live as long as it (a temporary directory, a Redis server).
+pub struct Backend {
+    pub queue: Arc<dyn Queue>,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+async fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = EmbeddedQueue::open(dir.path(), LEASE, TTL).unwrap();
+    Backend { queue: Arc::new(queue), _guard: Box::new(dir) }
+}
+
+fn redis_options() -> RedisOptions {
+    RedisOptions { prefix: "test".into(), partitions: 4, lease_for: LEASE, dedup_ttl: TTL }
+}
+
+async fn redis() -> Backend {
+    let server = RedisServer::start().await;
+    let url: RedisUrl = serde_json::from_value(serde_json::json!(server.url())).unwrap();
+    let queue = RedisQueue::connect(&url, redis_options()).await.unwrap();
+    Backend { queue: Arc::new(queue), _guard: Box::new(server) }
+}
+
+async fn redis_cluster() -> Backend {
+    let cluster = RedisCluster::start().await;
+    let url: RedisUrl = serde_json::from_value(serde_json::json!(cluster.url())).unwrap();
+    let queue = RedisQueue::connect(&url, redis_options()).await.unwrap();
+    Backend { queue: Arc::new(queue), _guard: Box::new(cluster) }
+}
+
+fn key(location: &str, contact: &str) -> ContactKey {
+    ContactKey { location_id: LocationId::parse(location).unwrap(), contact_id: ContactId::parse(contact).unwrap() }
+}
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
+    EventOps {
+        event_id: EventId::parse(id).unwrap(),
+        contact: contact.clone(),
+        ops: actions.into_iter().map(|action| PlannedOp { rule: Arc::from("rule"), action }).collect(),
+    }
+}
+
+fn add(u: &str) -> Action {
+    Action::Add(user(u))
+}
+
+fn remove(u: &str) -> Action {
+    Action::Remove(user(u))
+}
+
+async fn lease(queue: &dyn Queue, now: u64) -> Lease {
+    match queue.lease(now).await.unwrap() {
+        LeaseOutcome::Leased(lease) => lease,
+        other => panic!("expected a lease at {now}, got {other:?}"),
+    }
+}
+
+async fn nothing_ready(queue: &dyn Queue, now: u64) -> Option<u64> {
+    match queue.lease(now).await.unwrap() {
+        LeaseOutcome::Empty { next_at } => next_at,
+        LeaseOutcome::Leased(lease) => panic!("expected nothing ready at {now}, leased {lease:?}"),
+    }
+}
+
+fn ops(lease: &Lease) -> Vec<FollowerOp> {
+    lease.ops.iter().map(|q| q.op.clone()).collect()
+}
+
+async fn a_lease_holds_every_pending_operation_of_the_contact_in_order(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    let outcome = queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
+    assert_eq!(outcome.operations, 2);
+    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0 + 1).await.unwrap();
+    let lease = lease(queue, T0 + 2).await;
+    assert_eq!(lease.contact, c);
+    assert_eq!(ops(&lease), [FollowerOp::Add(user("a")), FollowerOp::Add(user("b")), FollowerOp::Remove(user("a"))]);
+    assert_eq!(lease.attempts, 0);
+    assert_eq!(lease.deadline, T0 + 2 + LEASE.as_millis() as u64);
+}
+
+async fn a_leased_contact_is_not_leased_again_until_acknowledged(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
+    let first = lease(queue, T0).await;
+    // More work for the same contact arrives while it is held: it must wait for the ack.
+    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0 + 1).await.unwrap();
+    nothing_ready(queue, T0 + 2).await;
+    queue.ack(&first, &Applied::default(), T0 + 3).await.unwrap();
+    let second = lease(queue, T0 + 4).await;
+    assert_eq!(ops(&second), [FollowerOp::Remove(user("a"))]);
+    queue.ack(&second, &Applied::default(), T0 + 5).await.unwrap();
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.leased, stats.ready), (0, 0, 0));
+}
+
+async fn contacts_are_leased_oldest_first_and_independently(queue: &dyn Queue) {
+    let (a, b) = (key("loc", "a"), key("loc", "b"));
+    queue.enqueue(vec![event("e1", &a, vec![add("u")])], T0).await.unwrap();
+    queue.enqueue(vec![event("e2", &b, vec![add("u")])], T0 + 1).await.unwrap();
+    let first = lease(queue, T0 + 2).await;
+    let second = lease(queue, T0 + 2).await;
+    assert_eq!((first.contact, second.contact), (a, b));
+}
+
+async fn an_expired_lease_is_reaped_and_its_operations_come_back_in_order(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a"), remove("b")])], T0).await.unwrap();
+    let dead = lease(queue, T0).await;
+    queue.enqueue(vec![event("e2", &c, vec![add("c")])], T0 + 1).await.unwrap();
+    assert_eq!(queue.reap(T0 + 10).await.unwrap(), 0, "not expired yet");
+    assert_eq!(queue.reap(dead.deadline + 1).await.unwrap(), 1);
+    let again = lease(queue, dead.deadline + 2).await;
+    assert_eq!(ops(&again), [FollowerOp::Add(user("a")), FollowerOp::Remove(user("b")), FollowerOp::Add(user("c"))]);
+    // The dead worker's lease no longer counts.
+    assert!(matches!(queue.ack(&dead, &Applied::default(), dead.deadline + 3).await, Err(QueueError::LeaseLost)));
+    queue.ack(&again, &Applied::default(), dead.deadline + 4).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
+
+async fn a_retry_keeps_the_operations_and_schedules_the_contact_later(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
+    let first = lease(queue, T0).await;
+    queue.retry(&first, T0 + 5_000).await.unwrap();
+    assert_eq!(nothing_ready(queue, T0 + 1).await, Some(T0 + 5_000));
+    let second = lease(queue, T0 + 5_000).await;
+    assert_eq!(ops(&second), [FollowerOp::Add(user("a"))]);
+    assert_eq!(second.attempts, 1);
+}
+
+async fn a_duplicate_event_id_stores_nothing_until_the_window_passes(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    let first = queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
+    assert_eq!(first.accepted.len(), 1);
+    let again = queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0 + 1).await.unwrap();
+    assert_eq!((again.accepted.len(), again.duplicates.len(), again.operations), (0, 1, 0));
+    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    let later = T0 + TTL.as_millis() as u64 + 1;
+    queue.reap(later).await.unwrap();
+    let after = queue.enqueue(vec![event("e1", &c, vec![add("a")])], later).await.unwrap();
+    assert_eq!(after.accepted.len(), 1);
+}
+
+async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    let outcome = queue.enqueue(vec![event("e1", &c, vec![])], T0).await.unwrap();
+    assert_eq!((outcome.accepted.len(), outcome.operations), (1, 0));
+    assert_eq!(nothing_ready(queue, T0).await, None);
+    let again = queue.enqueue(vec![event("e1", &c, vec![])], T0).await.unwrap();
+    assert_eq!(again.duplicates.len(), 1);
+}
+
+async fn round_robin_rotates_per_rule_and_location(queue: &dyn Queue) {
+    let pool: Arc<[UserId]> = vec![user("s1"), user("s2")].into();
+    let rr = || Action::RoundRobin { rule: Arc::from("rr"), pool: Arc::clone(&pool) };
+    let picks = |lease: &Lease| ops(lease);
+    for (i, (location, contact)) in [("l1", "a"), ("l1", "b"), ("l2", "c"), ("l1", "d")].iter().enumerate() {
+        queue.enqueue(vec![event(&format!("e{i}"), &key(location, contact), vec![rr()])], T0 + i as u64).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let lease = lease(queue, T0 + 10).await;
+        got.push((lease.contact.contact_id.to_string(), picks(&lease)));
+    }
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    let add = |u: &str| vec![FollowerOp::Add(user(u))];
+    assert_eq!(
+        got,
+        [("a".into(), add("s1")), ("b".into(), add("s2")), ("c".into(), add("s1")), ("d".into(), add("s1"))]
+    );
+}
+
+async fn acknowledged_changes_update_the_followers_followd_added(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &Applied { removed_all: false, removed: vec![], added: vec![user("a"), user("b")] }, T0).await.unwrap();
+    assert_eq!(queue.known_followers(&c).await.unwrap(), [user("a"), user("b")]);
+    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &Applied { removed_all: false, removed: vec![user("a")], added: vec![] }, T0).await.unwrap();
+    assert_eq!(queue.known_followers(&c).await.unwrap(), [user("b")]);
+    queue.enqueue(vec![event("e3", &c, vec![Action::RemoveAll])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &Applied { removed_all: true, removed: vec![], added: vec![] }, T0).await.unwrap();
+    assert!(queue.known_followers(&c).await.unwrap().is_empty());
+}
+
+async fn stats_count_ready_leased_and_pending(queue: &dyn Queue) {
+    queue.enqueue(vec![event("e1", &key("l", "a"), vec![add("u"), add("v")])], T0).await.unwrap();
+    queue.enqueue(vec![event("e2", &key("l", "b"), vec![add("u")])], T0).await.unwrap();
+    let _held = lease(queue, T0).await;
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.pending), (1, 1, 3));
+    queue.ping().await.unwrap();
+}
+
+/// Instantiates every contract case for one backend.
+macro_rules! contract {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            contract!(@cases $make;
+                a_lease_holds_every_pending_operation_of_the_contact_in_order,
+                a_leased_contact_is_not_leased_again_until_acknowledged,
+                contacts_are_leased_oldest_first_and_independently,
+                an_expired_lease_is_reaped_and_its_operations_come_back_in_order,
+                a_retry_keeps_the_operations_and_schedules_the_contact_later,
+                a_duplicate_event_id_stores_nothing_until_the_window_passes,
+                an_event_that_matched_nothing_is_remembered_but_queues_nothing,
+                round_robin_rotates_per_rule_and_location,
+                acknowledged_changes_update_the_followers_followd_added,
+                stats_count_ready_leased_and_pending,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let backend = $make().await;
+                super::$case(&*backend.queue).await;
+            }
+        )*
+    };
+}
+
+contract!(embedded_queue, super::embedded);
+contract!(redis_queue, super::redis);
+contract!(redis_cluster_queue, super::redis_cluster);
