@@ -1,15 +1,14 @@
 //! Nothing acknowledged is lost: across a restart, a SIGKILL, and a second process on the same data_dir.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use followd::Role;
 
-use crate::support::app::{RULES, SECRET, SIGNATURE_HEADER, TestApp, sign, tag_event};
+use crate::support::app::{TestApp, tag_event};
 use crate::support::free_port;
-use crate::support::process::Followd;
-use crate::support::upstream::{FakeUpstream, TOKEN};
+use crate::support::process::{Followd, post, write_config};
+use crate::support::upstream::FakeUpstream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -47,51 +46,11 @@ async fn the_round_robin_position_survives_a_restart() {
     assert!(upstream.wait_for_followers("c-2", &["usr_s2"], WAIT).await, "{:?}", upstream.followers_of("c-2"));
 }
 
-/// A configuration file for the real binary, with rules beside it.
-fn write_config(dir: &Path, upstream: &str, lease: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(dir.join("rules/rules.toml"), RULES).unwrap();
-    std::fs::write(dir.join("secret.txt"), format!("{SECRET}\n")).unwrap();
-    let config = format!(
-        r#"
-data_dir = "{data}"
-rules_dir = "{rules}"
-shutdown_grace = "3s"
-[upstream]
-base_url = "{upstream}"
-token = "{TOKEN}"
-timeout = "2s"
-[queue]
-lease = "{lease}"
-[[source]]
-name = "test"
-format = "generic"
-verify = {{ scheme = "hmac-sha256", header = "{SIGNATURE_HEADER}", secrets = ["file:secret.txt"] }}
-"#,
-        data = dir.join("data").display(),
-        rules = dir.join("rules").display(),
-    );
-    let path = dir.join("followd.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-async fn post(addr: &str, body: &[u8]) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{addr}/webhooks/test"))
-        .header("content-type", "application/json")
-        .header(SIGNATURE_HEADER, sign(SECRET, body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_webhook_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
     let upstream = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &upstream.url, "3s");
+    let config = write_config(dir.path(), &upstream.url, None);
     let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
     assert_eq!(post(&receiver.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     receiver.kill().await;
@@ -105,7 +64,7 @@ async fn a_worker_killed_mid_delivery_leaves_a_lease_that_expires_and_is_deliver
     let upstream = FakeUpstream::start().await;
     upstream.set_latency(Duration::from_secs(30));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &upstream.url, "3s");
+    let config = write_config(dir.path(), &upstream.url, None);
     let first = Followd::start(&config, free_port(), &[]).await;
     assert_eq!(post(&first.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     // The call is in flight at the fake (which answers slowly): kill the worker holding the lease.
@@ -121,7 +80,7 @@ async fn a_worker_killed_mid_delivery_leaves_a_lease_that_expires_and_is_deliver
 async fn a_second_process_on_the_same_data_dir_exits_at_once_naming_the_folder() {
     let upstream = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &upstream.url, "3s");
+    let config = write_config(dir.path(), &upstream.url, None);
     let _first = Followd::start(&config, free_port(), &[]).await;
     let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
         .args(["serve", "--config"])
@@ -139,7 +98,7 @@ async fn a_second_process_on_the_same_data_dir_exits_at_once_naming_the_folder()
 async fn sigterm_stops_the_process_cleanly_within_the_grace_period() {
     let upstream = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &upstream.url, "3s");
+    let config = write_config(dir.path(), &upstream.url, None);
     let process = Followd::start(&config, free_port(), &[]).await;
     assert_eq!(post(&process.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     assert!(upstream.wait_for_calls(1, WAIT).await);

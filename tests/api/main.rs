@@ -8,4 +8,5 @@ mod delivery;
 mod durability;
 mod health;
 mod redis;
+mod scale_out;
 mod webhook;

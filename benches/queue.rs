@@ -1,0 +1,142 @@
+//! Queue throughput against a private redis-server, as ratios to raw EVALSHA round trips measured in the same
+//! run (machines here are shared and noisy; only ratios compare across runs).
+//!
+//! `cargo bench --bench queue` prints, at 64 concurrent callers in one process:
+//! - raw: EVALSHA of a trivial script (`return 1`) — the baseline round trip
+//! - enqueue: one event with two operations, for a fresh contact each (the webhook path's write)
+//! - lease+ack: lease a contact and acknowledge it (one delivery's queue work, two round trips)
+//!
+//! and the embedded (redb) queue's enqueue for comparison. Targets (issue 4): enqueue ≤ 1.5 raw round trips
+//! of time, and ≥ 20,000 enqueues/s.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use followd::config::RedisUrl;
+use followd::event::{ContactId, EventId, LocationId, UserId};
+use followd::queue::{
+    Applied, ContactKey, EmbeddedQueue, EventOps, LeaseOutcome, PlannedOp, Queue, RedisOptions, RedisQueue, now_ms,
+};
+use followd::rules::Action;
+use support::redis::RedisServer;
+
+const CONCURRENCY: usize = 64;
+const N: usize = 40_000;
+
+fn event(i: usize) -> EventOps {
+    let user = |u: &str| UserId::parse(u).expect("a valid id");
+    EventOps {
+        event_id: EventId::parse(&format!("bench-{i}")).expect("a valid id"),
+        contact: ContactKey {
+            location_id: LocationId::parse(&format!("loc-{}", i % 16)).expect("a valid id"),
+            contact_id: ContactId::parse(&format!("c-{i}")).expect("a valid id"),
+        },
+        ops: vec![
+            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_a")) },
+            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_b")) },
+        ],
+    }
+}
+
+/// Runs `n` calls of `f` from `CONCURRENCY` tasks; returns calls per second.
+async fn throughput<F, Fut>(n: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (f, next) = (Arc::clone(&f), Arc::clone(&next));
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                f(i).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let server = RedisServer::start().await;
+    let url: RedisUrl = serde_json::from_value(serde_json::json!(server.url())).expect("a URL");
+    let options =
+        RedisOptions { prefix: "bench".into(), partitions: 8, lease_for: Duration::from_secs(60), dedup_ttl: Duration::from_secs(3600) };
+    let queue: Arc<dyn Queue> = Arc::new(RedisQueue::connect(&url, options).await.expect("connect"));
+
+    let client = redis::Client::open(server.url()).expect("client");
+    let conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let trivial = Arc::new(redis::Script::new("return 1"));
+    let raw = {
+        let (conn, trivial) = (conn.clone(), Arc::clone(&trivial));
+        throughput(N, move |_| {
+            let (mut conn, trivial) = (conn.clone(), Arc::clone(&trivial));
+            async move {
+                let _: i64 = trivial.invoke_async(&mut conn).await.expect("evalsha");
+            }
+        })
+        .await
+    };
+
+    let enqueue = {
+        let queue = Arc::clone(&queue);
+        throughput(N, move |i| {
+            let queue = Arc::clone(&queue);
+            async move {
+                queue.enqueue(vec![event(i)], now_ms()).await.expect("enqueue");
+            }
+        })
+        .await
+    };
+
+    let lease_ack = {
+        let queue = Arc::clone(&queue);
+        throughput(N, move |_| {
+            let queue = Arc::clone(&queue);
+            async move {
+                if let LeaseOutcome::Leased(lease) = queue.lease(now_ms()).await.expect("lease") {
+                    queue.ack(&lease, &Applied::default(), now_ms()).await.expect("ack");
+                }
+            }
+        })
+        .await
+    };
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let embedded: Arc<dyn Queue> =
+        Arc::new(EmbeddedQueue::open(dir.path(), Duration::from_secs(60), Duration::from_secs(3600)).expect("open"));
+    let embedded_enqueue = {
+        let queue = Arc::clone(&embedded);
+        throughput(N / 10, move |i| {
+            let queue = Arc::clone(&queue);
+            async move {
+                queue.enqueue(vec![event(i)], now_ms()).await.expect("enqueue");
+            }
+        })
+        .await
+    };
+
+    println!("queue throughput, {N} calls at {CONCURRENCY} concurrent callers, one process, local redis-server");
+    println!("  raw EVALSHA (baseline)   {raw:>10.0} /s");
+    println!("  redis enqueue            {enqueue:>10.0} /s   cost {:.2}x a raw round trip", raw / enqueue);
+    println!("  redis lease+ack          {lease_ack:>10.0} /s   cost {:.2}x a raw round trip", raw / lease_ack);
+    println!(
+        "  embedded enqueue (fsync) {embedded_enqueue:>10.0} /s   cost {:.2}x a raw redis round trip",
+        raw / embedded_enqueue
+    );
+}

@@ -1,0 +1,137 @@
+//! Many processes on one Redis: receivers and workers apart, crashes, a Redis restart and an outage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::support::app::{TestApp, tag_event};
+use crate::support::process::{Followd, post, write_config};
+use crate::support::redis::RedisServer;
+use crate::support::upstream::FakeUpstream;
+use crate::support::{eventually, free_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A small deterministic generator, so a failing sequence can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+#[tokio::test]
+async fn one_receiver_and_two_workers_deliver_every_contact_in_order_without_overlap() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.set_limit(None);
+    upstream.set_latency(Duration::from_millis(5));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    let _w1 = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+    let _w2 = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+
+    let mut rng = Lcg(7);
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    for i in 0..200 {
+        let contact = format!("c-{}", rng.next() % 20);
+        let added = rng.next().is_multiple_of(2);
+        let kind = if added { "tag_added" } else { "tag_removed" };
+        assert_eq!(post(&receiver.addr, &tag_event(&format!("e{i}"), kind, &contact, "vip")).await.status(), 202);
+        last.insert(contact, added);
+    }
+    for (contact, added) in &last {
+        let want: &[&str] = if *added { &["usr_alice", "usr_bob"] } else { &[] };
+        assert!(
+            upstream.wait_for_followers(contact, want, WAIT).await,
+            "{contact}: want {want:?}, have {:?}",
+            upstream.followers_of(contact)
+        );
+    }
+    assert_eq!(upstream.overlaps(), 0, "two calls for one contact were in flight at once");
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_holding_leases_is_replaced_and_the_operations_arrive_in_order() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.set_latency(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    let doomed = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+    assert_eq!(post(&receiver.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(eventually(WAIT, || async { upstream.in_flight() > 0 }).await, "the worker never called");
+    // While the lease is held, more events arrive for the contact: removed, then added again.
+    assert_eq!(post(&receiver.addr, &tag_event("e2", "tag_removed", "c-1", "vip")).await.status(), 202);
+    assert_eq!(post(&receiver.addr, &tag_event("e3", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert_eq!(post(&receiver.addr, &tag_event("e4", "tag_added", "c-2", "vip")).await.status(), 202);
+    assert_eq!(post(&receiver.addr, &tag_event("e5", "tag_removed", "c-2", "vip")).await.status(), 202);
+    doomed.kill().await;
+    upstream.set_latency(Duration::ZERO);
+
+    let _heir = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    assert!(upstream.wait_for_followers("c-2", &[], WAIT).await);
+    // c-2's last word was a removal: its final call must be the DELETE.
+    assert!(eventually(WAIT, || async {
+        upstream.calls_for("c-2").last().is_some_and(|c| c.method == "DELETE" && c.status == 200)
+    })
+    .await);
+}
+
+#[tokio::test]
+async fn every_acknowledged_webhook_survives_a_redis_restart_with_aof() {
+    let mut redis = RedisServer::start_persistent().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.set_limit(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    for i in 0..50 {
+        let contact = format!("c-{i}");
+        assert_eq!(post(&receiver.addr, &tag_event(&format!("e{i}"), "tag_added", &contact, "vip")).await.status(), 202);
+    }
+    redis.stop();
+    redis.restart().await;
+    // The receiver reconnects by itself.
+    let accepted = eventually(WAIT, || async {
+        post(&receiver.addr, &tag_event("after", "tag_added", "c-after", "vip")).await.status() == 202
+    })
+    .await;
+    assert!(accepted, "the receiver did not recover after Redis came back");
+    let _worker = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+    for i in 0..50 {
+        assert!(upstream.wait_for_followers(&format!("c-{i}"), &["usr_alice", "usr_bob"], WAIT).await, "c-{i} lost");
+    }
+    assert!(upstream.wait_for_followers("c-after", &["usr_alice", "usr_bob"], WAIT).await);
+}
+
+#[tokio::test]
+async fn while_redis_is_down_senders_are_told_to_retry_and_everything_recovers_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::builder().config(&format!("redis_url = \"{}\"", redis.url())).spawn().await;
+    assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let response = app.post_signed(&tag_event("e2", "tag_removed", "c-1", "vip")).await;
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(6), "answered after {:?}", started.elapsed());
+    assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("30"));
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("queue"));
+
+    redis.restart().await;
+    assert!(eventually(WAIT, || async { app.get("/readyz").await.status() == 200 }).await);
+    let accepted = eventually(WAIT, || async {
+        app.post_signed(&tag_event("e3", "tag_removed", "c-1", "vip")).await.status() == 202
+    })
+    .await;
+    assert!(accepted);
+    assert!(app.upstream.wait_for_followers("c-1", &[], WAIT).await);
+}
