@@ -41,6 +41,17 @@ fn event(i: usize) -> EventOps {
     }
 }
 
+/// Server-side microseconds per EVALSHA since the last reset, from Redis's own `INFO commandstats`.
+async fn server_usec_per_call(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("info");
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(conn).await.expect("resetstat");
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Runs `n` calls of `f` from `CONCURRENCY` tasks; returns calls per second.
 async fn throughput<F, Fut>(n: usize, f: F) -> f64
 where
@@ -80,7 +91,8 @@ async fn run() {
     let queue: Arc<dyn Queue> = Arc::new(RedisQueue::connect(&url, options).await.expect("connect"));
 
     let client = redis::Client::open(server.url()).expect("client");
-    let conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    server_usec_per_call(&mut conn).await;
     let trivial = Arc::new(redis::Script::new("return 1"));
     let raw = {
         let (conn, trivial) = (conn.clone(), Arc::clone(&trivial));
@@ -92,6 +104,7 @@ async fn run() {
         })
         .await
     };
+    let raw_server = server_usec_per_call(&mut conn).await;
 
     let enqueue = {
         let queue = Arc::clone(&queue);
@@ -103,6 +116,7 @@ async fn run() {
         })
         .await
     };
+    let enqueue_server = server_usec_per_call(&mut conn).await;
 
     let lease_ack = {
         let queue = Arc::clone(&queue);
@@ -132,8 +146,11 @@ async fn run() {
     };
 
     println!("queue throughput, {N} calls at {CONCURRENCY} concurrent callers, one process, local redis-server");
-    println!("  raw EVALSHA (baseline)   {raw:>10.0} /s");
-    println!("  redis enqueue            {enqueue:>10.0} /s   cost {:.2}x a raw round trip", raw / enqueue);
+    println!("  raw EVALSHA (baseline)   {raw:>10.0} /s   server {raw_server:.1} us/call");
+    println!(
+        "  redis enqueue            {enqueue:>10.0} /s   cost {:.2}x a raw round trip, server {enqueue_server:.1} us/call",
+        raw / enqueue
+    );
     println!("  redis lease+ack          {lease_ack:>10.0} /s   cost {:.2}x a raw round trip", raw / lease_ack);
     println!(
         "  embedded enqueue (fsync) {embedded_enqueue:>10.0} /s   cost {:.2}x a raw redis round trip",

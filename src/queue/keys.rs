@@ -73,11 +73,6 @@ impl PartitionKeys {
         format!("{}leases", self.base)
     }
 
-    /// Counter: the last operation sequence number.
-    pub fn seq(&self) -> String {
-        format!("{}seq", self.base)
-    }
-
     /// Counter: operations not yet acknowledged.
     pub fn pending_count(&self) -> String {
         format!("{}pending_count", self.base)
@@ -130,7 +125,6 @@ mod tests {
         let all = [
             p.ready(),
             p.leases(),
-            p.seq(),
             p.pending_count(),
             p.pending(contact),
             p.state(contact),

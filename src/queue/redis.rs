@@ -6,7 +6,7 @@
 //! - `pending:<contact>` list of JSON operations, oldest first; only an ack removes from its front
 //! - `state:<contact>`   hash: lease id, deadline, failed attempts
 //! - `seen:<event id>`   a string with a TTL: the de-duplication window
-//! - `cursor:<rule \x1f location>`, `known:<contact>`, `seq`, `pending_count`
+//! - `cursor:<rule \x1f location>`, `known:<contact>`, `pending_count`
 //!
 //! Every state change is one Lua script (`lua/*.lua`, each with a header naming its KEYS and ARGV), so a crash
 //! between two commands cannot leave a contact half-leased. Scripts are hashed once, loaded at connect (so a
@@ -20,17 +20,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
-use serde_json::json;
 
 use super::keys::{Keys, PartitionKeys, contact_member};
 use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key,
 };
+use super::{FollowerOp, PlannedOp};
+use QueuedOp as StoredOp;
 use crate::config::RedisUrl;
 use crate::event::{ContactId, LocationId, UserId};
 use crate::rules::Action;
 
+/// Stands for the user in a round-robin operation's encoded template; an id no real user has.
+const RR_PLACEHOLDER: &str = "__followd_round_robin_pick__";
 /// Most operations handed out in one lease.
 const MAX_LEASE_OPS: usize = 1000;
 /// Most leases one reap returns per partition.
@@ -204,54 +207,79 @@ impl RedisQueue {
         self.conn.clone()
     }
 
-    /// One partition's part of a batch, as one script call.
+    /// One partition's part of a batch, as one script call (argument layout: the header of `enqueue.lua`).
     async fn enqueue_partition(
         &self,
         partition: &PartitionKeys,
         events: &[&EventOps],
         now: Millis,
     ) -> Result<Vec<i64>, QueueError> {
-        let mut keys = vec![partition.ready(), partition.seq(), partition.pending_count()];
-        let index_of = |key: String, keys: &mut Vec<String>| -> usize {
-            match keys.iter().position(|k| *k == key) {
-                Some(i) => i + 1,
-                None => {
-                    keys.push(key);
-                    keys.len()
-                }
-            }
-        };
-        let mut spec = Vec::with_capacity(events.len());
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        invocation.key(partition.ready()).key(partition.pending_count());
+        let mut args: Vec<String> = Vec::with_capacity(3 + events.len() * 4);
+        let mut cursors: Vec<String> = Vec::new();
+        // (position in `args`, index in `cursors`): cursor keys follow the per-event keys, so their KEYS index
+        // is known only once every event is laid out.
+        let mut cursor_args: Vec<(usize, usize)> = Vec::new();
         for event in events {
             let member = contact_member(&event.contact);
-            let seen = index_of(partition.seen(&event.event_id), &mut keys);
-            let pending = index_of(partition.pending(&member), &mut keys);
-            let state = index_of(partition.state(&member), &mut keys);
-            let ops: Vec<serde_json::Value> = event
+            invocation.key(partition.seen(&event.event_id)).key(partition.pending(&member)).key(partition.state(&member));
+            // An empty round-robin team stores nothing (the rules reject one; this keeps the script simple).
+            let ops: Vec<&PlannedOp> = event
                 .ops
                 .iter()
-                .map(|planned| {
-                    let rule = planned.rule.as_ref();
-                    match &planned.action {
-                        Action::RemoveAll => json!({"op": "remove_all", "rule": rule}),
-                        Action::Remove(user) => json!({"op": "remove", "user": user, "rule": rule}),
-                        Action::Add(user) => json!({"op": "add", "user": user, "rule": rule}),
-                        Action::RoundRobin { rule: name, pool } => {
-                            let cursor = partition.cursor(&cursor_key(name, &event.contact.location_id));
-                            json!({"op": "add", "pool": &pool[..], "cursor": index_of(cursor, &mut keys), "rule": rule})
+                .filter(|p| !matches!(&p.action, Action::RoundRobin { pool, .. } if pool.is_empty()))
+                .collect();
+            args.push(member);
+            args.push(ops.len().to_string());
+            for planned in ops {
+                let stored = |op: FollowerOp| StoredOp {
+                    seq: 0,
+                    op,
+                    rule: planned.rule.to_string(),
+                    event_id: event.event_id.clone(),
+                    enqueued_at: now,
+                };
+                match &planned.action {
+                    Action::RoundRobin { rule, pool } => {
+                        let cursor = partition.cursor(&cursor_key(rule, &event.contact.location_id));
+                        let index = cursors.iter().position(|c| *c == cursor).unwrap_or_else(|| {
+                            cursors.push(cursor);
+                            cursors.len() - 1
+                        });
+                        // The script splices the picked user between the two halves of the encoded operation.
+                        let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
+                        let template = serde_json::to_string(&stored(FollowerOp::Add(placeholder)))?;
+                        let (before, after) = template
+                            .split_once(RR_PLACEHOLDER)
+                            .ok_or_else(|| corrupt("round-robin template".to_owned()))?;
+                        args.push("rr".to_owned());
+                        cursor_args.push((args.len(), index));
+                        args.extend([String::new(), before.to_owned(), after.to_owned(), pool.len().to_string()]);
+                        for user in pool.iter() {
+                            let quoted = serde_json::to_string(user.as_str())?;
+                            args.push(quoted[1..quoted.len() - 1].to_owned());
                         }
                     }
-                })
-                .filter(|op| op.get("pool").is_none_or(|pool| pool.as_array().is_some_and(|p| !p.is_empty())))
-                .collect();
-            spec.push(json!({"id": event.event_id, "ck": member, "seen": seen, "pending": pending,
-                             "state": state, "ops": ops}));
+                    action => {
+                        if let Some(op) = super::resolve(action, 0) {
+                            args.push(serde_json::to_string(&stored(op))?);
+                        }
+                    }
+                }
+            }
         }
-        let mut invocation = self.scripts.enqueue.prepare_invoke();
-        for key in &keys {
-            invocation.key(key);
+        let first_cursor = 3 + 3 * events.len();
+        for (position, index) in cursor_args {
+            args[position] = (first_cursor + index).to_string();
         }
-        invocation.arg(now).arg(millis(self.dedup_ttl)).arg(serde_json::to_string(&spec)?);
+        for cursor in &cursors {
+            invocation.key(cursor);
+        }
+        invocation.arg(now).arg(millis(self.dedup_ttl)).arg(events.len());
+        for arg in &args {
+            invocation.arg(arg);
+        }
         Ok(invocation.invoke_async(&mut self.conn()).await?)
     }
 
@@ -285,9 +313,12 @@ fn parse_lease(reply: Value, id: u64) -> Result<PartitionLease, QueueError> {
             let contact = parse_member(text(&items[1])?)?;
             let deadline = u64::try_from(int(&items[2])?).unwrap_or(0);
             let attempts = u32::try_from(int(&items[3])?).unwrap_or(u32::MAX);
+            // Stored operations carry no sequence number (it would cost a counter per write); within a lease,
+            // their position in the list is their order.
             let ops = items[4..]
                 .iter()
-                .map(|op| Ok(serde_json::from_str::<QueuedOp>(text(op)?)?))
+                .enumerate()
+                .map(|(i, op)| Ok(QueuedOp { seq: i as u64 + 1, ..serde_json::from_str::<QueuedOp>(text(op)?)? }))
                 .collect::<Result<Vec<_>, QueueError>>()?;
             Ok(PartitionLease::Leased(Lease { id, contact, ops, attempts, deadline }))
         }

@@ -1,44 +1,54 @@
 -- enqueue.lua — store a batch of events' follower operations, once per event id, in one partition.
--- KEYS[1] ready zset (contact -> ready_at)   KEYS[2] operation sequence counter
--- KEYS[3] pending operation counter           KEYS[4..] the keys named by index in ARGV[3]
--- ARGV[1] now (ms)   ARGV[2] de-duplication window (ms)
--- ARGV[3] JSON array of events: {"id", "ck", "seen": i, "pending": i, "state": i,
---         "ops": [{"op", "user"?, "rule", "pool"?: [user...], "cursor"?: i}]}   (i: an index into KEYS)
+-- KEYS[1] ready zset (contact -> ready_at)   KEYS[2] pending operation counter
+-- KEYS[3..] per event, three keys: seen marker, pending list, state hash; then round-robin cursors
+-- ARGV[1] now (ms)   ARGV[2] de-duplication window (ms)   ARGV[3] number of events
+-- then per event: contact member, number of operations, and per operation either
+--   the operation's JSON, encoded by the caller (it starts with "{"), or
+--   "rr", cursor KEYS index, JSON before the user, JSON after the user, pool size, pool users (JSON-escaped)
 -- Returns one integer per event: -1 when its id was seen within the window, else the operations stored.
 -- Every key shares the partition's hash tag (see keys.rs), so the script runs on Redis Cluster.
+-- Kept lean on purpose: no cjson, one RPUSH per event, ZADD NX; this is the webhook path's only write.
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local events = cjson.decode(ARGV[3])
+local events = tonumber(ARGV[3])
 local results = {}
-for i, ev in ipairs(events) do
+local a = 4
+for i = 1, events do
+  local seen, pending, state = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
+  local member = ARGV[a]
+  local count = tonumber(ARGV[a + 1])
+  a = a + 2
   -- The value is when the id may be accepted again, by the caller's clock (as in the embedded queue); the
   -- key's own TTL only cleans up.
-  local seen_until = tonumber(redis.call('GET', KEYS[ev.seen]) or '0')
-  if seen_until > now then
+  local duplicate = tonumber(redis.call('GET', seen) or '0') > now
+  local ops = {}
+  for _ = 1, count do
+    if ARGV[a] == 'rr' then
+      local size = tonumber(ARGV[a + 4])
+      if not duplicate then
+        -- Round robin: the cursor advances only when the pick is stored, in this same script.
+        local position = redis.call('INCR', KEYS[tonumber(ARGV[a + 1])]) - 1
+        ops[#ops + 1] = ARGV[a + 2] .. ARGV[a + 5 + (position % size)] .. ARGV[a + 3]
+      end
+      a = a + 5 + size
+    else
+      ops[#ops + 1] = ARGV[a]
+      a = a + 1
+    end
+  end
+  if duplicate then
     results[i] = -1
   else
-    redis.call('SET', KEYS[ev.seen], now + ttl, 'PX', ttl)
-    local stored = 0
-    for _, op in ipairs(ev.ops) do
-      local user = op.user
-      if op.pool then
-        -- Round robin: the cursor advances only when the pick is stored, in the same script.
-        local position = redis.call('INCR', KEYS[op.cursor]) - 1
-        user = op.pool[(position % #op.pool) + 1]
-      end
-      local seq = redis.call('INCR', KEYS[2])
-      local entry = {seq = seq, op = op.op, user = user, rule = op.rule, event_id = ev.id, enqueued_at = now}
-      redis.call('RPUSH', KEYS[ev.pending], cjson.encode(entry))
-      stored = stored + 1
-    end
-    if stored > 0 then
-      redis.call('INCRBY', KEYS[3], stored)
-      -- A leased contact becomes ready again at its ack; a ready one keeps its place in line.
-      if redis.call('HEXISTS', KEYS[ev.state], 'lease') == 0 and not redis.call('ZSCORE', KEYS[1], ev.ck) then
-        redis.call('ZADD', KEYS[1], now, ev.ck)
+    redis.call('SET', seen, now + ttl, 'PX', ttl)
+    if #ops > 0 then
+      redis.call('RPUSH', pending, unpack(ops))
+      redis.call('INCRBY', KEYS[2], #ops)
+      -- A leased contact becomes ready again at its ack; a ready one keeps its place in line (NX).
+      if redis.call('HEXISTS', state, 'lease') == 0 then
+        redis.call('ZADD', KEYS[1], 'NX', now, member)
       end
     end
-    results[i] = stored
+    results[i] = #ops
   end
 end
 return results
