@@ -222,6 +222,39 @@ async fn stats_count_ready_leased_and_pending(queue: &dyn Queue) {
     queue.ping().await.unwrap();
 }
 
+fn tags(list: &[&str]) -> Vec<String> {
+    list.iter().map(|t| (*t).to_owned()).collect()
+}
+
+async fn the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    let id = |s: &str| EventId::parse(s).unwrap();
+    // First sight: everything is added; tags compare trimmed and case-insensitively.
+    let first = queue.diff_tags(&c, &id("e1"), &tags(&["VIP", " new lead "]), T0).await.unwrap();
+    assert_eq!((first.added, first.removed), (tags(&["new lead", "vip"]), tags(&[])));
+    let second = queue.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 1).await.unwrap();
+    assert_eq!((second.added.clone(), second.removed.clone()), (tags(&["hot"]), tags(&["new lead"])));
+    // The same event again (a retry) gets the same answer, not an empty diff.
+    assert_eq!(queue.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 2).await.unwrap(), second);
+    let all_gone = queue.diff_tags(&c, &id("e3"), &[], T0 + 3).await.unwrap();
+    assert_eq!((all_gone.added, all_gone.removed), (tags(&[]), tags(&["hot", "vip"])));
+    // Forgetting a deleted contact makes its next tags new again.
+    queue.diff_tags(&c, &id("e4"), &tags(&["a"]), T0 + 4).await.unwrap();
+    queue.forget_contact(&c).await.unwrap();
+    let reborn = queue.diff_tags(&c, &id("e5"), &tags(&["a"]), T0 + 5).await.unwrap();
+    assert_eq!(reborn.added, tags(&["a"]));
+}
+
+async fn the_previous_stage_of_an_opportunity_is_remembered(queue: &dyn Queue) {
+    let location = LocationId::parse("loc").unwrap();
+    let id = |s: &str| EventId::parse(s).unwrap();
+    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e1"), "new", T0).await.unwrap(), None);
+    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
+    // A retry of e2 still sees "new" as the previous stage.
+    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
+    assert_eq!(queue.swap_stage(&location, "opp-2", &id("e3"), "new", T0).await.unwrap(), None);
+}
+
 /// Instantiates every contract case for one backend.
 macro_rules! contract {
     ($backend:ident, $make:path) => {
@@ -237,6 +270,8 @@ macro_rules! contract {
                 round_robin_rotates_per_rule_and_location,
                 acknowledged_changes_update_the_followers_followd_added,
                 stats_count_ready_leased_and_pending,
+                the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set,
+                the_previous_stage_of_an_opportunity_is_remembered,
             );
         }
     };

@@ -14,6 +14,8 @@
 //! - `cursors`  rule \x1f location → round-robin position
 //! - `known`    contact → followers followd added (the `remove_all` fallback)
 //! - `meta`     "seq" → the last operation sequence number
+//! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
+//! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,11 +25,13 @@ use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
-    QueuedOp, cursor_key, resolve,
+    QueuedOp, TagDiff, cursor_key, normalize_tag, resolve,
 };
-use crate::event::{ContactId, LocationId, UserId};
+use crate::event::{ContactId, EventId, LocationId, UserId};
 
 const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
 const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
@@ -38,6 +42,10 @@ const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const KNOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("known");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
+const MEMO: TableDefinition<&str, &[u8]> = TableDefinition::new("memo");
+const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("memo_expiry");
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -116,6 +124,10 @@ impl EmbeddedQueue {
             tx.open_table(CURSORS).map_err(redb::Error::from)?;
             tx.open_table(KNOWN).map_err(redb::Error::from)?;
             tx.open_table(META).map_err(redb::Error::from)?;
+            tx.open_table(TAGS).map_err(redb::Error::from)?;
+            tx.open_table(STAGES).map_err(redb::Error::from)?;
+            tx.open_table(MEMO).map_err(redb::Error::from)?;
+            tx.open_table(MEMO_EXPIRY).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
         Ok(Self { db: Arc::new(db), lease_for, dedup_ttl })
@@ -166,6 +178,27 @@ fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result
         Some(state) if state.lease.as_ref().is_some_and(|l| l.id == lease.id) => Ok(state),
         _ => Err(QueueError::LeaseLost),
     }
+}
+
+/// The answer a state-changing call gave to one event, if still remembered at `now`.
+fn recall<T: serde::de::DeserializeOwned>(
+    memo: &redb::Table<&str, &[u8]>,
+    key: &str,
+    now: Millis,
+) -> Result<Option<T>, QueueError> {
+    match memo.get(key).q()? {
+        Some(bytes) => {
+            let (expires, answer): (Millis, T) = serde_json::from_slice(bytes.value())?;
+            Ok((expires > now).then_some(answer))
+        }
+        None => Ok(None),
+    }
+}
+
+fn remember<T: Serialize>(tx: &redb::WriteTransaction, key: &str, answer: &T, expires: Millis) -> Result<(), QueueError> {
+    tx.open_table(MEMO).q()?.insert(key, serde_json::to_vec(&(expires, answer))?.as_slice()).q()?;
+    tx.open_table(MEMO_EXPIRY).q()?.insert((expires, key), ()).q()?;
+    Ok(())
 }
 
 #[async_trait]
@@ -399,9 +432,102 @@ impl Queue for EmbeddedQueue {
                     seen_expiry.remove((expiry, id.as_str())).q()?;
                     seen.remove(id.as_str()).q()?;
                 }
+                let mut memo = tx.open_table(MEMO).q()?;
+                let mut memo_expiry = tx.open_table(MEMO_EXPIRY).q()?;
+                let old: Vec<(u64, String)> = memo_expiry
+                    .range((0, "")..=(now, "\u{10ffff}"))
+                    .q()?
+                    .take(MAX_SWEEP)
+                    .map(|entry| entry.q().map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+                    .collect::<Result<_, _>>()?;
+                for (expiry, key) in old {
+                    memo_expiry.remove((expiry, key.as_str())).q()?;
+                    memo.remove(key.as_str()).q()?;
+                }
             }
             tx.commit().q()?;
             Ok(reaped)
+        })
+        .await
+    }
+
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        now: Millis,
+    ) -> Result<TagDiff, QueueError> {
+        let key = contact_key(contact);
+        let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
+        let current: BTreeSet<String> = tags.iter().map(|t| normalize_tag(t)).filter(|t| !t.is_empty()).collect();
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            let diff = {
+                let memo = tx.open_table(MEMO).q()?;
+                if let Some(diff) = recall::<TagDiff>(&memo, &memo_key, now)? {
+                    return Ok(diff);
+                }
+                drop(memo);
+                let mut stored = tx.open_table(TAGS).q()?;
+                let before: BTreeSet<String> = match stored.get(key.as_str()).q()? {
+                    Some(bytes) => serde_json::from_slice(bytes.value())?,
+                    None => BTreeSet::new(),
+                };
+                let diff = TagDiff {
+                    added: current.difference(&before).cloned().collect(),
+                    removed: before.difference(&current).cloned().collect(),
+                };
+                stored.insert(key.as_str(), serde_json::to_vec(&current)?.as_slice()).q()?;
+                diff
+            };
+            remember(&tx, &memo_key, &diff, expires)?;
+            tx.commit().q()?;
+            Ok(diff)
+        })
+        .await
+    }
+
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        let key = format!("{location}\u{1f}{opportunity}");
+        let memo_key = format!("stage\u{1f}{event_id}\u{1f}{key}");
+        let stage = stage.to_owned();
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            let previous = {
+                let memo = tx.open_table(MEMO).q()?;
+                if let Some(previous) = recall::<Option<String>>(&memo, &memo_key, now)? {
+                    return Ok(previous);
+                }
+                drop(memo);
+                let mut stages = tx.open_table(STAGES).q()?;
+                let previous = stages.get(key.as_str()).q()?.map(|v| v.value().to_owned());
+                stages.insert(key.as_str(), stage.as_str()).q()?;
+                previous
+            };
+            remember(&tx, &memo_key, &previous, expires)?;
+            tx.commit().q()?;
+            Ok(previous)
+        })
+        .await
+    }
+
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            tx.open_table(TAGS).q()?.remove(key.as_str()).q()?;
+            tx.commit().q()?;
+            Ok(())
         })
         .await
     }

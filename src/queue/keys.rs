@@ -98,6 +98,21 @@ impl PartitionKeys {
         format!("{}cursor:{cursor_key}", self.base)
     }
 
+    /// Set: the contact's last seen tags, normalized.
+    pub fn tags(&self, contact: &str) -> String {
+        format!("{}tags:{contact}", self.base)
+    }
+
+    /// String: an opportunity's last seen stage.
+    pub fn stage(&self, location: &LocationId, opportunity: &str) -> String {
+        format!("{}stage:{location}\u{1f}{opportunity}", self.base)
+    }
+
+    /// String with a TTL: the answer a state-changing call gave to one event, so a retry gets the same one.
+    pub fn memo(&self, kind: &str, event: &EventId, subject: &str) -> String {
+        format!("{}memo:{kind}:{event}\u{1f}{subject}", self.base)
+    }
+
     /// Set: followers followd added to the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
@@ -131,6 +146,9 @@ mod tests {
             p.seen(&EventId::parse("e}{").unwrap()),
             p.cursor("rule\u{1f}loc"),
             p.known(contact),
+            p.tags(contact),
+            p.stage(&location, "opp-1"),
+            p.memo("tags", &EventId::parse("e").unwrap(), contact),
             format!("{}pending:{contact}", p.base()),
         ];
         let tag = hash_tag(&all[0]).to_owned();

@@ -121,6 +121,19 @@ pub struct Applied {
     pub added: Vec<UserId>,
 }
 
+/// What changed in a contact's tag set, from its stored last-seen set. Tags are compared as the CRM treats
+/// them: trimmed and case-insensitively; they are reported in their normalized (lower-case) form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// The normalized form a tag is stored and compared in.
+pub fn normalize_tag(tag: &str) -> String {
+    tag.trim().to_lowercase()
+}
+
 /// Counts for `followd queue stats`, `/metrics` and the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
@@ -182,6 +195,31 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Returns expired leases to the ready set and forgets expired event ids. Returns the leases reaped.
     async fn reap(&self, now: Millis) -> Result<usize, QueueError>;
+
+    /// Replaces the contact's stored tag set with `tags` and returns what was added and removed, atomically.
+    /// A contact seen for the first time has all its tags added. Idempotent per event id: the same event asked
+    /// again (a sender's retry after a failed enqueue) gets the diff it got the first time, not an empty one.
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        now: Millis,
+    ) -> Result<TagDiff, QueueError>;
+
+    /// Stores an opportunity's current stage and returns the previous one, if any. Idempotent per event id,
+    /// like [`Queue::diff_tags`].
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        now: Millis,
+    ) -> Result<Option<String>, QueueError>;
+
+    /// Forgets the contact's stored tag set (it was deleted in the CRM).
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError>;
 
     /// Followers that followd itself added to the contact and has not removed since, sorted.
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;

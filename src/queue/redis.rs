@@ -26,10 +26,10 @@ use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key,
 };
-use super::{FollowerOp, PlannedOp};
+use super::{FollowerOp, PlannedOp, TagDiff, normalize_tag};
 use QueuedOp as StoredOp;
 use crate::config::RedisUrl;
-use crate::event::{ContactId, LocationId, UserId};
+use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
@@ -50,6 +50,8 @@ struct Scripts {
     ack: Script,
     retry: Script,
     reap: Script,
+    diff_tags: Script,
+    swap_stage: Script,
 }
 
 impl Scripts {
@@ -60,11 +62,13 @@ impl Scripts {
             ack: Script::new(include_str!("lua/ack.lua")),
             retry: Script::new(include_str!("lua/retry.lua")),
             reap: Script::new(include_str!("lua/reap.lua")),
+            diff_tags: Script::new(include_str!("lua/diff_tags.lua")),
+            swap_stage: Script::new(include_str!("lua/swap_stage.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 5] {
-        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap]
+    fn all(&self) -> [&Script; 7] {
+        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap, &self.diff_tags, &self.swap_stage]
     }
 }
 
@@ -440,6 +444,58 @@ impl Queue for RedisQueue {
             reaped += count;
         }
         Ok(reaped)
+    }
+
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        _now: Millis,
+    ) -> Result<TagDiff, QueueError> {
+        let partition = self.keys.for_location(&contact.location_id);
+        let member = contact_member(contact);
+        let mut tags: Vec<String> = tags.iter().map(|t| normalize_tag(t)).filter(|t| !t.is_empty()).collect();
+        tags.sort();
+        tags.dedup();
+        let mut invocation = self.scripts.diff_tags.prepare_invoke();
+        invocation.key(partition.tags(&member)).key(partition.memo("tags", event_id, &member));
+        invocation.arg(millis(self.dedup_ttl));
+        for tag in &tags {
+            invocation.arg(tag);
+        }
+        let answer: String = invocation.invoke_async(&mut self.conn()).await?;
+        let mut diff: TagDiff = serde_json::from_str(&answer)?;
+        diff.added.sort();
+        diff.removed.sort();
+        Ok(diff)
+    }
+
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        _now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        let partition = self.keys.for_location(location);
+        let answer: String = self
+            .scripts
+            .swap_stage
+            .key(partition.stage(location, opportunity))
+            .key(partition.memo("stage", event_id, opportunity))
+            .arg(millis(self.dedup_ttl))
+            .arg(stage)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(answer.strip_prefix('=').map(str::to_owned))
+    }
+
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
+        let partition = self.keys.for_location(&contact.location_id);
+        let _: () = redis::cmd("DEL").arg(partition.tags(&contact_member(contact))).query_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
