@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::intake::{Source, plan};
+use std::time::Duration;
+
+use crate::event::Observation;
+use crate::intake::{Source, plan, resolve};
+use crate::queue::{EmbeddedQueue, now_ms};
 
 use crate::rules::RuleSet;
 
@@ -57,8 +61,10 @@ pub fn rules_check(dir: &Path) -> ExitCode {
 }
 
 /// `followd rules explain`: the events a payload yields, the rules that fire and the operations that would
-/// be queued. Reads the same code path as the server (`intake::plan`); verifies nothing, writes nothing.
-pub fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Path) -> anyhow::Result<ExitCode> {
+/// be queued. Runs the server's own code (`intake::resolve` and `plan`) against a throwaway embedded store, so
+/// whole-tag-list payloads are read as a first sight of the contact; verifies nothing, calls nothing, and
+/// writes nothing that outlives the command.
+pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Path) -> anyhow::Result<ExitCode> {
     let sources = if config.source.is_empty() {
         Source::defaults()
     } else {
@@ -67,14 +73,24 @@ pub fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Pat
     let source = sources.into_iter().find(|s| s.name == source).with_context(|| format!("no source named `{source}`"))?;
     let rules = RuleSet::load_dir(dir).map_err(|e| anyhow::anyhow!("the rules do not compile:\n{e}"))?;
     let body = std::fs::read(event_file).with_context(|| format!("cannot read {}", event_file.display()))?;
-    let events = source.format.parse(&body)?;
-    for event in &events {
-        println!("event: {}", serde_json::to_string(event)?);
-        for matched in rules.evaluate(event) {
-            println!("  rule `{}` fires: {:?}", matched.rule, matched.actions);
+    let parsed = source.format.parse(&body)?;
+    if let [Observation::Ignored { kind }] = parsed.observations.as_slice() {
+        println!("payload type `{kind}` is not used by followd: acknowledged and ignored");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
+    let occurrences = resolve(&store, parsed.observations, now_ms()).await?;
+    for occurrence in &occurrences {
+        println!("event {} for contact {}:", occurrence.id, occurrence.contact.contact_id);
+        for event in &occurrence.events {
+            println!("  {}", serde_json::to_string(&event.kind)?);
+            for matched in rules.evaluate(event) {
+                println!("    rule `{}` fires: {:?}", matched.rule, matched.actions);
+            }
         }
     }
-    let batch = plan(&events, &rules)?;
+    let batch = plan(&occurrences, &rules);
     let total: usize = batch.iter().map(|e| e.ops.len()).sum();
     println!("{total} operation(s) would be queued");
     Ok(ExitCode::SUCCESS)

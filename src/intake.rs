@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::config::{ConfigError, SourceConfig, VerifyConfig};
-use crate::event::{Event, EventId, Format, PayloadError};
-use crate::queue::{ContactKey, EventOps, PlannedOp, Queue, QueueError, now_ms};
+use crate::event::{Event, EventId, EventKind, Format, Observation, PayloadError};
+use crate::queue::{ContactKey, EventOps, Millis, PlannedOp, Queue, QueueError, now_ms};
 use crate::rules::RuleSet;
 use crate::verify::{Headers, Request, Verifier, VerifyError};
 
@@ -36,15 +37,31 @@ impl Source {
         let verifier = match &config.verify {
             VerifyConfig::HmacSha256 { header, secrets } => Verifier::hmac_sha256(header, resolve(secrets)?),
             VerifyConfig::Token { header, tokens } => Verifier::token(header, resolve(tokens)?),
+            VerifyConfig::StandardWebhooks { secrets, tolerance } => {
+                Verifier::standard_webhooks(resolve(secrets)?, *tolerance)
+            }
+            VerifyConfig::Ghl { public_keys: None, tolerance } => Ok(Verifier::ghl_builtin(*tolerance)),
+            VerifyConfig::Ghl { public_keys: Some(keys), tolerance } => {
+                let pems = resolve(keys)?.iter().map(|k| k.expose_secret().to_owned()).collect();
+                Verifier::ghl(pems, *tolerance)
+            }
         }
         .map_err(|e| invalid(&e))?;
         Ok(Self { name: config.name.clone(), format: config.format, verifier })
     }
 
-    /// The sources offered when none is configured: `generic`, which with no secret accepts only requests
-    /// from loopback (so a fresh install is not an open relay).
+    /// The sources offered when none is configured: `ghl`, verified with GoHighLevel's published keys, and
+    /// `generic`, which with no secret accepts only requests from loopback (so a fresh install is not an open
+    /// relay).
     pub fn defaults() -> Vec<Self> {
-        vec![Self { name: "generic".to_owned(), format: Format::Generic, verifier: Verifier::loopback_only() }]
+        vec![
+            Self {
+                name: "ghl".to_owned(),
+                format: Format::Ghl,
+                verifier: Verifier::ghl_builtin(Duration::from_secs(300)),
+            },
+            Self { name: "generic".to_owned(), format: Format::Generic, verifier: Verifier::loopback_only() },
+        ]
     }
 }
 
@@ -55,6 +72,17 @@ pub enum Accepted {
     Queued { event_ids: Vec<EventId>, operations: usize },
     /// Every event id was seen before: nothing was done.
     Duplicate,
+    /// A payload type followd does not use (the CRM sends every subscribed type to one URL).
+    Ignored { kind: String },
+}
+
+/// One payload entry's events: one id, one contact. An entry may yield no event (a tag list that did not
+/// change) and is still remembered for de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occurrence {
+    pub id: EventId,
+    pub contact: ContactKey,
+    pub events: Vec<Event>,
 }
 
 /// Why a webhook was not accepted.
@@ -108,16 +136,26 @@ impl Intake {
         let now = now_ms();
         let now_unix = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         source.verifier.verify(&Request { headers, body, peer, now_unix })?;
-        let events = source.format.parse(body)?;
-        let rules = self.rules.load();
-        let batch = plan(&events, &rules)?;
-        for event in &events {
-            metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
+        let parsed = source.format.parse(body)?;
+        // Replay protection on top of de-duplication, where the scheme has a window and the payload a time.
+        if let (Some(tolerance), Some(sent_at)) = (source.verifier.replay_tolerance(), parsed.sent_at) {
+            crate::verify::check_timestamp(sent_at.timestamp(), now_unix, tolerance)?;
         }
-        let enqueue = self.queue.enqueue(batch, now);
-        let outcome = tokio::time::timeout(self.queue_timeout, enqueue)
-            .await
-            .map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+        if let [Observation::Ignored { kind }] = parsed.observations.as_slice() {
+            tracing::debug!(kind, "payload type not used by followd; acknowledged");
+            metrics::counter!("followd_webhooks_ignored_total", "source" => source.name.clone()).increment(1);
+            return Ok(Accepted::Ignored { kind: kind.clone() });
+        }
+        let bounded = tokio::time::timeout(self.queue_timeout, async {
+            let occurrences = resolve(&*self.queue, parsed.observations, now).await?;
+            let rules = self.rules.load();
+            let batch = plan(&occurrences, &rules);
+            for event in occurrences.iter().flat_map(|o| &o.events) {
+                metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
+            }
+            Ok::<_, IntakeError>(self.queue.enqueue(batch, now).await?)
+        });
+        let outcome = bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
         if outcome.accepted.is_empty() {
             return Ok(Accepted::Duplicate);
         }
@@ -129,30 +167,78 @@ impl Intake {
     }
 }
 
-/// Matches events against the rules and groups the resulting operations per event id, in event order.
-/// Events from one payload entry share an id; one id used for two different contacts is a payload error.
-pub fn plan(events: &[Event], rules: &RuleSet) -> Result<Vec<EventOps>, PayloadError> {
-    let mut batch: Vec<EventOps> = Vec::new();
-    for event in events {
-        let contact = ContactKey { location_id: event.location_id.clone(), contact_id: event.contact_id.clone() };
-        let index = match batch.iter().position(|e| e.event_id == event.id) {
-            Some(index) if batch[index].contact != contact => {
-                return Err(PayloadError::Invalid {
-                    at: format!("event `{}`", event.id),
-                    message: "the same id is used for two different contacts; ids must be unique".to_owned(),
-                });
+/// Turns observations into occurrences, reading and updating the queue's stored state where a payload
+/// carries a whole tag list or a stage without its predecessor. Events sharing an id (one generic entry)
+/// form one occurrence; one id used for two contacts is a payload error.
+pub async fn resolve(
+    queue: &dyn Queue,
+    observations: Vec<Observation>,
+    now: Millis,
+) -> Result<Vec<Occurrence>, IntakeError> {
+    let mut occurrences: Vec<Occurrence> = Vec::new();
+    for observation in observations {
+        let (id, contact, events) = match observation {
+            Observation::Event(event) => {
+                let contact = ContactKey { location_id: event.location_id.clone(), contact_id: event.contact_id.clone() };
+                (event.id.clone(), contact, vec![event])
             }
-            Some(index) => index,
-            None => {
-                batch.push(EventOps { event_id: event.id.clone(), contact, ops: Vec::new() });
-                batch.len() - 1
+            Observation::Tags { id, location_id, contact_id, occurred_at, tags, created, source } => {
+                let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
+                let diff = queue.diff_tags(&contact, &id, &tags, now).await?;
+                let event = |kind| Event {
+                    id: id.clone(),
+                    location_id: location_id.clone(),
+                    contact_id: contact_id.clone(),
+                    occurred_at,
+                    kind,
+                };
+                let created = created.then(|| event(EventKind::ContactCreated { source }));
+                let removed = diff.removed.into_iter().map(|tag| event(EventKind::TagRemoved { tag }));
+                let added = diff.added.into_iter().map(|tag| event(EventKind::TagAdded { tag }));
+                let events = created.into_iter().chain(removed).chain(added).collect();
+                (id, contact, events)
             }
+            Observation::Stage { id, location_id, contact_id, occurred_at, opportunity_id, pipeline, stage } => {
+                let previous = queue.swap_stage(&location_id, &opportunity_id, &id, &stage, now).await?;
+                let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
+                let kind = EventKind::StageChanged { pipeline, stage, from_stage: previous };
+                (id.clone(), contact, vec![Event { id, location_id, contact_id, occurred_at, kind }])
+            }
+            Observation::ContactDeleted { id, location_id, contact_id } => {
+                let contact = ContactKey { location_id, contact_id };
+                queue.forget_contact(&contact).await?;
+                (id, contact, Vec::new())
+            }
+            Observation::Ignored { .. } => continue,
         };
-        for matched in rules.evaluate(event) {
-            metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
-            let ops = matched.actions.into_iter().map(|action| PlannedOp { rule: Arc::clone(&matched.rule), action });
-            batch[index].ops.extend(ops);
+        match occurrences.iter_mut().find(|o| o.id == id) {
+            Some(existing) if existing.contact != contact => {
+                return Err(IntakeError::Payload(PayloadError::Invalid {
+                    at: format!("event `{id}`"),
+                    message: "the same id is used for two different contacts; ids must be unique".to_owned(),
+                }));
+            }
+            Some(existing) => existing.events.extend(events),
+            None => occurrences.push(Occurrence { id, contact, events }),
         }
     }
-    Ok(batch)
+    Ok(occurrences)
+}
+
+/// Matches each occurrence's events against the rules: the operations to queue, per event id, in order.
+pub fn plan(occurrences: &[Occurrence], rules: &RuleSet) -> Vec<EventOps> {
+    occurrences
+        .iter()
+        .map(|occurrence| {
+            let mut ops = Vec::new();
+            for event in &occurrence.events {
+                for matched in rules.evaluate(event) {
+                    metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
+                    let rule = &matched.rule;
+                    ops.extend(matched.actions.into_iter().map(|action| PlannedOp { rule: Arc::clone(rule), action }));
+                }
+            }
+            EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops }
+        })
+        .collect()
 }

@@ -95,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rules(RulesCommand::Explain { source, event, rules }) => {
             let dir = rules.unwrap_or_else(|| config.rules_dir.clone());
-            commands::rules_explain(&config, &dir, &source, &event)
+            commands::rules_explain(&config, &dir, &source, &event).await
         }
         Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
     }

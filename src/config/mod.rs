@@ -106,6 +106,23 @@ pub enum VerifyConfig {
         header: String,
         tokens: Vec<SecretRef>,
     },
+    StandardWebhooks {
+        secrets: Vec<SecretRef>,
+        #[serde(default = "default_tolerance", with = "humantime_serde")]
+        tolerance: Duration,
+    },
+    /// GoHighLevel's signatures; `public_keys` (PEM, usually `file:`) replaces the published keys.
+    Ghl {
+        #[serde(default)]
+        public_keys: Option<Vec<SecretRef>>,
+        #[serde(default = "default_tolerance", with = "humantime_serde")]
+        tolerance: Duration,
+    },
+}
+
+/// Replay window for schemes whose requests carry a time (`shared/ghl/API.md` §8: about 5 minutes).
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_hmac_header() -> String {
@@ -234,11 +251,13 @@ impl Config {
             if !names.insert(source.name.as_str()) {
                 problems.push(format!("source[{i}].name `{}` is used by two sources", source.name));
             }
-            let secrets = match &source.verify {
-                VerifyConfig::HmacSha256 { secrets, .. } => secrets,
+            let secrets: &[SecretRef] = match &source.verify {
+                VerifyConfig::HmacSha256 { secrets, .. } | VerifyConfig::StandardWebhooks { secrets, .. } => secrets,
                 VerifyConfig::Token { tokens, .. } => tokens,
+                VerifyConfig::Ghl { public_keys, .. } => public_keys.as_deref().unwrap_or(&[]),
             };
-            if secrets.is_empty() {
+            let builtin_keys = matches!(source.verify, VerifyConfig::Ghl { public_keys: None, .. });
+            if secrets.is_empty() && !builtin_keys {
                 problems.push(format!("source `{}`: verify needs at least one secret", source.name));
             }
             for (j, secret) in secrets.iter().enumerate() {

@@ -7,6 +7,8 @@
 //! together.
 
 pub mod generic;
+pub mod ghl;
+pub mod ghl_workflow;
 mod ids;
 
 use chrono::{DateTime, Utc};
@@ -20,23 +22,70 @@ pub use ids::{ContactId, EventId, IdError, LocationId, UserId};
 pub enum Format {
     /// followd's own JSON, for n8n, Zapier, scripts and tests.
     Generic,
+    /// GoHighLevel marketplace-app webhooks.
+    Ghl,
+    /// GoHighLevel's workflow "Webhook" action.
+    GhlWorkflow,
 }
 
 impl Format {
     /// True for senders that redeliver a webhook only when answered 429 (GoHighLevel: `shared/ghl/API.md` §8),
     /// so a queue outage must be answered 429 rather than 503 for them.
     pub fn retries_only_on_429(self) -> bool {
-        match self {
-            Self::Generic => false,
-        }
+        matches!(self, Self::Ghl | Self::GhlWorkflow)
     }
 
-    /// Parses a verified body into events.
-    pub fn parse(self, body: &[u8]) -> Result<Vec<Event>, PayloadError> {
+    /// Parses a verified body.
+    pub fn parse(self, body: &[u8]) -> Result<Parsed, PayloadError> {
         match self {
-            Self::Generic => generic::parse(body),
+            Self::Generic => Ok(Parsed {
+                observations: generic::parse(body)?.into_iter().map(Observation::Event).collect(),
+                sent_at: None,
+            }),
+            Self::Ghl => ghl::parse(body),
+            Self::GhlWorkflow => ghl_workflow::parse(body),
         }
     }
+}
+
+/// What a payload says, before stored state turns every part of it into [`Event`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub observations: Vec<Observation>,
+    /// When the sender says it sent the payload, for replay protection.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// One part of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// An event, complete as it is.
+    Event(Event),
+    /// The contact's whole tag list now; what was added and removed comes from the stored last-seen set.
+    /// `created`: the contact is new (an event `contact_created` with `source` comes first).
+    Tags {
+        id: EventId,
+        location_id: LocationId,
+        contact_id: ContactId,
+        occurred_at: Option<DateTime<Utc>>,
+        tags: Vec<String>,
+        created: bool,
+        source: Option<String>,
+    },
+    /// An opportunity's pipeline and stage now; the previous stage comes from the stored one.
+    Stage {
+        id: EventId,
+        location_id: LocationId,
+        contact_id: ContactId,
+        occurred_at: Option<DateTime<Utc>>,
+        opportunity_id: String,
+        pipeline: String,
+        stage: String,
+    },
+    /// The contact was deleted: forget what is stored about it.
+    ContactDeleted { id: EventId, location_id: LocationId, contact_id: ContactId },
+    /// A payload type followd does not use; acknowledged, counted, nothing else.
+    Ignored { kind: String },
 }
 
 /// One thing that happened to one contact, as the rules see it.

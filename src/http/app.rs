@@ -76,7 +76,10 @@ impl Application {
         }
 
         let sources = if config.source.is_empty() {
-            tracing::warn!("no [[source]] configured: POST /webhooks/generic accepts unsigned requests from loopback only");
+            tracing::warn!(
+                "no [[source]] configured: POST /webhooks/ghl (GoHighLevel's signatures) and /webhooks/generic, \
+                 which accepts unsigned requests from loopback only"
+            );
             Source::defaults()
         } else {
             config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<_, _>>()?

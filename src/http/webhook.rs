@@ -81,6 +81,7 @@ async fn receive_in(
             tracing::info!(operations, "accepted");
             Ok(HttpResponse::Accepted().json(json!({ "event_ids": ids, "operations": operations })))
         }
+        Ok(Accepted::Ignored { kind }) => Ok(HttpResponse::Ok().json(json!({ "ignored": true, "type": kind }))),
         Ok(Accepted::Duplicate) => {
             tracing::info!("duplicate delivery acknowledged");
             Ok(HttpResponse::Ok().json(json!({ "duplicate": true })))

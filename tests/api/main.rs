@@ -6,6 +6,7 @@ mod support;
 
 mod delivery;
 mod durability;
+mod ghl;
 mod health;
 mod redis;
 mod scale_out;

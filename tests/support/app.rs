@@ -65,6 +65,7 @@ pub struct TestAppBuilder {
     data_dir: Option<PathBuf>,
     extra: String,
     token: bool,
+    ghl_keys: Vec<String>,
 }
 
 impl TestAppBuilder {
@@ -90,6 +91,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The `ghl` source verifies with these public key files instead of GoHighLevel's published keys.
+    pub fn ghl_keys(mut self, paths: &[String]) -> Self {
+        self.ghl_keys = paths.to_vec();
+        self
+    }
+
     /// No upstream token: the dry run.
     pub fn dry_run(mut self) -> Self {
         self.token = false;
@@ -108,6 +115,12 @@ impl TestAppBuilder {
         std::fs::write(rules_dir.join("rules.toml"), &self.rules).expect("write rules");
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
         let token = if self.token { format!("token = \"{TOKEN}\"") } else { String::new() };
+        let ghl_verify = if self.ghl_keys.is_empty() {
+            "{ scheme = \"ghl\" }".to_owned()
+        } else {
+            let keys: Vec<String> = self.ghl_keys.iter().map(|k| format!("\"file:{k}\"")).collect();
+            format!("{{ scheme = \"ghl\", public_keys = [{}] }}", keys.join(", "))
+        };
         let text = format!(
             r#"
 listen = "127.0.0.1:0"
@@ -135,6 +148,16 @@ verify = {{ scheme = "hmac-sha256", header = "{SIGNATURE_HEADER}", secrets = ["o
 name = "tokened"
 format = "generic"
 verify = {{ scheme = "token", header = "authorization", tokens = ["sesame"] }}
+
+[[source]]
+name = "ghl"
+format = "ghl"
+verify = {ghl_verify}
+
+[[source]]
+name = "workflow"
+format = "ghl-workflow"
+verify = {{ scheme = "token", header = "authorization", tokens = ["wf-secret"] }}
 "#,
             data = data_dir.display(),
             rules = rules_dir.display(),
@@ -165,7 +188,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder { rules: RULES.to_owned(), role: Role::All, data_dir: None, extra: String::new(), token: true }
+        TestAppBuilder {
+            rules: RULES.to_owned(),
+            role: Role::All,
+            data_dir: None,
+            extra: String::new(),
+            token: true,
+            ghl_keys: Vec::new(),
+        }
     }
 
     pub async fn spawn() -> Self {

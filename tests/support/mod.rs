@@ -3,6 +3,7 @@
 #![allow(dead_code)] // not every test binary uses every helper
 
 pub mod app;
+pub mod ghl;
 pub mod process;
 pub mod redis;
 pub mod upstream;

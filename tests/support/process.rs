@@ -6,6 +6,56 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use super::app::{RULES, SECRET, SIGNATURE_HEADER, sign};
+use super::upstream::TOKEN;
+
+/// Writes a configuration file for the real binary in `dir`, with the test rules beside it. The webhook secret
+/// is read from a file, as a deployment would. `redis_url`: the Redis queue; `None`: the embedded one.
+pub fn write_config(dir: &Path, upstream: &str, redis_url: Option<&str>) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).expect("rules dir");
+    std::fs::write(dir.join("rules/rules.toml"), RULES).expect("rules");
+    std::fs::write(dir.join("secret.txt"), format!("{SECRET}\n")).expect("secret file");
+    let redis = redis_url.map(|url| format!("redis_url = \"{url}\"")).unwrap_or_default();
+    let config = format!(
+        r#"
+{redis}
+data_dir = "{data}"
+rules_dir = "{rules}"
+shutdown_grace = "3s"
+workers = 4
+[upstream]
+base_url = "{upstream}"
+token = "{TOKEN}"
+timeout = "2s"
+[queue]
+lease = "3s"
+prefix = "t"
+partitions = 4
+[[source]]
+name = "test"
+format = "generic"
+verify = {{ scheme = "hmac-sha256", header = "{SIGNATURE_HEADER}", secrets = ["file:secret.txt"] }}
+"#,
+        data = dir.join("data").display(),
+        rules = dir.join("rules").display(),
+    );
+    let path = dir.join("followd.toml");
+    std::fs::write(&path, config).expect("config file");
+    path
+}
+
+/// POSTs a signed body to the `test` source of a running process.
+pub async fn post(addr: &str, body: &[u8]) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{addr}/webhooks/test"))
+        .header("content-type", "application/json")
+        .header(SIGNATURE_HEADER, sign(SECRET, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("the request reaches followd")
+}
+
 pub struct Followd {
     pub child: Child,
     pub addr: String,

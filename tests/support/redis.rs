@@ -8,8 +8,9 @@ use std::time::Duration;
 pub struct RedisServer {
     child: Child,
     pub port: u16,
-    /// Holds the data directory of a persistent server.
+    /// The server's working directory: where a persistent server keeps its AOF.
     _dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -27,9 +28,22 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = super::free_port();
         let child = spawn(port, dir.path(), args);
-        let server = Self { child, port, _dir: dir };
+        let server = Self { child, port, _dir: dir, args: args.iter().map(|a| (*a).to_owned()).collect() };
         server.wait_ready().await;
         server
+    }
+
+    /// Stops the server as an operator would (SIGTERM: it writes what it holds and exits).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (so with its AOF, if persistent).
+    pub async fn restart(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = spawn(self.port, self._dir.path(), &args);
+        self.wait_ready().await;
     }
 
     pub fn url(&self) -> String {
@@ -95,7 +109,7 @@ impl RedisCluster {
             let config = config.to_str().expect("a UTF-8 temp path").to_owned();
             let args = ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"];
             let child = spawn(port, dir.path(), &args);
-            let node = RedisServer { child, port, _dir: dir };
+            let node = RedisServer { child, port, _dir: dir, args: Vec::new() };
             node.wait_ready().await;
             nodes.push(node);
         }

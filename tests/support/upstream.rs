@@ -101,6 +101,11 @@ impl FakeUpstream {
         self.inner().followers.insert(contact.to_owned(), users.iter().map(|u| (*u).to_owned()).collect());
     }
 
+    /// The fake's own rate limit: `None` turns it off.
+    pub fn set_limit(&self, limit: Option<(u32, Duration)>) {
+        self.inner().limit = limit;
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.inner().latency = latency;
     }

@@ -1,0 +1,151 @@
+//! GoHighLevel's marketplace-app webhooks (`format = "ghl"`): flat JSON objects with a `type`
+//! (`shared/ghl/API.md` §7).
+//!
+//! Contact events carry the contact's whole tag list, not the change, and opportunity events carry the stage
+//! id without the previous stage; both become [`Observation`]s that `intake` resolves against the queue's
+//! stored state. Types followd does not use become [`Observation::Ignored`]: the CRM sends every subscribed
+//! type to one URL, so they are acknowledged, not refused. Unknown fields are tolerated (the CRM adds fields).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{ContactId, EventId, LocationId, Observation, Parsed, PayloadError};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    location_id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    contact_id: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    pipeline_id: Option<String>,
+    #[serde(default)]
+    pipeline_stage_id: Option<String>,
+    #[serde(default)]
+    webhook_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+}
+
+/// The event id: the payload's `webhookId`, else the SHA-256 of the raw body (a redelivery is byte-identical).
+pub fn event_id(webhook_id: Option<&str>, body: &[u8]) -> Result<EventId, PayloadError> {
+    match webhook_id.map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => EventId::parse(id).map_err(|e| invalid("webhookId", &e.to_string())),
+        None => EventId::parse(&hex::encode(Sha256::digest(body))).map_err(|e| invalid("body", &e.to_string())),
+    }
+}
+
+fn invalid(field: &str, message: &str) -> PayloadError {
+    PayloadError::Invalid { at: format!("field `{field}`"), message: message.to_owned() }
+}
+
+fn required<'a>(value: &'a Option<String>, field: &str, kind: &str) -> Result<&'a str, PayloadError> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| invalid(field, &format!("is required in a `{kind}` payload")))
+}
+
+pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
+    let payload: Payload = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+    let kind = payload.kind.as_str();
+    let ignored = |kind: &str| Parsed { observations: vec![Observation::Ignored { kind: kind.to_owned() }], sent_at: payload.timestamp };
+    let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete");
+    let uses_opportunity = matches!(kind, "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate");
+    if !uses_contact && !uses_opportunity {
+        return Ok(ignored(kind));
+    }
+    let id = event_id(payload.webhook_id.as_deref(), body)?;
+    let location_id = LocationId::parse(required(&payload.location_id, "locationId", kind)?)
+        .map_err(|e| invalid("locationId", &e.to_string()))?;
+    let occurred_at = payload.timestamp;
+    let observation = if uses_contact {
+        let contact_id =
+            ContactId::parse(required(&payload.id, "id", kind)?).map_err(|e| invalid("id", &e.to_string()))?;
+        match kind {
+            "ContactDelete" => Observation::ContactDeleted { id, location_id, contact_id },
+            _ => Observation::Tags {
+                id,
+                location_id,
+                contact_id,
+                occurred_at,
+                tags: payload.tags.clone().unwrap_or_default(),
+                created: kind == "ContactCreate",
+                source: payload.source.clone().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
+            },
+        }
+    } else {
+        let contact_id = ContactId::parse(required(&payload.contact_id, "contactId", kind)?)
+            .map_err(|e| invalid("contactId", &e.to_string()))?;
+        Observation::Stage {
+            id,
+            location_id,
+            contact_id,
+            occurred_at,
+            opportunity_id: required(&payload.id, "id", kind)?.to_owned(),
+            pipeline: required(&payload.pipeline_id, "pipelineId", kind)?.to_owned(),
+            stage: required(&payload.pipeline_stage_id, "pipelineStageId", kind)?.to_owned(),
+        }
+    };
+    Ok(Parsed { observations: vec![observation], sent_at: occurred_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Vec<u8> {
+        let path = format!("{}/../shared/ghl/payloads/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn a_tag_update_carries_the_whole_tag_list_and_the_webhook_id() {
+        let parsed = parse(&example("ContactTagUpdate")).unwrap();
+        let Observation::Tags { id, tags, created, .. } = &parsed.observations[0] else { panic!("{parsed:?}") };
+        assert_eq!(id.as_str(), "c4a7e2d9-8b1f-4e3a-a6c5-7d9e1f3b5a62");
+        assert_eq!(tags.len(), 4);
+        assert!(!created);
+        assert!(parsed.sent_at.is_some());
+    }
+
+    #[test]
+    fn opportunity_events_carry_pipeline_and_stage_ids() {
+        for name in ["OpportunityCreate", "OpportunityStageUpdate", "OpportunityStatusUpdate"] {
+            let parsed = parse(&example(name)).unwrap();
+            assert!(matches!(&parsed.observations[0], Observation::Stage { pipeline, .. } if pipeline == "pip2Wx3Yz4Ab5Cd6Ef7G"));
+        }
+    }
+
+    #[test]
+    fn types_followd_does_not_use_are_ignored_not_refused() {
+        for name in ["ContactUpdate", "ContactDndUpdate", "OpportunityAssignedToUpdate"] {
+            let parsed = parse(&example(name)).unwrap();
+            assert!(matches!(&parsed.observations[0], Observation::Ignored { .. }), "{name}");
+        }
+    }
+
+    #[test]
+    fn without_a_webhook_id_the_body_hash_is_the_event_id() {
+        let body = br#"{"type":"ContactDelete","locationId":"l","id":"c"}"#;
+        let Observation::ContactDeleted { id, .. } = &parse(body).unwrap().observations[0] else { panic!() };
+        assert_eq!(id.as_str(), hex::encode(Sha256::digest(body)));
+    }
+
+    #[test]
+    fn a_contact_event_without_a_location_is_invalid() {
+        let err = parse(br#"{"type":"ContactTagUpdate","id":"c","tags":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("locationId"), "{err}");
+    }
+}

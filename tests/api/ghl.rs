@@ -1,0 +1,173 @@
+//! GoHighLevel as a source, through HTTP: its payloads, its signatures, replay protection.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::app::TestApp;
+use crate::support::ghl::{ed25519_signature, fresh, rsa_signature, vectors_path};
+
+const WAIT: Duration = Duration::from_secs(15);
+const LOCATION: &str = "loc7QpX2mVb9RkTn4WsA";
+
+/// Rules on the example payloads' tags and ids.
+const GHL_RULES: &str = r#"
+[users]
+closer = "usr_closer"
+hot_team = ["usr_h1", "usr_h2"]
+
+[[rule]]
+name = "hot-leads"
+when = { event = "tag_added", tag = "hot-lead" }
+then = { add = ["hot_team"] }
+
+[[rule]]
+name = "cooled-down"
+when = { event = "tag_removed", tag = "hot-lead" }
+then = { remove = ["hot_team"] }
+
+[[rule]]
+name = "facebook-leads"
+when = { event = "contact_created", source = "facebook lead form" }
+then = { add = ["closer"] }
+
+[[rule]]
+name = "won"
+when = { event = "stage_changed", pipeline = "pip2Wx3Yz4Ab5Cd6Ef7G", stage = "8a6e4c2b-1d3f-4a5b-9c7e-0f2d4b6a8c91" }
+then = { remove_all = true }
+"#;
+
+fn test_keys() -> Vec<String> {
+    vec![vectors_path("keys/test_rsa_public.pem"), vectors_path("keys/test_ed25519_public.pem")]
+}
+
+async fn ghl_app() -> TestApp {
+    TestApp::builder().rules(GHL_RULES).ghl_keys(&test_keys()).spawn().await
+}
+
+async fn post_ghl(app: &TestApp, body: &[u8]) -> reqwest::Response {
+    app.post("ghl", body, &[("x-ghl-signature", &ed25519_signature(body))]).await
+}
+
+#[tokio::test]
+async fn a_tag_update_adds_and_removes_followers_from_the_difference_with_the_last_seen_tags() {
+    let app = ghl_app().await;
+    let first = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["new lead", "Hot-Lead"]));
+    assert_eq!(post_ghl(&app, &first).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_h1", "usr_h2"], WAIT).await);
+    // The next update no longer lists the tag: it was removed.
+    let second = fresh("ContactTagUpdate", "wh-2", Some("c-1"), Some(&["new lead"]));
+    assert_eq!(post_ghl(&app, &second).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &[], WAIT).await);
+}
+
+#[tokio::test]
+async fn a_contact_create_fires_contact_created_and_tag_added_for_its_tags() {
+    let app = ghl_app().await;
+    let body = fresh("ContactCreate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    let response = post_ghl(&app, &body).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await.unwrap()["operations"], 3);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_closer", "usr_h1", "usr_h2"], WAIT).await);
+}
+
+#[tokio::test]
+async fn an_opportunity_moved_to_the_won_stage_fires_stage_changed() {
+    let app = ghl_app().await;
+    app.upstream.set_followers("ctc-9", &["usr_a", "usr_b"]);
+    let body = fresh("OpportunityStageUpdate", "wh-1", Some("ctc-9"), None);
+    assert_eq!(post_ghl(&app, &body).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("ctc-9", &[], WAIT).await);
+}
+
+#[tokio::test]
+async fn the_legacy_rsa_signature_is_accepted_too() {
+    let app = ghl_app().await;
+    let body = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    let response = app.post("ghl", &body, &[("x-wh-signature", &rsa_signature(&body))]).await;
+    assert_eq!(response.status(), 202);
+}
+
+#[tokio::test]
+async fn tampered_bodies_and_wrong_keys_are_401_and_deliver_nothing() {
+    let app = ghl_app().await;
+    let body = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    let signature = ed25519_signature(&body);
+    let mut tampered = body.clone();
+    let last = tampered.len() - 2;
+    tampered[last] = b' ';
+    assert_eq!(app.post("ghl", &tampered, &[("x-ghl-signature", &signature)]).await.status(), 401);
+    assert_eq!(app.post("ghl", &body, &[]).await.status(), 401);
+    assert_eq!(app.post("ghl", &body, &[("x-ghl-signature", "N/A")]).await.status(), 401);
+    // The built-in keys are GoHighLevel's own: the test key's signature does not verify under them.
+    let builtin = TestApp::builder().rules(GHL_RULES).spawn().await;
+    assert_eq!(builtin.post("ghl", &body, &[("x-ghl-signature", &signature)]).await.status(), 401);
+    assert_eq!(app.queue.stats().await.unwrap().pending, 0);
+    assert!(app.upstream.calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_timestamp_is_401_and_a_replayed_webhook_id_is_a_duplicate() {
+    let app = ghl_app().await;
+    let mut old: Value = serde_json::from_slice(&fresh("ContactTagUpdate", "wh-old", Some("c-1"), None)).unwrap();
+    old["timestamp"] = serde_json::json!((chrono::Utc::now() - chrono::Duration::minutes(6)).to_rfc3339());
+    let old = serde_json::to_vec(&old).unwrap();
+    assert_eq!(post_ghl(&app, &old).await.status(), 401);
+
+    let body = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    assert_eq!(post_ghl(&app, &body).await.status(), 202);
+    let again = post_ghl(&app, &body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["duplicate"], true);
+}
+
+#[tokio::test]
+async fn event_types_followd_does_not_use_are_acknowledged_and_ignored() {
+    let app = ghl_app().await;
+    for (name, id) in [("ContactDndUpdate", "wh-1"), ("OpportunityAssignedToUpdate", "wh-2"), ("ContactUpdate", "wh-3")] {
+        let body = fresh(name, id, None, None);
+        let response = post_ghl(&app, &body).await;
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(response.json::<Value>().await.unwrap()["ignored"], true);
+    }
+    assert_eq!(app.queue.stats().await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_contact_is_forgotten_so_its_tags_count_as_new_again() {
+    let app = ghl_app().await;
+    let tagged = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    assert_eq!(post_ghl(&app, &tagged).await.status(), 202);
+    app.wait_until_idle().await;
+    let deleted = fresh("ContactDelete", "wh-2", Some("c-1"), None);
+    assert_eq!(post_ghl(&app, &deleted).await.status(), 202);
+    let again = fresh("ContactTagUpdate", "wh-3", Some("c-1"), Some(&["hot-lead"]));
+    let response = post_ghl(&app, &again).await;
+    assert_eq!(response.json::<Value>().await.unwrap()["operations"], 2, "hot-lead is new again");
+}
+
+#[tokio::test]
+async fn when_the_queue_is_down_the_ghl_source_answers_429_so_the_crm_retries() {
+    let mut redis = crate::support::redis::RedisServer::start().await;
+    let redis_url = format!("redis_url = \"{}\"", redis.url());
+    let app = TestApp::builder().rules(GHL_RULES).ghl_keys(&test_keys()).config(&redis_url).spawn().await;
+    redis.stop();
+    let body = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));
+    let response = post_ghl(&app, &body).await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn a_workflow_webhook_with_a_bearer_token_and_custom_data_assigns_followers() {
+    let app = TestApp::builder().rules(GHL_RULES).spawn().await;
+    let body = serde_json::json!({
+        "contact_id": "c-7", "location": {"id": LOCATION}, "tags": "hot-lead, new lead",
+        "customData": {"event": "tag_added", "tag": "hot-lead"}
+    })
+    .to_string();
+    let response = app.post("workflow", body.as_bytes(), &[("authorization", "Bearer wf-secret")]).await;
+    assert_eq!(response.status(), 202);
+    assert!(app.upstream.wait_for_followers("c-7", &["usr_h1", "usr_h2"], WAIT).await);
+    assert_eq!(app.post("workflow", body.as_bytes(), &[]).await.status(), 401);
+}
