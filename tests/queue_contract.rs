@@ -11,8 +11,8 @@ use std::time::Duration;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::config::RedisUrl;
 use followd::queue::{
-    Applied, ContactKey, EmbeddedQueue, EventOps, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue, QueueError,
-    RedisOptions, RedisQueue,
+    Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue,
+    QueueError, RedisOptions, RedisQueue, Selection,
 };
 use support::redis::{RedisCluster, RedisServer};
 use followd::rules::Action;
@@ -255,6 +255,38 @@ async fn the_previous_stage_of_an_opportunity_is_remembered(queue: &dyn Queue) {
     assert_eq!(queue.swap_stage(&location, "opp-2", &id("e3"), "new", T0).await.unwrap(), None);
 }
 
+async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a"), remove("b")])], T0).await.unwrap();
+    let doomed = lease(queue, T0).await;
+    // Arrives during the failing delivery: it must go on without the dead ones.
+    queue.enqueue(vec![event("e2", &c, vec![add("c")])], T0 + 1).await.unwrap();
+    let failure = Failure { status: Some(422), reason: "unprocessable".into() };
+    queue.dead_letter(&doomed, &failure, T0 + 2).await.unwrap();
+    let next = lease(queue, T0 + 3).await;
+    assert_eq!(ops(&next), [FollowerOp::Add(user("c"))]);
+    queue.ack(&next, &Applied::default(), T0 + 4).await.unwrap();
+
+    let letters = queue.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!((letter.status, letter.reason.as_str(), letter.failed_at), (Some(422), "unprocessable", T0 + 2));
+    assert_eq!((&letter.location_id, &letter.contact_id), (&c.location_id, &c.contact_id));
+    let letter_ops: Vec<FollowerOp> = letter.operations.iter().map(|q| q.op.clone()).collect();
+    assert_eq!(letter_ops, [FollowerOp::Add(user("a")), FollowerOp::Remove(user("b"))]);
+    assert_eq!(queue.stats().await.unwrap().dead, 1);
+
+    assert_eq!(queue.replay(&Selection::One(letter.id.clone()), T0 + 5).await.unwrap(), 1);
+    assert!(queue.dead_letters().await.unwrap().is_empty());
+    let replayed = lease(queue, T0 + 6).await;
+    assert_eq!(ops(&replayed), [FollowerOp::Add(user("a")), FollowerOp::Remove(user("b"))]);
+    queue.dead_letter(&replayed, &failure, T0 + 7).await.unwrap();
+    assert_eq!(queue.replay(&Selection::One("0-nope".into()), T0).await.unwrap(), 0);
+    assert_eq!(queue.purge(&Selection::All).await.unwrap(), 1);
+    assert!(queue.dead_letters().await.unwrap().is_empty());
+    assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
+
 /// Instantiates every contract case for one backend.
 macro_rules! contract {
     ($backend:ident, $make:path) => {
@@ -272,6 +304,7 @@ macro_rules! contract {
                 stats_count_ready_leased_and_pending,
                 the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set,
                 the_previous_stage_of_an_opportunity_is_remembered,
+                a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
             );
         }
     };

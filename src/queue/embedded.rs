@@ -15,6 +15,7 @@
 //! - `known`    contact → followers followd added (the `remove_all` fallback)
 //! - `meta`     "seq" → the last operation sequence number
 //! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
+//! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
 
 use std::path::{Path, PathBuf};
@@ -28,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::{
-    Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
-    QueuedOp, TagDiff, cursor_key, normalize_tag, resolve,
+    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
+    QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
 };
 use crate::event::{ContactId, EventId, LocationId, UserId};
 
@@ -46,6 +47,7 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
 const MEMO: TableDefinition<&str, &[u8]> = TableDefinition::new("memo");
 const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("memo_expiry");
+const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -128,6 +130,7 @@ impl EmbeddedQueue {
             tx.open_table(STAGES).map_err(redb::Error::from)?;
             tx.open_table(MEMO).map_err(redb::Error::from)?;
             tx.open_table(MEMO_EXPIRY).map_err(redb::Error::from)?;
+            tx.open_table(DEAD).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
         Ok(Self { db: Arc::new(db), lease_for, dedup_ttl })
@@ -136,6 +139,15 @@ impl EmbeddedQueue {
     /// The file this queue lives in, for messages.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(FILE_NAME)
+    }
+
+    /// The dead letters a selection names (none when the id is unknown).
+    async fn select(&self, which: &Selection) -> Result<Vec<DeadLetter>, QueueError> {
+        let letters = self.dead_letters().await?;
+        Ok(match which {
+            Selection::All => letters,
+            Selection::One(id) => letters.into_iter().filter(|l| l.id == *id).collect(),
+        })
     }
 
     /// Runs a blocking redb closure on the blocking pool.
@@ -178,6 +190,27 @@ fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result
         Some(state) if state.lease.as_ref().is_some_and(|l| l.id == lease.id) => Ok(state),
         _ => Err(QueueError::LeaseLost),
     }
+}
+
+/// Ends a lease: removes its operations, and makes the contact ready again if more arrived meanwhile.
+fn finish(tx: &redb::WriteTransaction, key: &str, lease: &Lease, now: Millis) -> Result<(), QueueError> {
+    let mut contacts = tx.open_table(CONTACTS).q()?;
+    let state = held(&contacts, key, lease)?;
+    let mut pending = tx.open_table(PENDING).q()?;
+    for op in &lease.ops {
+        pending.remove((key, op.seq)).q()?;
+    }
+    if let Some(l) = &state.lease {
+        tx.open_table(LEASES).q()?.remove((l.deadline, key)).q()?;
+    }
+    let more = pending.range((key, 0)..=(key, u64::MAX)).q()?.next().is_some();
+    if more {
+        tx.open_table(READY).q()?.insert((now, key), ()).q()?;
+        write_state(&mut contacts, key, &ContactState { ready_at: Some(now), lease: None, attempts: 0 })?;
+    } else {
+        contacts.remove(key).q()?;
+    }
+    Ok(())
 }
 
 /// The answer a state-changing call gave to one event, if still remembered at `now`.
@@ -331,25 +364,8 @@ impl Queue for EmbeddedQueue {
         self.blocking(move |db| {
             let key = contact_key(&lease.contact);
             let tx = db.begin_write().q()?;
+            finish(&tx, &key, &lease, now)?;
             {
-                let mut contacts = tx.open_table(CONTACTS).q()?;
-                let mut state = held(&contacts, &key, &lease)?;
-                let mut pending = tx.open_table(PENDING).q()?;
-                for op in &lease.ops {
-                    pending.remove((key.as_str(), op.seq)).q()?;
-                }
-                let mut leases = tx.open_table(LEASES).q()?;
-                if let Some(l) = &state.lease {
-                    leases.remove((l.deadline, key.as_str())).q()?;
-                }
-                let more = pending.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).q()?.next().is_some();
-                if more {
-                    state = ContactState { ready_at: Some(now), lease: None, attempts: 0 };
-                    tx.open_table(READY).q()?.insert((now, key.as_str()), ()).q()?;
-                    write_state(&mut contacts, &key, &state)?;
-                } else {
-                    contacts.remove(key.as_str()).q()?;
-                }
                 let mut known = tx.open_table(KNOWN).q()?;
                 let mut followers: Vec<UserId> = match known.get(key.as_str()).q()? {
                     Some(bytes) => serde_json::from_slice(bytes.value())?,
@@ -372,6 +388,96 @@ impl Queue for EmbeddedQueue {
             }
             tx.commit().q()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        let letter = DeadLetter {
+            id: format!("0-{:016x}", rand::random::<u64>()),
+            location_id: lease.contact.location_id.clone(),
+            contact_id: lease.contact.contact_id.clone(),
+            operations: lease.ops.clone(),
+            status: failure.status,
+            reason: failure.reason.clone(),
+            failed_at: now,
+        };
+        self.blocking(move |db| {
+            let key = contact_key(&lease.contact);
+            let tx = db.begin_write().q()?;
+            finish(&tx, &key, &lease, now)?;
+            tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(&letter)?.as_slice()).q()?;
+            tx.commit().q()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().q()?;
+            let dead = tx.open_table(DEAD).q()?;
+            let mut letters = dead
+                .iter()
+                .q()?
+                .map(|entry| Ok(serde_json::from_slice::<DeadLetter>(entry.q()?.1.value())?))
+                .collect::<Result<Vec<_>, QueueError>>()?;
+            letters.sort_by(|a, b| (a.failed_at, &a.id).cmp(&(b.failed_at, &b.id)));
+            Ok(letters)
+        })
+        .await
+    }
+
+    async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
+        let letters = self.select(which).await?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            {
+                let mut dead = tx.open_table(DEAD).q()?;
+                let mut pending = tx.open_table(PENDING).q()?;
+                let mut contacts = tx.open_table(CONTACTS).q()?;
+                let mut ready = tx.open_table(READY).q()?;
+                let mut meta = tx.open_table(META).q()?;
+                let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
+                for letter in &letters {
+                    dead.remove(letter.id.as_str()).q()?;
+                    let key = contact_key(&ContactKey {
+                        location_id: letter.location_id.clone(),
+                        contact_id: letter.contact_id.clone(),
+                    });
+                    for op in &letter.operations {
+                        seq += 1;
+                        let op = QueuedOp { seq, ..op.clone() };
+                        pending.insert((key.as_str(), seq), serde_json::to_vec(&op)?.as_slice()).q()?;
+                    }
+                    let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                    if state.lease.is_none() && state.ready_at.is_none() {
+                        state.ready_at = Some(now);
+                        ready.insert((now, key.as_str()), ()).q()?;
+                        write_state(&mut contacts, &key, &state)?;
+                    }
+                }
+                meta.insert("seq", seq).q()?;
+            }
+            tx.commit().q()?;
+            Ok(letters.len())
+        })
+        .await
+    }
+
+    async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
+        let letters = self.select(which).await?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            {
+                let mut dead = tx.open_table(DEAD).q()?;
+                for letter in &letters {
+                    dead.remove(letter.id.as_str()).q()?;
+                }
+            }
+            tx.commit().q()?;
+            Ok(letters.len())
         })
         .await
     }
@@ -554,7 +660,7 @@ impl Queue for EmbeddedQueue {
                 ready: tx.open_table(READY).q()?.len().q()?,
                 leased: tx.open_table(LEASES).q()?.len().q()?,
                 pending: tx.open_table(PENDING).q()?.len().q()?,
-                dead: 0,
+                dead: tx.open_table(DEAD).q()?.len().q()?,
             })
         })
         .await

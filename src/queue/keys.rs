@@ -113,6 +113,16 @@ impl PartitionKeys {
         format!("{}memo:{kind}:{event}\u{1f}{subject}", self.base)
     }
 
+    /// Hash: dead letter id → its description (JSON, operations apart).
+    pub fn dead(&self) -> String {
+        format!("{}dead", self.base)
+    }
+
+    /// List: a dead letter's operations.
+    pub fn dead_ops(&self, id: &str) -> String {
+        format!("{}deadops:{id}", self.base)
+    }
+
     /// Set: followers followd added to the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
@@ -146,6 +156,8 @@ mod tests {
             p.seen(&EventId::parse("e}{").unwrap()),
             p.cursor("rule\u{1f}loc"),
             p.known(contact),
+            p.dead(),
+            p.dead_ops("3-00ff"),
             p.tags(contact),
             p.stage(&location, "opp-1"),
             p.memo("tags", &EventId::parse("e").unwrap(), contact),

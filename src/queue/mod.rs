@@ -134,6 +134,33 @@ pub fn normalize_tag(tag: &str) -> String {
     tag.trim().to_lowercase()
 }
 
+/// Why a contact's operations were given up on: what the CRM answered, and followd's reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+/// Operations set aside after a permanent failure, until an operator replays or purges them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `<partition>-<hex>`: the partition tells the Redis queue where it lives.
+    pub id: String,
+    pub location_id: LocationId,
+    pub contact_id: ContactId,
+    pub operations: Vec<QueuedOp>,
+    pub status: Option<u16>,
+    pub reason: String,
+    pub failed_at: Millis,
+}
+
+/// Which dead letters a command acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    One(String),
+    All,
+}
+
 /// Counts for `followd queue stats`, `/metrics` and the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
@@ -189,6 +216,19 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Removes the leased operations; the contact is ready again if more arrived meanwhile.
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError>;
+
+    /// Moves the lease's operations to the dead letters, with `failure`; the contact goes on with any
+    /// operations that arrived meanwhile.
+    async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError>;
+
+    /// Every dead letter, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Puts dead letters' operations back in their contacts' queues, in their order; returns how many letters.
+    async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError>;
+
+    /// Deletes dead letters; returns how many.
+    async fn purge(&self, which: &Selection) -> Result<usize, QueueError>;
 
     /// Gives the lease back with its operations kept in front, ready again at `retry_at`.
     async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError>;

@@ -26,7 +26,7 @@ use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key,
 };
-use super::{FollowerOp, PlannedOp, TagDiff, normalize_tag};
+use super::{DeadLetter, Failure, FollowerOp, PlannedOp, Selection, TagDiff, normalize_tag};
 use QueuedOp as StoredOp;
 use crate::config::RedisUrl;
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -52,6 +52,7 @@ struct Scripts {
     reap: Script,
     diff_tags: Script,
     swap_stage: Script,
+    replay: Script,
 }
 
 impl Scripts {
@@ -64,11 +65,12 @@ impl Scripts {
             reap: Script::new(include_str!("lua/reap.lua")),
             diff_tags: Script::new(include_str!("lua/diff_tags.lua")),
             swap_stage: Script::new(include_str!("lua/swap_stage.lua")),
+            replay: Script::new(include_str!("lua/replay.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
-        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap, &self.diff_tags, &self.swap_stage]
+    fn all(&self) -> [&Script; 8] {
+        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap, &self.diff_tags, &self.swap_stage, &self.replay]
     }
 }
 
@@ -209,6 +211,65 @@ impl RedisQueue {
 
     fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The partition a dead letter id names (`<partition>-<hex>`).
+    fn partition_of_letter(&self, id: &str) -> PartitionKeys {
+        let n = id.split_once('-').and_then(|(n, _)| n.parse::<u16>().ok()).unwrap_or(0);
+        self.keys.partition(n % self.keys.partitions())
+    }
+
+    async fn select(&self, which: &Selection) -> Result<Vec<DeadLetter>, QueueError> {
+        let letters = self.dead_letters().await?;
+        Ok(match which {
+            Selection::All => letters,
+            Selection::One(id) => letters.into_iter().filter(|l| l.id == *id).collect(),
+        })
+    }
+
+    /// Ends a lease, acknowledged or, with a `failure`, dead-lettered: one script either way.
+    async fn end_lease(
+        &self,
+        lease: &Lease,
+        applied: &Applied,
+        failure: Option<&Failure>,
+        now: Millis,
+    ) -> Result<(), QueueError> {
+        let partition_number = self.keys.partition_of(&lease.contact.location_id);
+        let partition = self.keys.partition(partition_number);
+        let member = contact_member(&lease.contact);
+        let letter_id = format!("{partition_number}-{:016x}", rand::random::<u64>());
+        let mut invocation = self.scripts.ack.prepare_invoke();
+        invocation
+            .key(partition.ready())
+            .key(partition.leases())
+            .key(partition.pending(&member))
+            .key(partition.state(&member))
+            .key(partition.known(&member))
+            .key(partition.pending_count())
+            .key(partition.dead())
+            .key(partition.dead_ops(&letter_id))
+            .arg(now)
+            .arg(&member)
+            .arg(lease.id.to_string())
+            .arg(lease.ops.len())
+            .arg(if applied.removed_all { "1" } else { "0" })
+            .arg(serde_json::to_string(&applied.removed)?)
+            .arg(serde_json::to_string(&applied.added)?);
+        if let Some(failure) = failure {
+            let description = DeadLetter {
+                id: letter_id.clone(),
+                location_id: lease.contact.location_id.clone(),
+                contact_id: lease.contact.contact_id.clone(),
+                operations: Vec::new(),
+                status: failure.status,
+                reason: failure.reason.clone(),
+                failed_at: now,
+            };
+            invocation.arg(&letter_id).arg(serde_json::to_string(&description)?);
+        }
+        let result: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
     }
 
     /// One partition's part of a batch, as one script call (argument layout: the header of `enqueue.lua`).
@@ -387,27 +448,80 @@ impl Queue for RedisQueue {
     }
 
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
-        let partition = self.keys.for_location(&lease.contact.location_id);
-        let member = contact_member(&lease.contact);
-        let result: i64 = self
-            .scripts
-            .ack
-            .key(partition.ready())
-            .key(partition.leases())
-            .key(partition.pending(&member))
-            .key(partition.state(&member))
-            .key(partition.known(&member))
-            .key(partition.pending_count())
-            .arg(now)
-            .arg(&member)
-            .arg(lease.id.to_string())
-            .arg(lease.ops.len())
-            .arg(if applied.removed_all { "1" } else { "0" })
-            .arg(serde_json::to_string(&applied.removed)?)
-            .arg(serde_json::to_string(&applied.added)?)
-            .invoke_async(&mut self.conn())
-            .await?;
-        if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
+        self.end_lease(lease, applied, None, now).await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError> {
+        self.end_lease(lease, &Applied::default(), Some(failure), now).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut letters = Vec::new();
+        for n in 0..self.keys.partitions() {
+            let partition = self.keys.partition(n);
+            let described: Vec<(String, String)> =
+                redis::cmd("HGETALL").arg(partition.dead()).query_async(&mut self.conn()).await?;
+            for (id, description) in described {
+                let ops: Vec<String> =
+                    redis::cmd("LRANGE").arg(partition.dead_ops(&id)).arg(0).arg(-1).query_async(&mut self.conn()).await?;
+                let mut letter: DeadLetter = serde_json::from_str(&description)?;
+                letter.operations = ops
+                    .iter()
+                    .enumerate()
+                    .map(|(i, op)| Ok(QueuedOp { seq: i as u64 + 1, ..serde_json::from_str::<QueuedOp>(op)? }))
+                    .collect::<Result<_, QueueError>>()?;
+                letters.push(letter);
+            }
+        }
+        letters.sort_by(|a, b| (a.failed_at, &a.id).cmp(&(b.failed_at, &b.id)));
+        Ok(letters)
+    }
+
+    async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
+        let mut replayed = 0;
+        for letter in self.select(which).await? {
+            let partition = self.partition_of_letter(&letter.id);
+            let member = contact_member(&ContactKey {
+                location_id: letter.location_id.clone(),
+                contact_id: letter.contact_id.clone(),
+            });
+            let result: i64 = self
+                .scripts
+                .replay
+                .key(partition.dead())
+                .key(partition.dead_ops(&letter.id))
+                .key(partition.ready())
+                .key(partition.pending(&member))
+                .key(partition.state(&member))
+                .key(partition.pending_count())
+                .arg(&letter.id)
+                .arg(&member)
+                .arg(now)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if result >= 0 {
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
+        let mut purged = 0;
+        for letter in self.select(which).await? {
+            let partition = self.partition_of_letter(&letter.id);
+            let (removed, _): (i64, i64) = redis::pipe()
+                .atomic()
+                .cmd("HDEL")
+                .arg(partition.dead())
+                .arg(&letter.id)
+                .cmd("DEL")
+                .arg(partition.dead_ops(&letter.id))
+                .query_async(&mut self.conn())
+                .await?;
+            purged += usize::from(removed > 0);
+        }
+        Ok(purged)
     }
 
     async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
@@ -514,15 +628,18 @@ impl Queue for RedisQueue {
         let mut stats = QueueStats::default();
         for n in 0..self.keys.partitions() {
             let partition = self.keys.partition(n);
-            let (ready, leased, pending): (u64, u64, Option<i64>) = redis::pipe()
+            let (ready, leased, pending, dead): (u64, u64, Option<i64>, u64) = redis::pipe()
                 .cmd("ZCARD")
                 .arg(partition.ready())
                 .cmd("ZCARD")
                 .arg(partition.leases())
                 .cmd("GET")
                 .arg(partition.pending_count())
+                .cmd("HLEN")
+                .arg(partition.dead())
                 .query_async(&mut self.conn())
                 .await?;
+            stats.dead += dead;
             stats.ready += ready;
             stats.leased += leased;
             stats.pending += u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
