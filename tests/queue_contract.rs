@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::config::RedisUrl;
+use followd::deliver::limit::Limits;
 use followd::queue::{
     Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue,
     QueueError, RedisOptions, RedisQueue, Selection,
@@ -287,6 +288,26 @@ async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(qu
     assert_eq!(queue.stats().await.unwrap().pending, 0);
 }
 
+async fn the_rate_budget_spaces_calls_per_location_and_pauses_expire(queue: &dyn Queue) {
+    let limits = Limits { spacing_ms: 100, daily: 5 };
+    let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
+    assert_eq!(queue.throttle(&l1, limits, 2, T0).await.unwrap(), None);
+    assert_eq!(queue.throttle(&l1, limits, 1, T0 + 50).await.unwrap(), Some(T0 + 200));
+    // Another location has its own budget.
+    assert_eq!(queue.throttle(&l2, limits, 1, T0 + 50).await.unwrap(), None);
+    assert_eq!(queue.throttle(&l1, limits, 3, T0 + 200).await.unwrap(), None);
+    // Five calls today: the next waits for tomorrow (UTC).
+    let wait = queue.throttle(&l1, limits, 1, T0 + 10_000).await.unwrap().unwrap();
+    assert_eq!(wait % 86_400_000, 0);
+
+    assert_eq!(queue.paused_until(&l1, T0).await.unwrap(), None);
+    let until = followd::queue::now_ms() + 60_000;
+    queue.pause(&l1, until, "429").await.unwrap();
+    assert_eq!(queue.paused_until(&l1, until - 1).await.unwrap(), Some((until, "429".to_owned())));
+    assert_eq!(queue.paused_until(&l2, until - 1).await.unwrap(), None);
+    assert_eq!(queue.paused_until(&l1, until).await.unwrap(), None);
+}
+
 /// Instantiates every contract case for one backend.
 macro_rules! contract {
     ($backend:ident, $make:path) => {
@@ -305,6 +326,7 @@ macro_rules! contract {
                 the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set,
                 the_previous_stage_of_an_opportunity_is_remembered,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
+                the_rate_budget_spaces_calls_per_location_and_pauses_expire,
             );
         }
     };

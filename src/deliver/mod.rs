@@ -5,6 +5,7 @@
 //! - [`worker`]: the worker pool, the reaper, and one delivery's I/O.
 
 pub mod fold;
+pub mod limit;
 pub mod retry;
 pub mod worker;
 

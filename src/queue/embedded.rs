@@ -18,8 +18,9 @@
 //! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,7 @@ use super::{
     Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
 };
+use crate::deliver::limit::{LimiterState, Limits, acquire};
 use crate::event::{ContactId, EventId, LocationId, UserId};
 
 const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
@@ -78,6 +80,11 @@ pub struct EmbeddedQueue {
     db: Arc<Database>,
     lease_for: Duration,
     dedup_ttl: Duration,
+    /// Rate limiter state per location. One process owns the store, so the budget lives in memory; a restart
+    /// starts a fresh window (at worst one window's calls early).
+    limiter: Arc<Mutex<HashMap<LocationId, LimiterState>>>,
+    /// Pauses per location (429, a rejected token); in memory for the same reason.
+    pauses: Arc<Mutex<HashMap<LocationId, (Millis, String)>>>,
 }
 
 impl std::fmt::Debug for EmbeddedQueue {
@@ -133,7 +140,7 @@ impl EmbeddedQueue {
             tx.open_table(DEAD).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
-        Ok(Self { db: Arc::new(db), lease_for, dedup_ttl })
+        Ok(Self { db: Arc::new(db), lease_for, dedup_ttl, limiter: Arc::default(), pauses: Arc::default() })
     }
 
     /// The file this queue lives in, for messages.
@@ -651,6 +658,42 @@ impl Queue for EmbeddedQueue {
             Ok(users)
         })
         .await
+    }
+
+    async fn throttle(
+        &self,
+        location: &LocationId,
+        limits: Limits,
+        cost: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, QueueError> {
+        let mut states = self.limiter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = states.entry(location.clone()).or_default();
+        match acquire(*state, limits, cost, now) {
+            Ok(next) => {
+                *state = next;
+                Ok(None)
+            }
+            Err(at) => Ok(Some(at)),
+        }
+    }
+
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pauses.insert(location.clone(), (until, reason.to_owned()));
+        Ok(())
+    }
+
+    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pauses.get(location) {
+            Some((until, reason)) if *until > now => Ok(Some((*until, reason.clone()))),
+            Some(_) => {
+                pauses.remove(location);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -123,6 +123,16 @@ impl PartitionKeys {
         format!("{}deadops:{id}", self.base)
     }
 
+    /// Hash: a location's rate limiter state.
+    pub fn limiter(&self, location: &LocationId) -> String {
+        format!("{}limiter:{location}", self.base)
+    }
+
+    /// String with a TTL: `<until ms> <reason>` while a location is paused.
+    pub fn pause(&self, location: &LocationId) -> String {
+        format!("{}pause:{location}", self.base)
+    }
+
     /// Set: followers followd added to the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
@@ -157,6 +167,8 @@ mod tests {
             p.cursor("rule\u{1f}loc"),
             p.known(contact),
             p.dead(),
+            p.limiter(&location),
+            p.pause(&location),
             p.dead_ops("3-00ff"),
             p.tags(contact),
             p.stage(&location, "opp-1"),

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ContactId, EventId, LocationId, UserId};
+use crate::deliver::limit::Limits;
 use crate::rules::Action;
 pub use embedded::EmbeddedQueue;
 pub use redis::{RedisOptions, RedisQueue};
@@ -265,6 +266,23 @@ pub trait Queue: Send + Sync + 'static {
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Takes `cost` calls from the location's rate budget: `None` when they may go now (they are reserved),
+    /// else when to ask again. Redis shares one budget among every process; the embedded store keeps it in
+    /// process.
+    async fn throttle(
+        &self,
+        location: &LocationId,
+        limits: Limits,
+        cost: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, QueueError>;
+
+    /// Stops calls for a location until `until` (a 429, a rejected token), for every process.
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError>;
+
+    /// When a paused location may be called again, and why it was paused; `None` when it is not paused.
+    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError>;
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;

@@ -24,8 +24,9 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use super::keys::{Keys, PartitionKeys, contact_member};
 use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
-    QueuedOp, cursor_key,
+    QueuedOp, cursor_key, now_ms,
 };
+use crate::deliver::limit::Limits;
 use super::{DeadLetter, Failure, FollowerOp, PlannedOp, Selection, TagDiff, normalize_tag};
 use QueuedOp as StoredOp;
 use crate::config::RedisUrl;
@@ -53,6 +54,7 @@ struct Scripts {
     diff_tags: Script,
     swap_stage: Script,
     replay: Script,
+    throttle: Script,
 }
 
 impl Scripts {
@@ -66,11 +68,22 @@ impl Scripts {
             diff_tags: Script::new(include_str!("lua/diff_tags.lua")),
             swap_stage: Script::new(include_str!("lua/swap_stage.lua")),
             replay: Script::new(include_str!("lua/replay.lua")),
+            throttle: Script::new(include_str!("lua/throttle.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
-        [&self.enqueue, &self.lease, &self.ack, &self.retry, &self.reap, &self.diff_tags, &self.swap_stage, &self.replay]
+    fn all(&self) -> [&Script; 9] {
+        [
+            &self.enqueue,
+            &self.lease,
+            &self.ack,
+            &self.retry,
+            &self.reap,
+            &self.diff_tags,
+            &self.swap_stage,
+            &self.replay,
+            &self.throttle,
+        ]
     }
 }
 
@@ -645,6 +658,50 @@ impl Queue for RedisQueue {
             stats.pending += u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
         }
         Ok(stats)
+    }
+
+    async fn throttle(
+        &self,
+        location: &LocationId,
+        limits: Limits,
+        cost: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, QueueError> {
+        let partition = self.keys.for_location(location);
+        let wait: u64 = self
+            .scripts
+            .throttle
+            .key(partition.limiter(location))
+            .arg(now)
+            .arg(limits.spacing_ms)
+            .arg(limits.daily)
+            .arg(cost)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((wait > 0).then_some(wait))
+    }
+
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
+        let partition = self.keys.for_location(location);
+        let ttl = until.saturating_sub(now_ms()).max(1);
+        let _: () = redis::cmd("SET")
+            .arg(partition.pause(location))
+            .arg(format!("{until} {reason}"))
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
+        let partition = self.keys.for_location(location);
+        let value: Option<String> = redis::cmd("GET").arg(partition.pause(location)).query_async(&mut self.conn()).await?;
+        Ok(value.and_then(|v| {
+            let (until, reason) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+            let until = until.parse::<Millis>().ok()?;
+            (until > now).then(|| (until, reason.to_owned()))
+        }))
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
