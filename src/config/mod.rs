@@ -42,6 +42,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub rate_limit: RateLimitConfig,
     pub queue: QueueConfig,
+    pub delivery: DeliveryConfig,
     #[serde(default)]
     pub source: Vec<SourceConfig>,
     /// Folder of the configuration file, against which `file:` references resolve. Not a key.
@@ -81,6 +82,22 @@ pub struct QueueConfig {
     pub prefix: String,
     /// Redis only: how many partitions (hash tags) the queue is split into; spreads it over a Cluster.
     pub partitions: std::num::NonZeroU16,
+}
+
+/// How failed deliveries are retried and how long locations pause.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_pause: Duration,
+    #[serde(with = "humantime_serde")]
+    pub throttle_pause: Duration,
 }
 
 /// One webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::fold::{NetChange, fold};
-use super::retry::Backoff;
-use crate::event::UserId;
-use crate::queue::{Applied, ContactKey, Lease, LeaseOutcome, Queue, QueueError, now_ms};
+use super::limit::{Limits, MAX_WAIT_IN_PLACE};
+use super::retry::{Backoff, Decision, Policy, decide};
+use crate::event::{LocationId, UserId};
+use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, now_ms};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest a worker sleeps with nothing to do before it looks again (work from other processes, retries).
@@ -26,10 +27,12 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const IN_PLACE_ATTEMPTS: u32 = 3;
 /// Delay between attempts in place.
 const IN_PLACE_BACKOFF: Backoff = Backoff { base: Duration::from_millis(200), cap: Duration::from_secs(2) };
-/// Delay before a contact that failed in place is tried again; grows with each failed lease.
-const REQUEUE_BACKOFF: Backoff = Backoff { base: Duration::from_secs(5), cap: Duration::from_secs(600) };
 /// Longest a worker waits after the queue itself failed.
 const MAX_QUEUE_ERROR_WAIT: Duration = Duration::from_secs(30);
+/// How soon a lease is given back after the queue failed mid-delivery.
+const QUEUE_ERROR_RETRY: Duration = Duration::from_secs(5);
+/// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
+pub const MAX_FOLLOWERS: usize = 10;
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,20 +41,33 @@ enum DeliverError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("{0}")]
+    FollowerLimit(String),
 }
 
 /// Delivers leased contacts. Shared by every worker of a process.
 pub struct Deliverer {
     queue: Arc<dyn Queue>,
     upstream: Arc<Upstream>,
+    limits: Limits,
+    policy: Policy,
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Upstream calls a change makes at most: a GET and a DELETE for `remove_all`, a DELETE, a POST.
+fn calls(change: &NetChange) -> u64 {
+    u64::from(change.remove_all) + u64::from(change.remove_all || !change.remove.is_empty()) + u64::from(!change.add.is_empty())
 }
 
 impl Deliverer {
-    pub fn new(queue: Arc<dyn Queue>, upstream: Arc<Upstream>) -> Self {
-        Self { queue, upstream }
+    pub fn new(queue: Arc<dyn Queue>, upstream: Arc<Upstream>, limits: Limits, policy: Policy) -> Self {
+        Self { queue, upstream, limits, policy }
     }
 
-    /// Delivers one lease and acknowledges it, or gives it back for a later attempt.
+    /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.
     pub async fn deliver(&self, lease: Lease) {
         let span = tracing::info_span!(
             "deliver",
@@ -64,42 +80,120 @@ impl Deliverer {
     }
 
     async fn deliver_in(&self, lease: Lease) {
+        let location = &lease.contact.location_id;
+        match self.queue.paused_until(location, now_ms()).await {
+            Ok(Some((until, reason))) => {
+                tracing::debug!(reason, "location paused; contact rescheduled");
+                return self.give_back(&lease, until).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the location's pause");
+                return self.give_back(&lease, now_ms() + ms(QUEUE_ERROR_RETRY)).await;
+            }
+        }
         let change = fold(lease.ops.iter().map(|queued| &queued.op));
         let mut attempt = 0;
         let result = loop {
+            // The rate budget is shared by every process: a throttled location gives its contact back and the
+            // worker takes other work, unless the wait is short.
+            match self.queue.throttle(location, self.limits, calls(&change), now_ms()).await {
+                Ok(None) => {}
+                Ok(Some(at)) if at.saturating_sub(now_ms()) <= ms(MAX_WAIT_IN_PLACE) => {
+                    metrics::counter!("followd_rate_limit_waits_total", "where" => "in_place").increment(1);
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
+                    continue;
+                }
+                Ok(Some(at)) => {
+                    metrics::counter!("followd_rate_limit_waits_total", "where" => "rescheduled").increment(1);
+                    return self.give_back(&lease, at).await;
+                }
+                Err(e) => break Err(DeliverError::Queue(e)),
+            }
             match self.apply(&lease.contact, &change).await {
-                Err(DeliverError::Upstream(e)) if e.is_transient() && attempt + 1 < IN_PLACE_ATTEMPTS => {
+                Err(DeliverError::Upstream(e))
+                    if e.is_transient() && e.status() != Some(429) && attempt + 1 < IN_PLACE_ATTEMPTS =>
+                {
                     let delay = IN_PLACE_BACKOFF.delay(attempt, rand::random());
-                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "upstream call failed; retrying");
+                    tracing::debug!(error = %e, retry_in_ms = ms(delay), "upstream call failed; retrying");
+                    metrics::counter!("followd_delivery_retries_total", "where" => "in_place").increment(1);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
                 other => break other,
             }
         };
+        if let Some(window) = self.upstream.take_exhausted(location.as_str()) {
+            self.pause(location, now_ms() + ms(window), "the CRM's rate-limit headers say the budget is spent").await;
+        }
+        let now = now_ms();
         match result {
             Ok(applied) => {
                 metrics::counter!("followd_deliveries_total", "result" => "delivered").increment(1);
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
-                match self.queue.ack(&lease, &applied, now_ms()).await {
+                match self.queue.ack(&lease, &applied, now).await {
                     Ok(()) => tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "delivered"),
                     Err(e) => tracing::warn!(error = %e, "delivered, but the acknowledgement failed; it will be redelivered"),
                 }
             }
-            Err(e) => {
-                metrics::counter!("followd_deliveries_total", "result" => "requeued").increment(1);
-                let delay = REQUEUE_BACKOFF.delay(lease.attempts, rand::random());
-                let retry_at = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "delivery failed; kept in the queue");
-                if let Err(e) = self.queue.retry(&lease, retry_at).await {
-                    tracing::warn!(error = %e, "cannot reschedule; the lease will expire and be retried");
+            Err(DeliverError::FollowerLimit(reason)) => {
+                self.dead_letter(&lease, Failure { status: None, reason }, now).await;
+            }
+            Err(DeliverError::Queue(e)) => {
+                tracing::warn!(error = %e, "the queue failed during delivery; kept for later");
+                self.give_back(&lease, now + ms(QUEUE_ERROR_RETRY)).await;
+            }
+            Err(DeliverError::Upstream(e)) => {
+                let oldest = lease.ops.iter().map(|op| op.enqueued_at).min().unwrap_or(now);
+                match decide(&e, lease.attempts, oldest, now, rand::random(), &self.policy) {
+                    Decision::Retry { at } => {
+                        metrics::counter!("followd_delivery_retries_total", "where" => "requeued").increment(1);
+                        tracing::warn!(error = %e, retry_in_s = at.saturating_sub(now) / 1000, "delivery failed; kept in the queue");
+                        self.give_back(&lease, at).await;
+                    }
+                    Decision::Pause { until, reason } => {
+                        self.pause(location, until, &reason).await;
+                        self.give_back(&lease, until).await;
+                    }
+                    Decision::DeadLetter(failure) => self.dead_letter(&lease, failure, now).await,
                 }
             }
         }
     }
 
+    /// Returns the lease to the queue, operations kept in front, ready again at `at`.
+    async fn give_back(&self, lease: &Lease, at: Millis) {
+        if let Err(e) = self.queue.retry(lease, at).await {
+            tracing::warn!(error = %e, "cannot reschedule; the lease will expire and be retried");
+        }
+    }
+
+    /// Pauses a location for every process: logged as an alert and counted, once per decision.
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) {
+        let seconds = until.saturating_sub(now_ms()) / 1000;
+        tracing::warn!(%location, pause_s = seconds, reason, "sub-account paused");
+        metrics::counter!("followd_location_pauses_total").increment(1);
+        if let Err(e) = self.queue.pause(location, until, reason).await {
+            tracing::warn!(error = %e, "cannot record the pause");
+        }
+    }
+
+    async fn dead_letter(&self, lease: &Lease, failure: Failure, now: Millis) {
+        tracing::error!(status = failure.status, reason = %failure.reason, "operations dead-lettered");
+        metrics::counter!("followd_dead_letters_total").increment(1);
+        if let Err(e) = self.queue.dead_letter(lease, &failure, now).await {
+            tracing::warn!(error = %e, "cannot dead-letter; the lease will expire and be retried");
+        }
+    }
+
     /// Makes the upstream calls that reach the net change: at most a GET, a DELETE and a POST.
     async fn apply(&self, contact: &ContactKey, change: &NetChange) -> Result<Applied, DeliverError> {
+        if change.add.len() > MAX_FOLLOWERS {
+            return Err(DeliverError::FollowerLimit(format!(
+                "adds {} followers; the CRM allows at most {MAX_FOLLOWERS} per contact",
+                change.add.len()
+            )));
+        }
         let mut remove: Vec<UserId> = change.remove.iter().cloned().collect();
         if change.remove_all {
             let current = match self.upstream.followers(contact).await? {

@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 use super::health::{self, HealthState};
 use super::webhook::{self, WebhookState};
 use crate::config::{Config, ConfigError};
+use crate::deliver::limit::Limits;
+use crate::deliver::retry::{Backoff, Policy};
 use crate::deliver::{Deliverer, Workers};
 use crate::intake::{Intake, Source};
 use crate::queue::{Queue, QueueError};
@@ -123,7 +125,15 @@ impl Application {
         tracing::info!(%addr, ?role, "listening");
 
         let workers = (role != Role::Receiver).then(|| {
-            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream));
+            let limits = Limits::new(config.rate_limit.per_location, config.rate_limit.daily_per_location);
+            let delivery = &config.delivery;
+            let policy = Policy {
+                backoff: Backoff { base: delivery.retry_base, cap: delivery.retry_max_delay },
+                give_up_after: delivery.give_up_after,
+                auth_pause: delivery.auth_pause,
+                throttle_pause: delivery.throttle_pause,
+            };
+            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy));
             let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
             Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
         });

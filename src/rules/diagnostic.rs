@@ -74,7 +74,8 @@ impl Source<'_> {
 
     /// `file:line:column` of `span`, for messages that point at a second place ("first defined at ...").
     pub fn locate(&self, span: Range<usize>) -> String {
-        self.at(span, String::new()).to_string().trim_end_matches(": ").to_owned()
+        let (line, column) = position(self.text, span.start);
+        format!("{}:{line}:{column}", self.path.display())
     }
 }
 
@@ -127,9 +128,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// "; did you mean `x`?" when a close candidate exists, else nothing: appended to "unknown ..." messages.
+/// The separator after "unknown `x`" in a message: "; did you mean `y`? " when a close candidate exists,
+/// else "; ". What follows it is the list of valid names or the way to fix it.
 pub(super) fn did_you_mean<'c>(wrong: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
-    nearest(wrong, candidates).map_or_else(String::new, |near| format!("; did you mean `{near}`?"))
+    nearest(wrong, candidates).map_or_else(|| "; ".to_owned(), |near| format!("; did you mean `{near}`? "))
 }
 
 #[cfg(test)]
@@ -141,9 +143,9 @@ mod tests {
         let text = "a = 1\nbé = \"x\"\n";
         assert_eq!(position(text, 0), (1, 1));
         assert_eq!(position(text, 6), (2, 1));
-        // `=` on line 2 is after a two-byte character: byte 9, character column 4.
-        assert_eq!(position(text, 9), (2, 4));
-        assert_eq!(position(text, 8), (2, 3), "an offset inside a character is clamped back");
+        // `=` on line 2 follows a two-byte character: byte 10, character column 4.
+        assert_eq!(position(text, 10), (2, 4));
+        assert_eq!(position(text, 8), (2, 2), "an offset inside a character is clamped back");
         assert_eq!(position(text, 1_000), (3, 1));
     }
 

@@ -21,6 +21,9 @@ pub struct LiveClient {
     base_url: Url,
     default_token: Option<SecretString>,
     tokens: HashMap<String, SecretString>,
+    /// Locations whose last answer said the CRM's rate budget is spent (`X-RateLimit-Remaining: 0`), with how
+    /// long its window lasts: the worker pauses them before the CRM has to answer 429.
+    exhausted: std::sync::Mutex<HashMap<String, Duration>>,
 }
 
 impl std::fmt::Debug for LiveClient {
@@ -71,7 +74,7 @@ impl LiveClient {
             .user_agent(concat!("followd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base_url: config.base_url.clone(), default_token, tokens })
+        Ok(Self { http, base_url: config.base_url.clone(), default_token, tokens, exhausted: Default::default() })
     }
 
     fn token(&self, contact: &ContactKey) -> Result<&SecretString, UpstreamError> {
@@ -112,15 +115,38 @@ impl LiveClient {
         let label = if method == Method::DELETE { "DELETE" } else { "POST" };
         let request = self.request(method, self.url(contact, true), contact)?;
         let response = send(request.json(&FollowersBody { followers: users }), label).await?;
+        self.note_budget(contact, response.headers());
         check(response).await.map(drop)
     }
 
     pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
         let request = self.request(Method::GET, self.url(contact, false), contact)?;
-        let response = check(send(request, "GET").await?).await?;
+        let response = send(request, "GET").await?;
+        self.note_budget(contact, response.headers());
+        let response = check(response).await?;
         let envelope: ContactEnvelope = response.json().await.map_err(UpstreamError::Decode)?;
         Ok(envelope.contact.followers)
     }
+}
+
+impl LiveClient {
+    /// Remembers a location whose budget the CRM says is spent (`shared/ghl/API.md` §6 headers).
+    fn note_budget(&self, contact: &ContactKey, headers: &reqwest::header::HeaderMap) {
+        if header_number(headers, "x-ratelimit-remaining") == Some(0) {
+            let window = header_number(headers, "x-ratelimit-interval-milliseconds").unwrap_or(10_000);
+            let mut exhausted = self.exhausted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            exhausted.insert(contact.location_id.to_string(), Duration::from_millis(window));
+        }
+    }
+
+    /// Whether the last answer for `location` said its budget is spent, and for how long; clears the note.
+    pub fn take_exhausted(&self, location: &str) -> Option<Duration> {
+        self.exhausted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(location)
+    }
+}
+
+fn header_number(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Sends and records the call's latency and outcome.
@@ -149,9 +175,15 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Upstrea
     Err(UpstreamError::Status { status: status.as_u16(), message: error_message(status, &text), retry_after })
 }
 
+/// When to come back: `Retry-After` (seconds) when sent, else the rate-limit window when it says the budget
+/// is spent (GoHighLevel's 429 may carry only those headers: `shared/ghl/API.md` §6).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    if let Some(seconds) = header_number(headers, "retry-after") {
+        return Some(Duration::from_secs(seconds));
+    }
+    (header_number(headers, "x-ratelimit-remaining") == Some(0))
+        .then(|| header_number(headers, "x-ratelimit-interval-milliseconds").map(Duration::from_millis))
+        .flatten()
 }
 
 /// The CRM's message, as its own SDK reads it: `message` (string or list), else `error`, else the raw text.

@@ -22,7 +22,7 @@ pub const API_VERSION: &str = "2021-07-28";
 /// Where follower calls go.
 #[derive(Debug)]
 pub enum Upstream {
-    Live(LiveClient),
+    Live(Box<LiveClient>),
     DryRun(DryRun),
 }
 
@@ -64,11 +64,19 @@ impl Upstream {
         if config.token.is_none() && config.tokens.is_empty() {
             return Ok(Self::DryRun(DryRun::default()));
         }
-        LiveClient::new(config, base_dir).map(Self::Live)
+        LiveClient::new(config, base_dir).map(|client| Self::Live(Box::new(client)))
     }
 
     pub fn is_dry_run(&self) -> bool {
         matches!(self, Self::DryRun(_))
+    }
+
+    /// Whether the CRM's last answer for `location` said its rate budget is spent, and for how long.
+    pub fn take_exhausted(&self, location: &str) -> Option<Duration> {
+        match self {
+            Self::Live(client) => client.take_exhausted(location),
+            Self::DryRun(_) => None,
+        }
     }
 
     /// `POST /contacts/{id}/followers`.

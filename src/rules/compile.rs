@@ -1,0 +1,288 @@
+//! Validation and resolution of a whole rule set: from file texts to [`CompiledRule`]s, or to every problem
+//! found, each at `file:line:column` with a message that says how to fix it.
+//!
+//! Files are taken in path order, which is rule order. Checks never stop at the first problem: a file that is
+//! not valid TOML contributes only its syntax errors, and the other files are still checked. Because aliases are
+//! global, a file that could not be read or parsed may hide aliases; "unknown alias" messages then say so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_spanned::Spanned;
+
+use super::aliases::{self, Aliases, Resolved};
+use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
+use super::matching::{CompiledRule, normalize};
+use super::model::{self, Kind, RawRule, Then, When};
+use super::{Action, Summary};
+use crate::event::{LocationId, UserId};
+
+/// The CRM allows at most this many followers on a contact, so one rule may not add more.
+pub const MAX_FOLLOWERS: usize = 10;
+
+/// How many alias names an "unknown alias" message lists before it says "and N more".
+const LISTED_ALIASES: usize = 20;
+
+/// Compiles `files`; `unreadable` holds problems found before (files or a directory that could not be read),
+/// which are reported together with the rest.
+pub(super) fn compile(
+    files: &[(PathBuf, String)],
+    unreadable: Vec<Diagnostic>,
+) -> Result<(Vec<CompiledRule>, Summary), RulesError> {
+    let mut ordered: Vec<&(PathBuf, String)> = files.iter().collect();
+    ordered.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut missing: Vec<String> = unreadable.iter().map(|d| d.file.display().to_string()).collect();
+    let mut diagnostics = unreadable;
+    let mut parsed = Vec::with_capacity(ordered.len());
+    for (path, text) in &ordered {
+        let source = Source { path, text };
+        match model::parse_file(source, &mut diagnostics) {
+            Some(file) => parsed.push((source, file)),
+            None => missing.push(path.display().to_string()),
+        }
+    }
+    let aliases = aliases::resolve(parsed.iter().map(|(source, file)| (*source, file.aliases.as_slice())), {
+        &mut diagnostics
+    });
+    let note = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(" (note: {} could not be read or parsed, so aliases defined there are missing)", missing.join(", "))
+    };
+    let mut checker = Checker { aliases: &aliases, note, names: HashMap::new(), diagnostics: &mut diagnostics };
+    let mut rules = Vec::new();
+    let mut total = 0;
+    for (source, file) in &parsed {
+        for raw in &file.rules {
+            total += 1;
+            rules.extend(checker.rule(*source, raw));
+        }
+    }
+    if !diagnostics.is_empty() {
+        // Stable: problems at one position keep the order they were found in.
+        diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        return Err(RulesError { diagnostics });
+    }
+    let summary = Summary {
+        rules: total,
+        enabled: rules.iter().filter(|rule| rule.enabled).count(),
+        files: files.len(),
+        users: aliases.users,
+        teams: aliases.teams,
+    };
+    Ok((rules, summary))
+}
+
+/// The rule checks, with what they share across files.
+struct Checker<'a> {
+    aliases: &'a Aliases,
+    /// Appended to "unknown alias" messages when some file's aliases could not be read.
+    note: String,
+    /// Rule name → where it was first defined, for the duplicate check across files.
+    names: HashMap<String, String>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+/// A rule's `when`, normalized for the index.
+struct Conditions {
+    kind: Kind,
+    key: Option<Box<str>>,
+    pipeline: Option<Box<str>>,
+    from_stage: Option<Box<str>>,
+}
+
+impl<'a> Checker<'a> {
+    /// Checks one rule; returns it compiled when nothing about it is wrong.
+    fn rule(&mut self, source: Source<'_>, raw: &RawRule) -> Option<CompiledRule> {
+        let before = self.diagnostics.len();
+        let name: Arc<str> = raw.head.as_ref().map_or("", |head| head.name.get_ref().trim()).into();
+        let locations = raw.head.as_ref().map(|head| {
+            self.check_name(source, &head.name);
+            head.locations.as_ref().map(|locations| self.locations(source, locations))
+        });
+        let conditions = raw.when.as_ref().map(|when| self.when(source, when));
+        let actions = raw.then.as_ref().map(|then| self.then(source, then, &name));
+        let (Some(head), Some(locations), Some(conditions), Some(actions)) =
+            (&raw.head, locations, conditions, actions)
+        else {
+            return None;
+        };
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        Some(CompiledRule {
+            name,
+            enabled: head.enabled,
+            kind: conditions.kind,
+            key: conditions.key,
+            pipeline: conditions.pipeline,
+            from_stage: conditions.from_stage,
+            locations,
+            actions,
+        })
+    }
+
+    fn report(&mut self, source: Source<'_>, span: std::ops::Range<usize>, message: String) {
+        self.diagnostics.push(source.at(span, message));
+    }
+
+    fn check_name(&mut self, source: Source<'_>, name: &Spanned<String>) {
+        let text = name.get_ref().trim();
+        if text.is_empty() {
+            let message = "rule name is empty; give every rule a unique name".to_owned();
+            self.report(source, name.span(), message);
+        } else if let Some(first) = self.names.get(text) {
+            let message =
+                format!("rule name `{text}` is already used at {first}; rule names must be unique across all files");
+            self.report(source, name.span(), message);
+        } else {
+            self.names.insert(text.to_owned(), source.locate(name.span()));
+        }
+    }
+
+    fn locations(&mut self, source: Source<'_>, locations: &Spanned<Vec<Spanned<String>>>) -> Box<[LocationId]> {
+        if locations.get_ref().is_empty() {
+            let message = "`locations` is empty, so this rule could never fire; list location ids, or remove \
+                           `locations` to apply the rule to every location";
+            self.report(source, locations.span(), message.to_owned());
+        }
+        let mut ids = Vec::with_capacity(locations.get_ref().len());
+        for location in locations.get_ref() {
+            match LocationId::parse(location.get_ref()) {
+                Ok(id) => ids.push(id),
+                Err(error) => self.report(source, location.span(), format!("location id {error}")),
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids.into()
+    }
+
+    fn when(&mut self, source: Source<'_>, when: &Spanned<When>) -> Conditions {
+        let conditions = when.get_ref();
+        let kind = *conditions.event.get_ref();
+        let event = kind.name();
+        let allowed = kind.conditions();
+        for (key, value) in conditions.conditions() {
+            if !allowed.contains(&key) {
+                let message = format!(
+                    "`{key}` is not a condition of {event} events{}{event} takes: {}",
+                    did_you_mean(key, allowed.iter().copied()),
+                    allowed.join(", ")
+                );
+                self.report(source, value.span(), message);
+            } else if value.get_ref().trim().is_empty() {
+                let message = format!("`{key}` is empty; write the value to match, or remove `{key}` to match any");
+                self.report(source, value.span(), message);
+            }
+        }
+        if matches!(kind, Kind::TagAdded | Kind::TagRemoved) && conditions.tag.is_none() {
+            let message = format!("{event} needs a `tag`, e.g. when = {{ event = \"{event}\", tag = \"vip\" }}");
+            self.report(source, when.span(), message);
+        }
+        let normalized = |value: &Option<Spanned<String>>| value.as_ref().map(|v| normalize(v.get_ref()).into());
+        let key = match kind {
+            Kind::TagAdded | Kind::TagRemoved => &conditions.tag,
+            Kind::ContactCreated => &conditions.source,
+            Kind::StageChanged => &conditions.stage,
+        };
+        Conditions {
+            kind,
+            key: normalized(key),
+            pipeline: normalized(&conditions.pipeline),
+            from_stage: normalized(&conditions.from_stage),
+        }
+    }
+
+    fn then(&mut self, source: Source<'_>, then: &Spanned<Then>, rule: &Arc<str>) -> Vec<Action> {
+        let spec = then.get_ref();
+        let remove_all = spec.remove_all.as_ref().is_some_and(|flag| *flag.get_ref());
+        let remove = spec.remove.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "remove"));
+        let add = spec.add.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "add"));
+        let pool = spec.round_robin.as_ref().and_then(|team| self.pool(source, team));
+        let written = |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
+        if !remove_all && !written(&spec.remove) && !written(&spec.add) && spec.round_robin.is_none() {
+            let message = "`then` does nothing; give it at least one of remove_all = true, remove = [...], \
+                           add = [...], round_robin = \"team\"";
+            self.report(source, then.span(), message.to_owned());
+        }
+        let added = add.len() + usize::from(spec.round_robin.is_some());
+        if added > MAX_FOLLOWERS {
+            let from_pool = if spec.round_robin.is_some() { " (one of them from round_robin)" } else { "" };
+            let message = format!(
+                "this rule adds {added} followers{from_pool}; the CRM allows at most {MAX_FOLLOWERS} per contact, \
+                 so split the rule or use round_robin"
+            );
+            let at = spec.add.as_ref().map_or_else(|| then.span(), Spanned::span);
+            self.report(source, at, message);
+        }
+        let mut actions = Vec::with_capacity(1 + remove.len() + add.len() + 1);
+        if remove_all {
+            actions.push(Action::RemoveAll);
+        }
+        actions.extend(remove.into_iter().map(Action::Remove));
+        actions.extend(add.into_iter().map(Action::Add));
+        actions.extend(pool.map(|pool| Action::RoundRobin { rule: rule.clone(), pool }));
+        actions
+    }
+
+    /// The users `list` names, teams expanded, duplicates dropped, in listed order.
+    fn expand(&mut self, source: Source<'_>, list: &Spanned<Vec<Spanned<String>>>, field: &str) -> Vec<UserId> {
+        let mut users: Vec<UserId> = Vec::new();
+        for reference in list.get_ref() {
+            match self.lookup(source, reference, field) {
+                Some(Resolved::User(id)) => users.push(id.clone()),
+                Some(Resolved::Team(ids)) => users.extend(ids.iter().cloned()),
+                Some(Resolved::Broken) | None => {}
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        users.retain(|user| seen.insert(user.clone()));
+        users
+    }
+
+    /// The pool `round_robin` draws from. A single user is accepted as a pool of one: it is what was written,
+    /// and it keeps a rule valid while a team is being staffed.
+    fn pool(&mut self, source: Source<'_>, team: &Spanned<String>) -> Option<Arc<[UserId]>> {
+        match self.lookup(source, team, "round_robin")? {
+            Resolved::User(id) => Some(Arc::from([id.clone()])),
+            Resolved::Team(ids) if ids.is_empty() => {
+                let message = format!(
+                    "team `{}` is empty, so round_robin has no one to pick; add users to it",
+                    team.get_ref().trim()
+                );
+                self.report(source, team.span(), message);
+                None
+            }
+            Resolved::Team(ids) => Some(ids.clone()),
+            Resolved::Broken => None,
+        }
+    }
+
+    /// Resolves a name written in `then`. It must be an alias: a typo must not become a user id.
+    fn lookup(&mut self, source: Source<'_>, reference: &Spanned<String>, field: &str) -> Option<&'a Resolved> {
+        let aliases = self.aliases;
+        let name = reference.get_ref().trim();
+        if let Some(resolved) = aliases.get(name) {
+            return Some(resolved);
+        }
+        let names = aliases.names();
+        let message = if names.is_empty() {
+            format!("unknown alias `{name}` in `{field}`; no aliases are defined: add one under [users], e.g. {name} = \"usr_...\"{}", self.note)
+        } else {
+            let mut known = names.iter().take(LISTED_ALIASES).map(String::as_str).collect::<Vec<_>>().join(", ");
+            if names.len() > LISTED_ALIASES {
+                known.push_str(&format!(" and {} more", names.len() - LISTED_ALIASES));
+            }
+            format!(
+                "unknown alias `{name}` in `{field}`{}names in add, remove and round_robin must be aliases \
+                 defined under [users] (known: {known}){}",
+                did_you_mean(name, names.iter().map(String::as_str)),
+                self.note
+            )
+        };
+        self.report(source, reference.span(), message);
+        None
+    }
+}

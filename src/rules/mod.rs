@@ -1,0 +1,155 @@
+//! Follower rules: TOML files that say, for each kind of CRM event, which users to add to or remove from the
+//! contact's followers. This module turns a directory of them into an immutable, indexed [`RuleSet`] and turns
+//! an [`Event`] into the [`Match`]es it fires. It does no I/O beyond [`RuleSet::load_dir`] and knows nothing of
+//! queues or the CRM API; hot reload (`arc-swap`) belongs to whoever holds the live set.
+//!
+//! The format (`DESIGN.md`, "Rule files"): an optional `[users]` table of aliases (`alice = "usr_1"`, or a team
+//! `sales = ["alice", "usr_2"]` whose members are aliases, expanded recursively, or literal user ids) and
+//! `[[rule]]` tables with `name`, `enabled`, `locations`, `when` and `then`. The whole set is checked at once and
+//! every problem is reported at `file:line:column` ([`RulesError`]); a set with any problem is not built.
+//!
+//! Matching:
+//! - tags, sources, pipelines and stages compare with surrounding white space trimmed and case ignored, as the
+//!   CRM treats tags; pipelines and stages compare as written by the CRM's payload (id or name), nothing more;
+//! - a rule with `locations` fires only for events of those locations (ids compare exactly);
+//! - `from_stage` matches only events that know their previous stage;
+//! - disabled rules are validated and counted but never fire;
+//! - matches come in rule order (files by path, then position in the file) and each match's actions in the
+//!   order remove_all, remove, add, round_robin, whatever order they were written in;
+//! - `round_robin` may name a single user (a pool of one) or a non-empty team.
+//!
+//! Loading: `*.toml` files directly in the directory, by name; names starting with `.` (editor lock and swap
+//! files) are skipped. An empty directory is a valid, empty set.
+
+mod aliases;
+mod compile;
+mod diagnostic;
+mod matching;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use compile::MAX_FOLLOWERS;
+pub use diagnostic::{Diagnostic, RulesError};
+
+use crate::event::{Event, UserId};
+
+/// A compiled, validated rule set. Immutable and `Send + Sync`: share it in an `Arc` and swap it whole.
+pub struct RuleSet {
+    index: matching::Index,
+    summary: Summary,
+}
+
+impl RuleSet {
+    /// Loads every `*.toml` file directly in `dir` (not recursive; sorted by file name), compiles the whole set.
+    pub fn load_dir(dir: &Path) -> Result<RuleSet, RulesError> {
+        let entries = std::fs::read_dir(dir).map_err(|error| RulesError {
+            diagnostics: vec![Diagnostic::whole_file(
+                dir,
+                format!("cannot read the rules directory: {error}; check `rules_dir` (or --rules)"),
+            )],
+        })?;
+        let mut problems = Vec::new();
+        let mut paths = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) if is_rule_file(&entry.path()) => paths.push(entry.path()),
+                Ok(_) => {}
+                Err(error) => problems.push(Diagnostic::whole_file(
+                    dir,
+                    format!("cannot list the rules directory: {error}"),
+                )),
+            }
+        }
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((path, text)),
+                Err(error) => problems.push(Diagnostic::whole_file(
+                    &path,
+                    format!("cannot read this rule file: {error}; fix its permissions or encoding (UTF-8)"),
+                )),
+            }
+        }
+        Self::build(&files, problems)
+    }
+
+    /// Compiles from in-memory files: (display path, contents). Used by load_dir and tests. Files are taken in
+    /// path order, whatever order they are given in, so rule order does not depend on the caller.
+    pub fn compile(files: &[(PathBuf, String)]) -> Result<RuleSet, RulesError> {
+        Self::build(files, Vec::new())
+    }
+
+    fn build(files: &[(PathBuf, String)], problems: Vec<Diagnostic>) -> Result<RuleSet, RulesError> {
+        let (rules, summary) = compile::compile(files, problems)?;
+        Ok(RuleSet { index: matching::Index::build(rules), summary })
+    }
+
+    /// The rules that fire for this event, in rule order (files by name, then position in file).
+    pub fn evaluate(&self, event: &Event) -> Vec<Match> {
+        self.index.evaluate(event)
+    }
+
+    /// What the set holds, for logs and `/readyz`.
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet").field("summary", &self.summary).finish_non_exhaustive()
+    }
+}
+
+/// A `*.toml` file (or a link to one); dot files are left alone, since editors write their lock and swap files
+/// next to the file being edited. Anything that is not a directory is taken, so a dangling link is reported
+/// rather than silently skipped.
+fn is_rule_file(path: &Path) -> bool {
+    let visible = path.file_name().and_then(|name| name.to_str()).is_some_and(|name| !name.starts_with('.'));
+    visible && path.extension().is_some_and(|extension| extension == "toml") && !path.is_dir()
+}
+
+/// Counts of what a rule set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Every rule, enabled or not.
+    pub rules: usize,
+    pub enabled: usize,
+    pub files: usize,
+    /// Aliases that are a single user.
+    pub users: usize,
+    /// Aliases that are a list (a team).
+    pub teams: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { rules, enabled, files, users, teams } = self;
+        write!(f, "{rules} rules ({enabled} enabled) in {files} files, {users} users, {teams} teams")
+    }
+}
+
+/// One rule that fired, and what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub rule: Arc<str>,
+    /// In application order: remove_all, remove, add, round_robin.
+    pub actions: Vec<Action>,
+}
+
+/// One follower change a rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Remove every current follower.
+    RemoveAll,
+    Remove(UserId),
+    Add(UserId),
+    /// Resolved to one Add at enqueue time by the queue, which keeps a cursor per (rule, location).
+    RoundRobin { rule: Arc<str>, pool: Arc<[UserId]> },
+}

@@ -1,0 +1,146 @@
+//! What a valid rule set fires, in which order, with which actions, and at what cost.
+
+use std::fmt::Write as _;
+
+use super::{USERS, event, event_at, fired, tag_added, user, valid};
+use crate::event::EventKind;
+use crate::rules::model::Kind;
+use crate::rules::{Action, Match};
+
+fn stage(pipeline: &str, stage: &str, from: Option<&str>) -> EventKind {
+    EventKind::StageChanged { pipeline: pipeline.into(), stage: stage.into(), from_stage: from.map(Into::into) }
+}
+
+fn created(source: Option<&str>) -> EventKind {
+    EventKind::ContactCreated { source: source.map(Into::into) }
+}
+
+/// A file of rules, one per (name, when) with `remove_all`, in order.
+fn rules(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(name, when)| format!("[[rule]]\nname = \"{name}\"\nwhen = {when}\nthen = {{ remove_all = true }}\n"))
+        .collect()
+}
+
+#[test]
+fn tags_match_case_insensitively() {
+    let set = valid(&[("a.toml", &rules(&[("vip", r#"{ event = "tag_added", tag = " VIP Client" }"#)]))]);
+    assert_eq!(fired(&set, &tag_added("vip client")), ["vip"]);
+    assert_eq!(fired(&set, &tag_added("  Vip CLIENT  ")), ["vip"]);
+    assert!(fired(&set, &tag_added("vip")).is_empty());
+    assert!(fired(&set, &event(EventKind::TagRemoved { tag: "vip client".into() })).is_empty());
+}
+
+#[test]
+fn sources_pipelines_and_stages_match_case_insensitively() {
+    let set = valid(&[(
+        "a.toml",
+        &rules(&[
+            ("ads", r#"{ event = "contact_created", source = "Facebook Ads" }"#),
+            ("won", r#"{ event = "stage_changed", pipeline = "Sales", stage = "Closed Won" }"#),
+            ("from-demo", r#"{ event = "stage_changed", from_stage = "Demo" }"#),
+        ]),
+    )]);
+    assert_eq!(fired(&set, &event(created(Some(" facebook ADS ")))), ["ads"]);
+    assert!(fired(&set, &event(created(Some("Google Ads")))).is_empty());
+    assert_eq!(fired(&set, &event(stage("SALES", "closed won", None))), ["won"]);
+    assert!(fired(&set, &event(stage("Renewals", "Closed Won", None))).is_empty());
+    assert_eq!(fired(&set, &event(stage("Sales", "Closed Won", Some("DEMO")))), ["won", "from-demo"]);
+    assert!(fired(&set, &event(stage("Sales", "Lost", None))).is_empty(), "an unknown previous stage is no match");
+}
+
+#[test]
+fn conditions_left_out_match_any_value() {
+    let set = valid(&[(
+        "a.toml",
+        &rules(&[
+            ("any-contact", r#"{ event = "contact_created" }"#),
+            ("any-stage", r#"{ event = "stage_changed" }"#),
+            ("ads", r#"{ event = "contact_created", source = "ads" }"#),
+        ]),
+    )]);
+    assert_eq!(fired(&set, &event(created(None))), ["any-contact"]);
+    assert_eq!(fired(&set, &event(created(Some("Ads")))), ["any-contact", "ads"]);
+    assert_eq!(fired(&set, &event(stage("p", "s", None))), ["any-stage"]);
+}
+
+#[test]
+fn matching_uses_the_index_not_a_scan() {
+    let mut text = String::new();
+    for n in 0..10_000 {
+        let _ = write!(text, "[[rule]]\nname = \"other-{n}\"\nwhen = {{ event = \"tag_added\", tag = \"tag-{n}\" }}\nthen = {{ remove_all = true }}\n");
+    }
+    text.push_str(&rules(&[
+        ("vip", r#"{ event = "tag_added", tag = "VIP" }"#),
+        ("any-removed", r#"{ event = "tag_removed", tag = "vip" }"#),
+        ("any-stage", r#"{ event = "stage_changed" }"#),
+    ]));
+    let set = valid(&[("a.toml", &text)]);
+    assert_eq!(set.summary().rules, 10_003);
+    // Only the one rule keyed on this tag is looked at, not the 10,000 others of the same kind.
+    assert_eq!(set.index.candidates(Kind::TagAdded, Some(" vip ")).collect::<Vec<_>>(), [10_000]);
+    assert_eq!(set.index.candidates(Kind::TagAdded, Some("tag-42")).count(), 1);
+    assert_eq!(set.index.candidates(Kind::StageChanged, Some("won")).count(), 1);
+    assert_eq!(set.index.candidates(Kind::ContactCreated, None).count(), 0);
+    assert_eq!(fired(&set, &tag_added("Vip")), ["vip"]);
+    assert_eq!(fired(&set, &tag_added("tag-9999")), ["other-9999"]);
+}
+
+#[test]
+fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
+    let then = r#"{ round_robin = "sales", add = ["everyone", "bob"], remove = ["carol", "carol"], remove_all = true }"#;
+    let text = format!("[[rule]]\nname = \"all\"\nwhen = {{ event = \"tag_added\", tag = \"x\" }}\nthen = {then}\n");
+    let set = valid(&[("users.toml", USERS), ("x.toml", &text)]);
+    let pool: std::sync::Arc<[_]> = vec![user("usr_alice"), user("usr_bob")].into();
+    assert_eq!(
+        set.evaluate(&tag_added("x")),
+        [Match {
+            rule: "all".into(),
+            actions: vec![
+                Action::RemoveAll,
+                Action::Remove(user("usr_carol")),
+                Action::Add(user("usr_alice")),
+                Action::Add(user("usr_bob")),
+                Action::Add(user("usr_carol")),
+                Action::RoundRobin { rule: "all".into(), pool },
+            ],
+        }]
+    );
+}
+
+#[test]
+fn round_robin_on_a_single_user_is_a_pool_of_one() {
+    let text = "[[rule]]\nname = \"solo\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"alice\" }\n";
+    let set = valid(&[("users.toml", USERS), ("x.toml", text)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool: vec![user("usr_alice")].into() }]);
+}
+
+#[test]
+fn a_rule_with_locations_fires_only_there() {
+    let text = "[[rule]]\nname = \"scoped\"\nlocations = [\"loc_2\", \"loc_1\"]\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { remove_all = true }\n";
+    let set = valid(&[("a.toml", text)]);
+    assert_eq!(fired(&set, &event_at("loc_1", EventKind::TagAdded { tag: "x".into() })), ["scoped"]);
+    assert_eq!(fired(&set, &event_at("loc_2", EventKind::TagAdded { tag: "x".into() })), ["scoped"]);
+    assert!(fired(&set, &event_at("LOC_1", EventKind::TagAdded { tag: "x".into() })).is_empty(), "ids are exact");
+    assert!(fired(&set, &event_at("loc_3", EventKind::TagAdded { tag: "x".into() })).is_empty());
+}
+
+#[test]
+fn disabled_rules_never_fire_but_are_counted() {
+    let text = "[[rule]]\nname = \"off\"\nenabled = false\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { add = [\"alice\"] }\n";
+    let set = valid(&[("users.toml", USERS), ("a.toml", text), ("b.toml", &rules(&[("on", r#"{ event = "tag_added", tag = "x" }"#)]))]);
+    assert_eq!(fired(&set, &tag_added("x")), ["on"]);
+    assert_eq!(set.summary().to_string(), "2 rules (1 enabled) in 3 files, 3 users, 3 teams");
+}
+
+#[test]
+fn rules_fire_in_file_name_then_position_order() {
+    let any = r#"{ event = "tag_added", tag = "x" }"#;
+    let keyed = r#"{ event = "tag_added", tag = "X" }"#;
+    let b = rules(&[("b1", any), ("b2", keyed)]);
+    let a = rules(&[("a1", keyed), ("a2", any), ("a3", r#"{ event = "tag_added", tag = "y" }"#)]);
+    // Given out of order on purpose: rule order is by path.
+    let set = valid(&[("rules/b.toml", &b), ("rules/a.toml", &a)]);
+    assert_eq!(fired(&set, &tag_added("x")), ["a1", "a2", "b1", "b2"]);
+}
