@@ -86,8 +86,12 @@ fn main() {
 async fn run() {
     let server = RedisServer::start().await;
     let url: RedisUrl = serde_json::from_value(serde_json::json!(server.url())).expect("a URL");
-    let options =
-        RedisOptions { prefix: "bench".into(), partitions: 8, lease_for: Duration::from_secs(60), dedup_ttl: Duration::from_secs(3600) };
+    let options = RedisOptions {
+        prefix: "bench".into(),
+        partitions: 8,
+        lease_for: Duration::from_secs(60),
+        dedup_ttl: Duration::from_secs(3600),
+    };
     let queue: Arc<dyn Queue> = Arc::new(RedisQueue::connect(&url, options).await.expect("connect"));
 
     let client = redis::Client::open(server.url()).expect("client");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::event::Observation;
 use crate::intake::{Source, plan, resolve};
-use crate::queue::{EmbeddedQueue, now_ms};
+use crate::queue::{EmbeddedQueue, Selection, now_ms};
 
 use crate::rules::RuleSet;
 
@@ -70,7 +70,8 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     } else {
         config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<Vec<_>, _>>()?
     };
-    let source = sources.into_iter().find(|s| s.name == source).with_context(|| format!("no source named `{source}`"))?;
+    let source =
+        sources.into_iter().find(|s| s.name == source).with_context(|| format!("no source named `{source}`"))?;
     let rules = RuleSet::load_dir(dir).map_err(|e| anyhow::anyhow!("the rules do not compile:\n{e}"))?;
     let body = std::fs::read(event_file).with_context(|| format!("cannot read {}", event_file.display()))?;
     let parsed = source.format.parse(&body)?;
@@ -105,4 +106,65 @@ pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
     println!("pending operations: {}", stats.pending);
     println!("dead letters:       {}", stats.dead);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `followd dlq list [--json]`.
+pub async fn dlq_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let queue = crate::queue::open(config).await?;
+    let letters = queue.dead_letters().await?;
+    if json {
+        let rows: Vec<serde_json::Value> = letters
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "id": l.id,
+                    "location_id": l.location_id,
+                    "contact_id": l.contact_id,
+                    "operations": l.operations.iter().map(|q| &q.op).collect::<Vec<_>>(),
+                    "status": l.status,
+                    "reason": l.reason,
+                    "failed_at": rfc3339(l.failed_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if letters.is_empty() {
+        println!("no dead letters");
+    } else {
+        for l in &letters {
+            let status = l.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            println!(
+                "{}  {}  location {} contact {}  {} operation(s)  status {status}  {}",
+                l.id,
+                rfc3339(l.failed_at),
+                l.location_id,
+                l.contact_id,
+                l.operations.len(),
+                l.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `followd dlq replay ID|--all`.
+pub async fn dlq_replay(config: &Config, which: &Selection) -> anyhow::Result<ExitCode> {
+    let queue = crate::queue::open(config).await?;
+    let replayed = queue.replay(which, now_ms()).await?;
+    println!("replayed {replayed} dead letter(s)");
+    Ok(if replayed == 0 && matches!(which, Selection::One(_)) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `followd dlq purge ID|--all`.
+pub async fn dlq_purge(config: &Config, which: &Selection) -> anyhow::Result<ExitCode> {
+    let queue = crate::queue::open(config).await?;
+    let purged = queue.purge(which).await?;
+    println!("purged {purged} dead letter(s)");
+    Ok(if purged == 0 && matches!(which, Selection::One(_)) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }

@@ -179,7 +179,8 @@ pub async fn resolve(
     for observation in observations {
         let (id, contact, events) = match observation {
             Observation::Event(event) => {
-                let contact = ContactKey { location_id: event.location_id.clone(), contact_id: event.contact_id.clone() };
+                let contact =
+                    ContactKey { location_id: event.location_id.clone(), contact_id: event.contact_id.clone() };
                 (event.id.clone(), contact, vec![event])
             }
             Observation::Tags { id, location_id, contact_id, occurred_at, tags, created, source } => {

@@ -34,6 +34,42 @@ enum Command {
     /// Inspects the queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Lists, replays and purges dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Lists dead letters, oldest first.
+    List {
+        /// A JSON array of {id, location_id, contact_id, operations, status, reason, failed_at}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Puts a dead letter's operations (or every one's, with --all) back in its contact's queue, in order.
+    Replay(Which),
+    /// Deletes a dead letter, or every one with --all.
+    Purge(Which),
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Which {
+    /// The dead letter's id, as `dlq list` shows it.
+    id: Option<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Which {
+    fn selection(self) -> followd::queue::Selection {
+        match self.id {
+            Some(id) if !self.all => followd::queue::Selection::One(id),
+            _ => followd::queue::Selection::All,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,5 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::rules_explain(&config, &dir, &source, &event).await
         }
         Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
+        Command::Dlq(DlqCommand::List { json }) => commands::dlq_list(&config, json).await,
+        Command::Dlq(DlqCommand::Replay(which)) => commands::dlq_replay(&config, &which.selection()).await,
+        Command::Dlq(DlqCommand::Purge(which)) => commands::dlq_purge(&config, &which.selection()).await,
     }
 }

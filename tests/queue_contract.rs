@@ -8,15 +8,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::config::RedisUrl;
 use followd::deliver::limit::Limits;
+use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
     Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue,
     QueueError, RedisOptions, RedisQueue, Selection,
 };
-use support::redis::{RedisCluster, RedisServer};
 use followd::rules::Action;
+use support::redis::{RedisCluster, RedisServer};
 
 const LEASE: Duration = Duration::from_secs(30);
 const TTL: Duration = Duration::from_secs(3600);
@@ -202,7 +202,10 @@ async fn acknowledged_changes_update_the_followers_followd_added(queue: &dyn Que
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
     let l = lease(queue, T0).await;
-    queue.ack(&l, &Applied { removed_all: false, removed: vec![], added: vec![user("a"), user("b")] }, T0).await.unwrap();
+    queue
+        .ack(&l, &Applied { removed_all: false, removed: vec![], added: vec![user("a"), user("b")] }, T0)
+        .await
+        .unwrap();
     assert_eq!(queue.known_followers(&c).await.unwrap(), [user("a"), user("b")]);
     queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0).await.unwrap();
     let l = lease(queue, T0).await;

@@ -247,9 +247,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        figment.extract::<Self>().map_err(|e| {
-            ConfigError::Problems(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())
-        })
+        figment
+            .extract::<Self>()
+            .map_err(|e| ConfigError::Problems(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>()))
     }
 
     /// Checks what deserialization cannot: every problem is collected, not just the first.

@@ -38,7 +38,14 @@ fn after(now: Millis, wait: Duration) -> Millis {
 
 /// Decides what a failure means. `attempts`: failed leases so far; `oldest`: when the oldest operation of the
 /// lease was enqueued.
-pub fn decide(error: &UpstreamError, attempts: u32, oldest: Millis, now: Millis, jitter: f64, policy: &Policy) -> Decision {
+pub fn decide(
+    error: &UpstreamError,
+    attempts: u32,
+    oldest: Millis,
+    now: Millis,
+    jitter: f64,
+    policy: &Policy,
+) -> Decision {
     match error {
         UpstreamError::Status { status: 429, retry_after, .. } => Decision::Pause {
             until: after(now, retry_after.unwrap_or(policy.throttle_pause)),
@@ -52,9 +59,10 @@ pub fn decide(error: &UpstreamError, attempts: u32, oldest: Millis, now: Millis,
             until: after(now, policy.auth_pause),
             reason: format!("no upstream token for location {location}"),
         },
-        UpstreamError::Status { status, message, .. } if *status < 500 => {
-            Decision::DeadLetter(Failure { status: Some(*status), reason: format!("the CRM refused the change: {message}") })
-        }
+        UpstreamError::Status { status, message, .. } if *status < 500 => Decision::DeadLetter(Failure {
+            status: Some(*status),
+            reason: format!("the CRM refused the change: {message}"),
+        }),
         transient => {
             let waited = Duration::from_millis(now.saturating_sub(oldest));
             if waited >= policy.give_up_after {
@@ -107,12 +115,16 @@ mod tests {
         let now = 1_000_000;
         let d = |e: &UpstreamError| decide(e, 0, now, now, 1.0, &POLICY);
         assert_eq!(d(&status(503, None)), Decision::Retry { at: now + 5_000 });
-        assert!(matches!(d(&status(429, Some(Duration::from_secs(7)))), Decision::Pause { until, .. } if until == now + 7_000));
+        assert!(
+            matches!(d(&status(429, Some(Duration::from_secs(7)))), Decision::Pause { until, .. } if until == now + 7_000)
+        );
         assert!(matches!(d(&status(429, None)), Decision::Pause { until, .. } if until == now + 10_000));
         assert!(matches!(d(&status(401, None)), Decision::Pause { until, .. } if until == now + 900_000));
         assert!(matches!(d(&status(403, None)), Decision::Pause { .. }));
         for permanent in [400, 404, 422] {
-            assert!(matches!(d(&status(permanent, None)), Decision::DeadLetter(Failure { status: Some(s), .. }) if s == permanent));
+            assert!(
+                matches!(d(&status(permanent, None)), Decision::DeadLetter(Failure { status: Some(s), .. }) if s == permanent)
+            );
         }
     }
 

@@ -59,7 +59,9 @@ fn ms(duration: Duration) -> u64 {
 
 /// Upstream calls a change makes at most: a GET and a DELETE for `remove_all`, a DELETE, a POST.
 fn calls(change: &NetChange) -> u64 {
-    u64::from(change.remove_all) + u64::from(change.remove_all || !change.remove.is_empty()) + u64::from(!change.add.is_empty())
+    u64::from(change.remove_all)
+        + u64::from(change.remove_all || !change.remove.is_empty())
+        + u64::from(!change.add.is_empty())
 }
 
 impl Deliverer {
@@ -133,7 +135,9 @@ impl Deliverer {
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
                 match self.queue.ack(&lease, &applied, now).await {
                     Ok(()) => tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "delivered"),
-                    Err(e) => tracing::warn!(error = %e, "delivered, but the acknowledgement failed; it will be redelivered"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivered, but the acknowledgement failed; it will be redelivered")
+                    }
                 }
             }
             Err(DeliverError::FollowerLimit(reason)) => {
@@ -244,7 +248,10 @@ impl Workers {
         self.cancel.cancel();
         let drained = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!(grace_s = grace.as_secs(), "deliveries still running at the end of the grace period; they stay queued");
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "deliveries still running at the end of the grace period; they stay queued"
+            );
             self.tasks.abort_all();
         }
     }

@@ -70,8 +70,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<Event>, PayloadError> {
     let mut events = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
         let at = if batched { format!("event [{index}]") } else { "event".to_owned() };
-        let raw: RawEvent =
-            serde_json::from_value(value).map_err(|e| PayloadError::Invalid { at: at.clone(), message: e.to_string() })?;
+        let raw: RawEvent = serde_json::from_value(value)
+            .map_err(|e| PayloadError::Invalid { at: at.clone(), message: e.to_string() })?;
         raw.into_events(&at, &mut events)?;
     }
     Ok(events)
@@ -101,7 +101,9 @@ impl RawEvent {
             kind,
         };
         match self.kind {
-            RawKind::TagAdded => out.push(event(EventKind::TagAdded { tag: required(self.tag.clone(), "tag", "tag_added", at)? })),
+            RawKind::TagAdded => {
+                out.push(event(EventKind::TagAdded { tag: required(self.tag.clone(), "tag", "tag_added", at)? }))
+            }
             RawKind::TagRemoved => {
                 out.push(event(EventKind::TagRemoved { tag: required(self.tag.clone(), "tag", "tag_removed", at)? }))
             }
@@ -128,7 +130,8 @@ mod tests {
 
     #[test]
     fn a_single_tag_added_event_parses() {
-        let events = parse(br#"{"id":"e1","type":"tag_added","location_id":"l","contact_id":"c","tag":" VIP "}"#).unwrap();
+        let events =
+            parse(br#"{"id":"e1","type":"tag_added","location_id":"l","contact_id":"c","tag":" VIP "}"#).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::TagAdded { tag: "VIP".into() });
         assert_eq!(events[0].id.as_str(), "e1");
@@ -151,7 +154,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_types_are_rejected() {
-        assert!(parse(br#"{"id":"e","type":"tag_added","location_id":"l","contact_id":"c","tag":"t","tga":1}"#).is_err());
+        assert!(
+            parse(br#"{"id":"e","type":"tag_added","location_id":"l","contact_id":"c","tag":"t","tga":1}"#).is_err()
+        );
         assert!(parse(br#"{"id":"e","type":"tag_renamed","location_id":"l","contact_id":"c"}"#).is_err());
         assert!(matches!(parse(b"[]"), Err(PayloadError::EmptyBatch)));
         assert!(matches!(parse(b"{not json"), Err(PayloadError::Json(_))));

@@ -60,7 +60,10 @@ fn required<'a>(value: &'a Option<String>, field: &str, kind: &str) -> Result<&'
 pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     let payload: Payload = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
     let kind = payload.kind.as_str();
-    let ignored = |kind: &str| Parsed { observations: vec![Observation::Ignored { kind: kind.to_owned() }], sent_at: payload.timestamp };
+    let ignored = |kind: &str| Parsed {
+        observations: vec![Observation::Ignored { kind: kind.to_owned() }],
+        sent_at: payload.timestamp,
+    };
     let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete");
     let uses_opportunity = matches!(kind, "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate");
     if !uses_contact && !uses_opportunity {
@@ -124,7 +127,9 @@ mod tests {
     fn opportunity_events_carry_pipeline_and_stage_ids() {
         for name in ["OpportunityCreate", "OpportunityStageUpdate", "OpportunityStatusUpdate"] {
             let parsed = parse(&example(name)).unwrap();
-            assert!(matches!(&parsed.observations[0], Observation::Stage { pipeline, .. } if pipeline == "pip2Wx3Yz4Ab5Cd6Ef7G"));
+            assert!(
+                matches!(&parsed.observations[0], Observation::Stage { pipeline, .. } if pipeline == "pip2Wx3Yz4Ab5Cd6Ef7G")
+            );
         }
     }
 

@@ -138,8 +138,12 @@ mod tests {
         let parsed = parse(&body(serde_json::json!({"event": "tag_added", "tag": "vip"}))).unwrap();
         assert_eq!(kinds(&parsed), [EventKind::TagAdded { tag: "vip".into() }]);
         let parsed = parse(&body(serde_json::json!({"followd_event": "stage_changed", "followd_pipeline": "Sales",
-                                                     "followd_stage": "Won"}))).unwrap();
-        assert_eq!(kinds(&parsed), [EventKind::StageChanged { pipeline: "Sales".into(), stage: "Won".into(), from_stage: None }]);
+                                                     "followd_stage": "Won"})))
+        .unwrap();
+        assert_eq!(
+            kinds(&parsed),
+            [EventKind::StageChanged { pipeline: "Sales".into(), stage: "Won".into(), from_stage: None }]
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Application {
 
         let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir)?);
         if upstream.is_dry_run() {
-            tracing::warn!("no upstream token configured: dry run, follower calls are logged and counted, none is sent");
+            tracing::warn!(
+                "no upstream token configured: dry run, follower calls are logged and counted, none is sent"
+            );
         } else {
             tracing::info!(base_url = %config.upstream.base_url, "upstream: live");
         }
@@ -99,8 +101,8 @@ impl Application {
         let health_state =
             web::Data::new(HealthState { queue: Arc::clone(&queue), rules: Arc::clone(&rules), metrics });
 
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen).map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let receive = role != Role::Worker;
         let mut server = HttpServer::new(move || {
@@ -166,15 +168,20 @@ impl Application {
             if let Some(workers) = self.workers {
                 workers.shutdown(self.shutdown_grace).await;
             }
+            self.queue.close().await;
             return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         }
-        tracing::info!(grace_s = self.shutdown_grace.as_secs(), "shutting down: no new webhooks, finishing work in flight");
+        tracing::info!(
+            grace_s = self.shutdown_grace.as_secs(),
+            "shutting down: no new webhooks, finishing work in flight"
+        );
         let (_, ()) = tokio::join!(handle.stop(true), async {
             if let Some(workers) = self.workers {
                 workers.shutdown(self.shutdown_grace).await;
             }
         });
         let result = server.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.queue.close().await;
         tracing::info!("stopped");
         result
     }

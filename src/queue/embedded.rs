@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::{
-    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
-    QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
+    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError,
+    QueueStats, QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
 };
 use crate::deliver::limit::{LimiterState, Limits, acquire};
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -55,6 +56,8 @@ const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
 const MAX_LEASE_OPS: usize = 1000;
 /// Most expired event ids forgotten per reap, so one reap never holds the write lock for long.
 const MAX_SWEEP: usize = 10_000;
+/// Longest `close` waits for calls in flight.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file inside `data_dir`.
 pub const FILE_NAME: &str = "followd.redb";
 
@@ -77,7 +80,9 @@ struct LeaseState {
 /// The redb-backed [`Queue`]. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
-    db: Arc<Database>,
+    /// `None` once closed: the database (and its file lock) is released when the last call in flight ends,
+    /// even while clones of the queue live on.
+    db: Arc<ArcSwapOption<Database>>,
     lease_for: Duration,
     dedup_ttl: Duration,
     /// Rate limiter state per location. One process owns the store, so the budget lives in memory; a restart
@@ -140,7 +145,13 @@ impl EmbeddedQueue {
             tx.open_table(DEAD).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
-        Ok(Self { db: Arc::new(db), lease_for, dedup_ttl, limiter: Arc::default(), pauses: Arc::default() })
+        Ok(Self {
+            db: Arc::new(ArcSwapOption::from_pointee(db)),
+            lease_for,
+            dedup_ttl,
+            limiter: Arc::default(),
+            pauses: Arc::default(),
+        })
     }
 
     /// The file this queue lives in, for messages.
@@ -163,7 +174,7 @@ impl EmbeddedQueue {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
+        let db = self.db.load_full().ok_or(QueueError::Closed)?;
         tokio::task::spawn_blocking(move || f(&db)).await?
     }
 }
@@ -179,7 +190,10 @@ impl<T, E: Into<redb::Error>> OrQueue<T> for Result<T, E> {
     }
 }
 
-fn read_state(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<ContactState>, QueueError> {
+fn read_state(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<ContactState>, QueueError> {
     match table.get(key).q()? {
         Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
         None => Ok(None),
@@ -235,7 +249,12 @@ fn recall<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn remember<T: Serialize>(tx: &redb::WriteTransaction, key: &str, answer: &T, expires: Millis) -> Result<(), QueueError> {
+fn remember<T: Serialize>(
+    tx: &redb::WriteTransaction,
+    key: &str,
+    answer: &T,
+    expires: Millis,
+) -> Result<(), QueueError> {
     tx.open_table(MEMO).q()?.insert(key, serde_json::to_vec(&(expires, answer))?.as_slice()).q()?;
     tx.open_table(MEMO_EXPIRY).q()?.insert((expires, key), ()).q()?;
     Ok(())
@@ -711,5 +730,27 @@ impl Queue for EmbeddedQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.blocking(|db| db.begin_read().map(drop).q()).await
+    }
+
+    async fn close(&self) {
+        let Some(mut db) = self.db.swap(None) else { return };
+        // Calls in flight hold the database until they finish (they run on the blocking pool and are short).
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    drop(db);
+                    return;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => {
+                    tracing::warn!("the embedded queue is still in use; its file is released when that call ends");
+                    return;
+                }
+            }
+        }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::deliver::limit::Limits;
+use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
 pub use embedded::EmbeddedQueue;
 pub use redis::{RedisOptions, RedisQueue};
@@ -110,7 +110,9 @@ pub struct Lease {
 pub enum LeaseOutcome {
     Leased(Lease),
     /// Nothing ready now; `next_at` is when the earliest scheduled contact becomes ready, if any.
-    Empty { next_at: Option<Millis> },
+    Empty {
+        next_at: Option<Millis>,
+    },
 }
 
 /// The follower changes a delivery made, so the queue can remember which followers followd itself added
@@ -178,9 +180,7 @@ pub struct QueueStats {
 /// [`QueueError::is_unavailable`] to a retry answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error(
-        "the data directory {0} is in use by another followd process; stop it, or give this one another data_dir"
-    )]
+    #[error("the data directory {0} is in use by another followd process; stop it, or give this one another data_dir")]
     Locked(std::path::PathBuf),
     #[error("cannot open the embedded queue at {path}: {source}")]
     Open { path: std::path::PathBuf, source: Box<redb::Error> },
@@ -192,6 +192,8 @@ pub enum QueueError {
     Unreachable { url: String, source: ::redis::RedisError },
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("the queue is closed: the service is shutting down")]
+    Closed,
     #[error("the lease was lost: it expired and the contact went back to the queue")]
     LeaseLost,
     #[error("the queue's worker thread failed: {0}")]
@@ -286,6 +288,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Releases the store at shutdown (the embedded store's file lock), once calls in flight end; later calls
+    /// fail with [`QueueError::Closed`].
+    async fn close(&self) {}
 }
 
 /// Opens the queue the configuration names: Redis when `redis_url` is set, else the embedded store.

@@ -26,12 +26,12 @@ use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key, now_ms,
 };
-use crate::deliver::limit::Limits;
 use super::{DeadLetter, Failure, FollowerOp, PlannedOp, Selection, TagDiff, normalize_tag};
-use QueuedOp as StoredOp;
 use crate::config::RedisUrl;
+use crate::deliver::limit::Limits;
 use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
+use QueuedOp as StoredOp;
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
 const RR_PLACEHOLDER: &str = "__followd_round_robin_pick__";
@@ -301,7 +301,10 @@ impl RedisQueue {
         let mut cursor_args: Vec<(usize, usize)> = Vec::new();
         for event in events {
             let member = contact_member(&event.contact);
-            invocation.key(partition.seen(&event.event_id)).key(partition.pending(&member)).key(partition.state(&member));
+            invocation
+                .key(partition.seen(&event.event_id))
+                .key(partition.pending(&member))
+                .key(partition.state(&member));
             // An empty round-robin team stores nothing (the rules reject one; this keeps the script simple).
             let ops: Vec<&PlannedOp> = event
                 .ops
@@ -475,8 +478,12 @@ impl Queue for RedisQueue {
             let described: Vec<(String, String)> =
                 redis::cmd("HGETALL").arg(partition.dead()).query_async(&mut self.conn()).await?;
             for (id, description) in described {
-                let ops: Vec<String> =
-                    redis::cmd("LRANGE").arg(partition.dead_ops(&id)).arg(0).arg(-1).query_async(&mut self.conn()).await?;
+                let ops: Vec<String> = redis::cmd("LRANGE")
+                    .arg(partition.dead_ops(&id))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut self.conn())
+                    .await?;
                 let mut letter: DeadLetter = serde_json::from_str(&description)?;
                 letter.operations = ops
                     .iter()
@@ -621,7 +628,8 @@ impl Queue for RedisQueue {
 
     async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
-        let _: () = redis::cmd("DEL").arg(partition.tags(&contact_member(contact))).query_async(&mut self.conn()).await?;
+        let _: () =
+            redis::cmd("DEL").arg(partition.tags(&contact_member(contact))).query_async(&mut self.conn()).await?;
         Ok(())
     }
 
@@ -696,7 +704,8 @@ impl Queue for RedisQueue {
 
     async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
         let partition = self.keys.for_location(location);
-        let value: Option<String> = redis::cmd("GET").arg(partition.pause(location)).query_async(&mut self.conn()).await?;
+        let value: Option<String> =
+            redis::cmd("GET").arg(partition.pause(location)).query_async(&mut self.conn()).await?;
         Ok(value.and_then(|v| {
             let (until, reason) = v.split_once(' ').unwrap_or((v.as_str(), ""));
             let until = until.parse::<Millis>().ok()?;

@@ -70,7 +70,8 @@ pub(super) fn resolve<'a>(
             if let Some(first) = definitions.get(name) {
                 let at = first.source.locate(first.alias.name.span());
                 let message = format!(
-                    "alias `{name}` is already defined at {at}; aliases are global across files, so rename or remove one"
+                    "alias `{name}` is already defined at {at}; aliases are global across files, so rename or \
+                     remove one"
                 );
                 diagnostics.push(source.at(alias.name.span(), message));
                 continue;

@@ -6,6 +6,7 @@
 //! global, a file that could not be read or parsed may hide aliases; "unknown alias" messages then say so.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,9 +43,8 @@ pub(super) fn compile(
             None => missing.push(path.display().to_string()),
         }
     }
-    let aliases = aliases::resolve(parsed.iter().map(|(source, file)| (*source, file.aliases.as_slice())), {
-        &mut diagnostics
-    });
+    let files_aliases = parsed.iter().map(|(source, file)| (*source, file.aliases.as_slice()));
+    let aliases = aliases::resolve(files_aliases, &mut diagnostics);
     let note = if missing.is_empty() {
         String::new()
     } else {
@@ -79,8 +79,9 @@ struct Checker<'a> {
     aliases: &'a Aliases,
     /// Appended to "unknown alias" messages when some file's aliases could not be read.
     note: String,
-    /// Rule name → where it was first defined, for the duplicate check across files.
-    names: HashMap<String, String>,
+    /// Rule name → where it was first defined, for the duplicate check across files. Positions are turned
+    /// into `line:column` only for a duplicate: doing it for every rule would make compiling quadratic.
+    names: HashMap<&'a str, (Source<'a>, Range<usize>)>,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
@@ -94,7 +95,7 @@ struct Conditions {
 
 impl<'a> Checker<'a> {
     /// Checks one rule; returns it compiled when nothing about it is wrong.
-    fn rule(&mut self, source: Source<'_>, raw: &RawRule) -> Option<CompiledRule> {
+    fn rule(&mut self, source: Source<'a>, raw: &'a RawRule) -> Option<CompiledRule> {
         let before = self.diagnostics.len();
         let name: Arc<str> = raw.head.as_ref().map_or("", |head| head.name.get_ref().trim()).into();
         let locations = raw.head.as_ref().map(|head| {
@@ -123,21 +124,22 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn report(&mut self, source: Source<'_>, span: std::ops::Range<usize>, message: String) {
+    fn report(&mut self, source: Source<'_>, span: Range<usize>, message: String) {
         self.diagnostics.push(source.at(span, message));
     }
 
-    fn check_name(&mut self, source: Source<'_>, name: &Spanned<String>) {
+    fn check_name(&mut self, source: Source<'a>, name: &'a Spanned<String>) {
         let text = name.get_ref().trim();
         if text.is_empty() {
             let message = "rule name is empty; give every rule a unique name".to_owned();
             self.report(source, name.span(), message);
-        } else if let Some(first) = self.names.get(text) {
+        } else if let Some((first_source, first_span)) = self.names.get(text) {
+            let first = first_source.locate(first_span.clone());
             let message =
                 format!("rule name `{text}` is already used at {first}; rule names must be unique across all files");
             self.report(source, name.span(), message);
         } else {
-            self.names.insert(text.to_owned(), source.locate(name.span()));
+            self.names.insert(text, (source, name.span()));
         }
     }
 
@@ -201,7 +203,8 @@ impl<'a> Checker<'a> {
         let remove = spec.remove.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "remove"));
         let add = spec.add.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "add"));
         let pool = spec.round_robin.as_ref().and_then(|team| self.pool(source, team));
-        let written = |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
+        let written =
+            |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
         if !remove_all && !written(&spec.remove) && !written(&spec.add) && spec.round_robin.is_none() {
             let message = "`then` does nothing; give it at least one of remove_all = true, remove = [...], \
                            add = [...], round_robin = \"team\"";
@@ -269,7 +272,11 @@ impl<'a> Checker<'a> {
         }
         let names = aliases.names();
         let message = if names.is_empty() {
-            format!("unknown alias `{name}` in `{field}`; no aliases are defined: add one under [users], e.g. {name} = \"usr_...\"{}", self.note)
+            format!(
+                "unknown alias `{name}` in `{field}`; no aliases are defined: add one under [users], \
+                 e.g. {name} = \"usr_...\"{}",
+                self.note
+            )
         } else {
             let mut known = names.iter().take(LISTED_ALIASES).map(String::as_str).collect::<Vec<_>>().join(", ");
             if names.len() > LISTED_ALIASES {

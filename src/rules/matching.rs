@@ -119,7 +119,7 @@ impl<'a> Iterator for Merged<'a> {
             (None, None) => return None,
         };
         let side = if take_left { &mut self.left } else { &mut self.right };
-        let list: &'a [usize] = *side;
+        let list: &'a [usize] = side;
         let (&first, rest) = list.split_first()?;
         *side = rest;
         Some(first)

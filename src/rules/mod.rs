@@ -10,7 +10,8 @@
 //!
 //! Matching:
 //! - tags, sources, pipelines and stages compare with surrounding white space trimmed and case ignored, as the
-//!   CRM treats tags; pipelines and stages compare as written by the CRM's payload (id or name), nothing more;
+//!   CRM treats tags; a pipeline or stage may be written by id or by name, and matches events that carry that
+//!   same id or name (followd does not map one to the other);
 //! - a rule with `locations` fires only for events of those locations (ids compare exactly);
 //! - `from_stage` matches only events that know their previous stage;
 //! - disabled rules are validated and counted but never fire;
@@ -59,10 +60,9 @@ impl RuleSet {
             match entry {
                 Ok(entry) if is_rule_file(&entry.path()) => paths.push(entry.path()),
                 Ok(_) => {}
-                Err(error) => problems.push(Diagnostic::whole_file(
-                    dir,
-                    format!("cannot list the rules directory: {error}"),
-                )),
+                Err(error) => {
+                    problems.push(Diagnostic::whole_file(dir, format!("cannot list the rules directory: {error}")))
+                }
             }
         }
         paths.sort();
@@ -151,5 +151,8 @@ pub enum Action {
     Remove(UserId),
     Add(UserId),
     /// Resolved to one Add at enqueue time by the queue, which keeps a cursor per (rule, location).
-    RoundRobin { rule: Arc<str>, pool: Arc<[UserId]> },
+    RoundRobin {
+        rule: Arc<str>,
+        pool: Arc<[UserId]>,
+    },
 }

@@ -6,7 +6,6 @@
 //! `[[rule]]`'s `when`, `then` and the rest are deserialized separately, so one typo does not hide the next one.
 //! serde's own messages (`unknown field`, `missing field`) are rewritten to name the valid keys and the nearest.
 
-
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -345,7 +344,8 @@ mod tests {
     fn serde_messages_are_rewritten_to_say_what_to_do() {
         assert_eq!(
             explain("unknown field `tga`, expected one of `event`, `tag`", "when", WHEN_KEYS),
-            "unknown key `tga` in `when`; did you mean `tag`? valid keys: event, tag, source, pipeline, stage, from_stage"
+            "unknown key `tga` in `when`; did you mean `tag`? valid keys: event, tag, source, pipeline, stage, \
+             from_stage"
         );
         assert_eq!(
             explain("unknown variant `tag_add`, expected one of `tag_added`, `tag_removed`", "when", WHEN_KEYS),

@@ -95,7 +95,12 @@ impl LiveClient {
         url
     }
 
-    fn request(&self, method: Method, url: Url, contact: &ContactKey) -> Result<reqwest::RequestBuilder, UpstreamError> {
+    fn request(
+        &self,
+        method: Method,
+        url: Url,
+        contact: &ContactKey,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let token = self.token(contact)?;
         Ok(self
             .http
@@ -213,9 +218,13 @@ mod tests {
 
     #[test]
     fn error_messages_read_strings_lists_and_fallbacks() {
-        let m = error_message(StatusCode::UNPROCESSABLE_ENTITY, r#"{"statusCode":422,"message":["a","b"],"error":"x"}"#);
+        let m =
+            error_message(StatusCode::UNPROCESSABLE_ENTITY, r#"{"statusCode":422,"message":["a","b"],"error":"x"}"#);
         assert_eq!(m, "a; b");
-        assert_eq!(error_message(StatusCode::UNAUTHORIZED, r#"{"statusCode":401,"error":"Unauthorized"}"#), "Unauthorized");
+        assert_eq!(
+            error_message(StatusCode::UNAUTHORIZED, r#"{"statusCode":401,"error":"Unauthorized"}"#),
+            "Unauthorized"
+        );
         assert_eq!(error_message(StatusCode::BAD_GATEWAY, ""), "Bad Gateway");
         assert!(error_message(StatusCode::BAD_GATEWAY, &"x".repeat(2000)).len() < 600);
     }

@@ -17,7 +17,8 @@ async fn a_webhook_acknowledged_before_a_restart_is_delivered_after_it() {
     let upstream = Arc::new(FakeUpstream::start().await);
     let data = tempfile::tempdir().unwrap();
     // A receiver only: it acknowledges and queues, and delivers nothing.
-    let receiver = TestApp::builder().role(Role::Receiver).data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
+    let receiver =
+        TestApp::builder().role(Role::Receiver).data_dir(data.path()).spawn_with(Arc::clone(&upstream)).await;
     assert_eq!(receiver.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     receiver.stop().await;
     assert!(upstream.calls().is_empty());

@@ -124,7 +124,8 @@ async fn an_expired_timestamp_is_401_and_a_replayed_webhook_id_is_a_duplicate() 
 #[tokio::test]
 async fn event_types_followd_does_not_use_are_acknowledged_and_ignored() {
     let app = ghl_app().await;
-    for (name, id) in [("ContactDndUpdate", "wh-1"), ("OpportunityAssignedToUpdate", "wh-2"), ("ContactUpdate", "wh-3")] {
+    for (name, id) in [("ContactDndUpdate", "wh-1"), ("OpportunityAssignedToUpdate", "wh-2"), ("ContactUpdate", "wh-3")]
+    {
         let body = fresh(name, id, None, None);
         let response = post_ghl(&app, &body).await;
         assert_eq!(response.status(), 200, "{name}");

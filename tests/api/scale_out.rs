@@ -76,10 +76,12 @@ async fn a_worker_killed_while_holding_leases_is_replaced_and_the_operations_arr
     assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
     assert!(upstream.wait_for_followers("c-2", &[], WAIT).await);
     // c-2's last word was a removal: its final call must be the DELETE.
-    assert!(eventually(WAIT, || async {
-        upstream.calls_for("c-2").last().is_some_and(|c| c.method == "DELETE" && c.status == 200)
-    })
-    .await);
+    assert!(
+        eventually(WAIT, || async {
+            upstream.calls_for("c-2").last().is_some_and(|c| c.method == "DELETE" && c.status == 200)
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -92,7 +94,10 @@ async fn every_acknowledged_webhook_survives_a_redis_restart_with_aof() {
     let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
     for i in 0..50 {
         let contact = format!("c-{i}");
-        assert_eq!(post(&receiver.addr, &tag_event(&format!("e{i}"), "tag_added", &contact, "vip")).await.status(), 202);
+        assert_eq!(
+            post(&receiver.addr, &tag_event(&format!("e{i}"), "tag_added", &contact, "vip")).await.status(),
+            202
+        );
     }
     redis.stop();
     redis.restart().await;

@@ -107,7 +107,8 @@ impl RedisCluster {
             let port = super::free_port();
             let config = dir.path().join("nodes.conf");
             let config = config.to_str().expect("a UTF-8 temp path").to_owned();
-            let args = ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"];
+            let args =
+                ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"];
             let child = spawn(port, dir.path(), &args);
             let node = RedisServer { child, port, _dir: dir, args: Vec::new() };
             node.wait_ready().await;
@@ -131,7 +132,8 @@ impl RedisCluster {
                 async move {
                     let Ok(client) = redis::Client::open(url) else { return false };
                     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
-                    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap_or_default();
+                    let info: String =
+                        redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap_or_default();
                     info.contains("cluster_state:ok")
                 }
             })

@@ -239,7 +239,12 @@ fn record(state: &State, request: &HttpRequest, contact: &str, followers: Vec<St
     state.changed.notify_waiters();
 }
 
-async fn change(request: HttpRequest, path: web::Path<String>, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+async fn change(
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
     let contact = path.into_inner();
     let at = Instant::now();
     let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&body)

@@ -81,7 +81,8 @@ fn the_shipped_example_rules_compile_and_show_every_feature() {
         EventKind::ContactCreated { source: Some("Facebook Ads".into()) },
         EventKind::StageChanged { pipeline: "Sales".into(), stage: "Closed Won".into(), from_stage: None },
     ];
-    let actions: Vec<Action> = events.into_iter().flat_map(|kind| set.evaluate(&event(kind))).flat_map(|m| m.actions).collect();
+    let actions: Vec<Action> =
+        events.into_iter().flat_map(|kind| set.evaluate(&event(kind))).flat_map(|m| m.actions).collect();
     assert!(actions.contains(&Action::RemoveAll), "{actions:?}");
     assert!(actions.iter().any(|action| matches!(action, Action::Add(_))), "{actions:?}");
     assert!(actions.iter().any(|action| matches!(action, Action::Remove(_))), "{actions:?}");
@@ -91,7 +92,12 @@ fn the_shipped_example_rules_compile_and_show_every_feature() {
 #[test]
 fn a_directory_is_loaded_by_file_name_taking_only_its_toml_files() {
     let dir = tempfile::tempdir().unwrap();
-    let rule = |name: &str| format!("[[rule]]\nname = \"{name}\"\nwhen = {{ event = \"tag_added\", tag = \"x\" }}\nthen = {{ remove_all = true }}\n");
+    let rule = |name: &str| {
+        format!(
+            "[[rule]]\nname = \"{name}\"\n\
+             when = {{ event = \"tag_added\", tag = \"x\" }}\nthen = {{ remove_all = true }}\n"
+        )
+    };
     std::fs::write(dir.path().join("b.toml"), rule("from-b")).unwrap();
     std::fs::write(dir.path().join("a.toml"), rule("from-a")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not rules").unwrap();
@@ -126,7 +132,11 @@ fn a_missing_directory_is_reported_with_its_path() {
 fn an_unreadable_file_is_reported_and_the_others_are_still_checked() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.toml"), [0xff, 0xfe, b'x']).unwrap();
-    std::fs::write(dir.path().join("b.toml"), "[[rule]]\nname = \"\"\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { add = [\"alice\"] }\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[[rule]]\nname = \"\"\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { add = [\"alice\"] }\n",
+    )
+    .unwrap();
     let error = RuleSet::load_dir(dir.path()).unwrap_err();
     let lines: Vec<String> = error.diagnostics.iter().map(ToString::to_string).collect();
     let a = dir.path().join("a.toml").display().to_string();
@@ -135,7 +145,11 @@ fn an_unreadable_file_is_reported_and_the_others_are_still_checked() {
     assert!(lines[0].starts_with(&format!("{a}: cannot read this rule file:")), "{}", lines[0]);
     assert!(lines[1].starts_with(&format!("{b}:2:8: rule name is empty")), "{}", lines[1]);
     assert!(lines[2].starts_with(&format!("{b}:4:17: unknown alias `alice` in `add`")), "{}", lines[2]);
-    assert!(lines[2].ends_with("a.toml could not be read or parsed, so aliases defined there are missing)"), "{}", lines[2]);
+    assert!(
+        lines[2].ends_with("a.toml could not be read or parsed, so aliases defined there are missing)"),
+        "{}",
+        lines[2]
+    );
 }
 
 #[test]

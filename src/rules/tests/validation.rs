@@ -14,7 +14,7 @@ fn an_unknown_alias_is_reported_with_file_line_and_column() {
     let rules = rule("vip", TAG_VIP, r#"{ add = ["alice", "alce"] }"#);
     assert_eq!(
         errors(&[("rules/users.toml", USERS), ("rules/vip.toml", &rules)]),
-        ["rules/vip.toml:4:27: unknown alias `alce` in `add`; did you mean `alice`? names in add, remove and \
+        ["rules/vip.toml:4:26: unknown alias `alce` in `add`; did you mean `alice`? names in add, remove and \
           round_robin must be aliases defined under [users] (known: alice, bob, carol, everyone, nobody, sales)"]
     );
 }
@@ -29,7 +29,11 @@ fn an_unknown_key_names_the_nearest_valid_key() {
     );
     let rules = "[[rule]]\nnme = \"x\"\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { remove_all = true }\n";
     let found = errors(&[("a.toml", rules)]);
-    assert_eq!(found, ["a.toml:2:1: unknown key `nme` in `rule`; did you mean `name`? valid keys: name, enabled, locations, when, then"]);
+    assert_eq!(
+        found,
+        ["a.toml:2:1: unknown key `nme` in `rule`; did you mean `name`? valid keys: name, enabled, locations, \
+             when, then"]
+    );
 }
 
 #[test]
@@ -47,11 +51,11 @@ fn every_error_is_reported_not_just_the_first() {
     let expected = [
         "rules/broken.toml:3:30: invalid TOML: missing comma between key-value pairs",
         "rules/main.toml:4:17: unknown alias `alise` in `add`; did you mean `alice`?",
-        "rules/main.toml:6:9: rule name `first` is already used at rules/main.toml:2:8;",
+        "rules/main.toml:6:8: rule name `first` is already used at rules/main.toml:2:8;",
         "rules/main.toml:7:8: tag_added needs a `tag`",
         "rules/main.toml:8:8: `then` does nothing;",
-        "rules/main.toml:11:37: `tag` is not a condition of contact_created events; contact_created takes: source",
-        "rules/main.toml:12:25: unknown alias `bob` in `round_robin`",
+        "rules/main.toml:11:43: `tag` is not a condition of contact_created events; contact_created takes: source",
+        "rules/main.toml:12:24: unknown alias `bob` in `round_robin`",
         "rules/main.toml:15:10: unknown key `evnt` in `when`; did you mean `event`?",
         "rules/main.toml:16:10: unknown key `ad` in `then`; did you mean `add`?",
         "rules/users.toml:3:18: a member of team `team` is empty; write an alias or a user id",
@@ -73,7 +77,10 @@ fn a_syntax_error_points_at_its_place() {
 
 #[test]
 fn the_same_alias_in_two_files_is_reported_at_the_second() {
-    let found = errors(&[("b.toml", "[users]\nalice = \"usr_2\"\n"), ("a.toml", "[users]\nbob = \"usr_3\"\nalice = \"usr_1\"\n")]);
+    let found = errors(&[
+        ("b.toml", "[users]\nalice = \"usr_2\"\n"),
+        ("a.toml", "[users]\nbob = \"usr_3\"\nalice = \"usr_1\"\n"),
+    ]);
     assert_eq!(
         found,
         ["b.toml:2:1: alias `alice` is already defined at a.toml:3:1; aliases are global across files, so rename or \
@@ -130,7 +137,7 @@ fn an_unknown_event_kind_suggests_the_nearest() {
     let found = errors(&[("a.toml", &rule("r", r#"{ event = "tag_add", tag = "x" }"#, "{ remove_all = true }"))]);
     assert_eq!(
         found,
-        ["a.toml:3:17: unknown event `tag_add`; did you mean `tag_added`? `event` is one of: tag_added, tag_removed, \
+        ["a.toml:3:18: unknown event `tag_add`; did you mean `tag_added`? `event` is one of: tag_added, tag_removed, \
           contact_created, stage_changed"]
     );
 }
@@ -149,9 +156,13 @@ fn a_rule_without_when_or_then_is_reported_at_its_header() {
 
 #[test]
 fn a_rule_may_not_add_more_than_ten_followers() {
-    let users = "[users]\nten = [\"u1\", \"u2\", \"u3\", \"u4\", \"u5\", \"u6\", \"u7\", \"u8\", \"u9\", \"u10\"]\nrr = [\"u11\"]\n";
+    let users = r#"[users]
+ten = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10"]
+rr = ["u11"]
+"#;
     valid(&[("a.toml", users), ("b.toml", &rule("ten", TAG_VIP, r#"{ add = ["ten", "ten"] }"#))]);
-    let found = errors(&[("a.toml", users), ("b.toml", &rule("eleven", TAG_VIP, r#"{ add = ["ten"], round_robin = "rr" }"#))]);
+    let found =
+        errors(&[("a.toml", users), ("b.toml", &rule("eleven", TAG_VIP, r#"{ add = ["ten"], round_robin = "rr" }"#))]);
     assert_eq!(
         found,
         ["b.toml:4:16: this rule adds 11 followers (one of them from round_robin); the CRM allows at most 10 per \
@@ -169,7 +180,8 @@ fn an_empty_rule_name_and_empty_values_are_rejected() {
             "a.toml:3:37: `tag` is empty; write the value to match, or remove `tag` to match any",
         ]
     );
-    let scoped = "[[rule]]\nname = \"r\"\nlocations = []\nwhen = { event = \"contact_created\" }\nthen = { remove_all = true }\n";
+    let scoped = "[[rule]]\nname = \"r\"\nlocations = []\n\
+                  when = { event = \"contact_created\" }\nthen = { remove_all = true }\n";
     let found = errors(&[("a.toml", scoped)]);
     assert_eq!(found.len(), 1);
     assert!(found[0].starts_with("a.toml:3:13: `locations` is empty, so this rule could never fire"), "{found:?}");
@@ -181,11 +193,15 @@ fn misplaced_tables_and_wrong_types_say_what_to_write() {
     assert_eq!(
         found,
         [
-            "a.toml:1:2: unknown key `rules`; did you mean `rule`? a rule file holds a [users] table and [[rule]] tables",
+            "a.toml:1:2: unknown key `rules`; did you mean `rule`? a rule file holds a [users] table and [[rule]] \
+             tables",
             r#"a.toml:4:9: alias `alice` is a integer; write a user id ("usr_...") or a list of aliases and user ids"#,
         ]
     );
-    let found = errors(&[("a.toml", "[[rule]]\nname = \"r\"\nenabled = \"no\"\nwhen = \"tag_added\"\nthen = { add = \"alice\" }\n")]);
+    let found = errors(&[(
+        "a.toml",
+        "[[rule]]\nname = \"r\"\nenabled = \"no\"\nwhen = \"tag_added\"\nthen = { add = \"alice\" }\n",
+    )]);
     assert_eq!(
         found,
         [
@@ -201,6 +217,7 @@ fn unknown_aliases_are_reported_even_with_no_users_table() {
     let found = errors(&[("a.toml", &rule("r", TAG_VIP, r#"{ remove = ["sdr_team"] }"#))]);
     assert_eq!(
         found,
-        [r#"a.toml:4:20: unknown alias `sdr_team` in `remove`; no aliases are defined: add one under [users], e.g. sdr_team = "usr_...""#]
+        ["a.toml:4:20: unknown alias `sdr_team` in `remove`; no aliases are defined: add one under [users], \
+             e.g. sdr_team = \"usr_...\""]
     );
 }
