@@ -35,6 +35,18 @@ impl NetChange {
 }
 
 /// Folds operations, in the order they were enqueued, into their net change.
+///
+/// ```
+/// use followd::deliver::fold::fold;
+/// use followd::event::UserId;
+/// use followd::queue::FollowerOp;
+///
+/// let alice = UserId::parse("usr_alice").unwrap();
+/// // Tag added, then removed: alice ends up not following, in one call.
+/// let change = fold(&[FollowerOp::Add(alice.clone()), FollowerOp::Remove(alice.clone())]);
+/// assert!(change.add.is_empty());
+/// assert!(change.remove.contains(&alice));
+/// ```
 pub fn fold<'a>(ops: impl IntoIterator<Item = &'a FollowerOp>) -> NetChange {
     let mut remove_all = false;
     // true: add, false: remove. The last operation per user wins.

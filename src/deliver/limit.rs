@@ -42,6 +42,15 @@ pub struct LimiterState {
 }
 
 /// Whether `cost` calls may go now. `Ok(next state)`, or `Err(when to ask again)`.
+///
+/// ```
+/// use followd::deliver::limit::{LimiterState, Limits, acquire};
+///
+/// let limits = Limits { spacing_ms: 100, daily: 1000 };
+/// let state = acquire(LimiterState::default(), limits, 1, 0).unwrap();
+/// // The next call waits for its slot, 100 ms later.
+/// assert_eq!(acquire(state, limits, 1, 10), Err(100));
+/// ```
 pub fn acquire(state: LimiterState, limits: Limits, cost: u64, now: Millis) -> Result<LimiterState, Millis> {
     let day = now / DAY_MS;
     let count = if state.day == day { state.count } else { 0 };

@@ -4,9 +4,13 @@
 //! Each enabled rule sits in exactly one bucket of its event kind: the bucket of its key when it has one (the
 //! tag for tag events, the source for `contact_created`, the stage for `stage_changed`), otherwise the kind's
 //! "any" bucket. Both hold rule positions in rule order, so evaluating is: look up one key bucket, merge it
-//! with the "any" bucket, and check what the key does not cover (location scope, pipeline, previous stage).
-//! Strings are normalized once at compile time; evaluation normalizes the event's few strings and, in the
-//! usual case where they are already trimmed lower case, allocates nothing but its answer.
+//! with the "any" bucket, and check the rule's conditions. Strings are normalized once at compile time;
+//! evaluation normalizes the event's few strings and, in the usual case where they are already trimmed lower
+//! case, allocates nothing but its answer.
+//!
+//! Disabled rules are kept (in rule order, outside every bucket) so that `explain` can show them. Whether a
+//! rule's conditions hold is decided in one place, [`CompiledRule::unmet`], which both `evaluate` and
+//! `explain` use: the two cannot disagree about a rule they both look at.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,29 +48,79 @@ pub(super) struct CompiledRule {
     pub actions: Vec<Action>,
 }
 
-impl CompiledRule {
-    /// The conditions the index key does not cover.
-    fn applies(&self, location: &LocationId, pipeline: Option<&str>, from_stage: Option<&str>) -> bool {
-        self.locations.as_ref().is_none_or(|scope| scope.binary_search(location).is_ok())
-            && self.pipeline.as_deref().is_none_or(|wanted| pipeline == Some(wanted))
-            && self.from_stage.as_deref().is_none_or(|wanted| from_stage == Some(wanted))
+/// A condition a rule may put on an event, besides its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Condition {
+    Location,
+    Pipeline,
+    /// The tag, source or stage, by kind: the index key.
+    Key,
+    FromStage,
+}
+
+/// An event's values as rules compare them, normalized once.
+pub(super) struct Facts<'e> {
+    pub kind: Kind,
+    pub location: &'e LocationId,
+    pub key: Option<Cow<'e, str>>,
+    pub pipeline: Option<Cow<'e, str>>,
+    pub from_stage: Option<Cow<'e, str>>,
+}
+
+impl<'e> Facts<'e> {
+    pub fn of(event: &'e Event) -> Self {
+        let (key, pipeline, from_stage) = match &event.kind {
+            EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => (Some(tag.as_str()), None, None),
+            EventKind::ContactCreated { source } => (source.as_deref(), None, None),
+            EventKind::StageChanged { pipeline, stage, from_stage } => {
+                (Some(stage.as_str()), Some(pipeline.as_str()), from_stage.as_deref())
+            }
+        };
+        Self {
+            kind: Kind::of(&event.kind),
+            location: &event.location_id,
+            key: key.map(normalize),
+            pipeline: pipeline.map(normalize),
+            from_stage: from_stage.map(normalize),
+        }
     }
 }
 
-/// The enabled rules, bucketed by event kind and key.
+impl CompiledRule {
+    /// The conditions of this rule that the event does not meet, in a fixed order; none means it fires (if
+    /// enabled and of the event's kind). The key is checked too, though the index already did: rules from
+    /// the "any" bucket have no key, and `explain` looks at rules outside the bucket.
+    pub fn unmet(&self, facts: &Facts<'_>) -> impl Iterator<Item = Condition> + use<> {
+        let equal = |wanted: &Option<Box<str>>, actual: &Option<Cow<'_, str>>| {
+            wanted.as_deref().is_none_or(|wanted| actual.as_deref() == Some(wanted))
+        };
+        let checks = [
+            (
+                Condition::Location,
+                self.locations.as_ref().is_none_or(|scope| scope.binary_search(facts.location).is_ok()),
+            ),
+            (Condition::Pipeline, equal(&self.pipeline, &facts.pipeline)),
+            (Condition::Key, equal(&self.key, &facts.key)),
+            (Condition::FromStage, equal(&self.from_stage, &facts.from_stage)),
+        ];
+        checks.into_iter().filter_map(|(condition, met)| (!met).then_some(condition))
+    }
+}
+
+/// Every rule, and the enabled ones bucketed by event kind and key.
 pub(super) struct Index {
+    /// Every rule, enabled or not, in rule order; buckets hold positions in it.
     rules: Vec<CompiledRule>,
     keyed: [HashMap<Box<str>, Vec<usize>>; Kind::COUNT],
     any: [Vec<usize>; Kind::COUNT],
 }
 
 impl Index {
-    /// Indexes `rules` (in rule order); disabled ones are dropped here, so they can never fire.
+    /// Indexes `rules` (in rule order); disabled ones stay out of every bucket, so they can never fire.
     pub fn build(rules: Vec<CompiledRule>) -> Self {
-        let rules: Vec<CompiledRule> = rules.into_iter().filter(|rule| rule.enabled).collect();
         let mut keyed: [HashMap<Box<str>, Vec<usize>>; Kind::COUNT] = Default::default();
         let mut any: [Vec<usize>; Kind::COUNT] = Default::default();
-        for (position, rule) in rules.iter().enumerate() {
+        for (position, rule) in rules.iter().enumerate().filter(|(_, rule)| rule.enabled) {
             let kind = rule.kind.index();
             match &rule.key {
                 Some(key) => keyed[kind].entry(key.clone()).or_default().push(position),
@@ -78,26 +132,29 @@ impl Index {
 
     /// The rules `event` fires, in rule order.
     pub fn evaluate(&self, event: &Event) -> Vec<Match> {
-        let (key, pipeline, from_stage) = match &event.kind {
-            EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => (Some(tag.as_str()), None, None),
-            EventKind::ContactCreated { source } => (source.as_deref(), None, None),
-            EventKind::StageChanged { pipeline, stage, from_stage } => {
-                (Some(stage.as_str()), Some(pipeline.as_str()), from_stage.as_deref())
-            }
-        };
-        let pipeline = pipeline.map(normalize);
-        let from_stage = from_stage.map(normalize);
-        self.candidates(Kind::of(&event.kind), key)
+        let facts = Facts::of(event);
+        self.bucket(facts.kind, facts.key.as_deref())
             .map(|position| &self.rules[position])
-            .filter(|rule| rule.applies(&event.location_id, pipeline.as_deref(), from_stage.as_deref()))
+            .filter(|rule| rule.unmet(&facts).next().is_none())
             .map(|rule| Match { rule: rule.name.clone(), actions: rule.actions.clone() })
             .collect()
     }
 
+    /// Every rule, enabled or not, in rule order.
+    pub fn all(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
     /// Positions of the rules that may fire for this kind and (raw) key: the key's bucket merged with the
     /// kind's "any" bucket, in rule order. Nothing else is looked at, whatever the number of rules.
+    #[cfg(test)]
     pub fn candidates(&self, kind: Kind, key: Option<&str>) -> Merged<'_> {
-        let keyed = key.and_then(|key| self.keyed[kind.index()].get(normalize(key).as_ref()));
+        self.bucket(kind, key.map(normalize).as_deref())
+    }
+
+    /// Like `candidates`, for a key already normalized.
+    fn bucket(&self, kind: Kind, key: Option<&str>) -> Merged<'_> {
+        let keyed = key.and_then(|key| self.keyed[kind.index()].get(key));
         Merged { left: keyed.map_or(&[], Vec::as_slice), right: &self.any[kind.index()] }
     }
 }

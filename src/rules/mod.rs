@@ -1,7 +1,12 @@
 //! Follower rules: TOML files that say, for each kind of CRM event, which users to add to or remove from the
 //! contact's followers. This module turns a directory of them into an immutable, indexed [`RuleSet`] and turns
-//! an [`Event`] into the [`Match`]es it fires. It does no I/O beyond [`RuleSet::load_dir`] and knows nothing of
-//! queues or the CRM API; hot reload (`arc-swap`) belongs to whoever holds the live set.
+//! an [`Event`] into the [`Match`]es it fires. It knows nothing of queues or the CRM API.
+//!
+//! Exports, by file: `RuleSet` here (load, compile, [`RuleSet::evaluate`], [`RuleSet::explain`]);
+//! [`LiveRules`] in `live.rs` (the set in service, swapped whole on reload, with its reload status) and its
+//! file watcher and SIGHUP handler in `watch.rs`; rule test cases ([`load_cases`], [`compare`], [`OpLines`]) in
+//! `cases.rs`. Compiling is `model.rs` (the file as written, with spans), `aliases.rs` and `compile.rs`
+//! (checks); `matching.rs` is the index; `diagnostic.rs` the `file:line:column` errors.
 //!
 //! The format (`DESIGN.md`, "Rule files"): an optional `[users]` table of aliases (`alice = "usr_1"`, or a team
 //! `sales = ["alice", "usr_2"]` whose members are aliases, expanded recursively, or literal user ids) and
@@ -23,19 +28,29 @@
 //! files) are skipped. An empty directory is a valid, empty set.
 
 mod aliases;
+mod case_diff;
+mod cases;
 mod compile;
 mod diagnostic;
+mod explain;
+mod live;
 mod matching;
 mod model;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use case_diff::{CaseOutcome, OpLines, compare};
+pub use cases::{Case, load_cases};
 pub use compile::MAX_FOLLOWERS;
 pub use diagnostic::{Diagnostic, RulesError};
+pub use explain::{Consideration, Outcome};
+pub use live::{LiveRules, ReloadStatus};
+pub use watch::{DEBOUNCE, WatchError};
 
 use crate::event::{Event, UserId};
 
@@ -93,6 +108,13 @@ impl RuleSet {
     /// The rules that fire for this event, in rule order (files by name, then position in file).
     pub fn evaluate(&self, event: &Event) -> Vec<Match> {
         self.index.evaluate(event)
+    }
+
+    /// Every rule of the event's kind, enabled or not, in rule order, with whether it fired (and its actions)
+    /// or why not. The fired ones are exactly [`RuleSet::evaluate`]'s matches. Scans the whole set: for people
+    /// asking "why", not for the request path.
+    pub fn explain(&self, event: &Event) -> Vec<Consideration> {
+        explain::explain(&self.index, event)
     }
 
     /// What the set holds, for logs and `/readyz`.

@@ -49,6 +49,15 @@ impl Kind {
         }
     }
 
+    /// The condition that keys the index for this kind: what the event is mostly about.
+    pub fn key_condition(self) -> &'static str {
+        match self {
+            Self::TagAdded | Self::TagRemoved => "tag",
+            Self::ContactCreated => "source",
+            Self::StageChanged => "stage",
+        }
+    }
+
     /// The `when` conditions this kind of event can be tested on.
     pub fn conditions(self) -> &'static [&'static str] {
         match self {
@@ -275,8 +284,9 @@ fn parse_rules(
     }
 }
 
-/// Deserializes one part of a rule, turning serde's error into a diagnostic at the place it names.
-fn deserialize<'de, T: Deserialize<'de>>(
+/// Deserializes one part of a rule (or of a case file), turning serde's error into a diagnostic at the place
+/// it names.
+pub(super) fn deserialize<'de, T: Deserialize<'de>>(
     source: Source<'_>,
     value: Spanned<DeValue<'de>>,
     what: &str,
@@ -302,9 +312,15 @@ fn explain(message: &str, what: &str, keys: &[&str]) -> String {
     if message.starts_with("unknown field") {
         let hint = did_you_mean(first, keys.iter().copied());
         format!("unknown key `{first}` in `{what}`{hint}valid keys: {}", keys.join(", "))
-    } else if message.starts_with("unknown variant") {
+    } else if message.starts_with("unknown variant") && what == "when" {
         let hint = did_you_mean(first, quoted.iter().skip(1).copied());
         format!("unknown event `{first}`{hint}`event` is one of: {EVENTS}")
+    } else if message.starts_with("unknown variant") {
+        let hint = did_you_mean(first, quoted.iter().skip(1).copied());
+        format!(
+            "unknown value `{first}` in `{what}`{hint}expected one of: {}",
+            quoted.get(1..).unwrap_or_default().join(", ")
+        )
     } else if message.starts_with("missing field") {
         let hint = match first {
             "name" => r#"; give every rule a unique name = "...""#.to_owned(),

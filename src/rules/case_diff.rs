@@ -1,0 +1,135 @@
+//! Judging a rule test case: the operations a payload actually led to, as lines ([`OpLines`]), compared with
+//! the case's expected lines ([`compare`]), and a diff a person can read when they differ.
+//!
+//! This is pure: running the payload (parse, resolve against a throwaway store, plan) is the command's job,
+//! so the check here cannot drift from what `followd rules test` prints.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Action;
+use super::cases::{Case, normalize_op};
+use crate::event::LocationId;
+
+/// How one case went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseOutcome {
+    pub name: String,
+    pub file: PathBuf,
+    /// The line of the case's name in `file`.
+    pub line: usize,
+    pub passed: bool,
+    /// Empty when passed; otherwise expected and actual lines, `-` for expected only, `+` for actual only,
+    /// or the reason the payload could not be run.
+    pub diff: String,
+}
+
+impl fmt::Display for CaseOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.passed {
+            write!(f, "ok    {}", self.name)
+        } else {
+            write!(f, "FAIL  {} ({}:{})", self.name, self.file.display(), self.line)?;
+            for line in self.diff.lines() {
+                write!(f, "\n      {line}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl CaseOutcome {
+    /// A case whose payload could not be run (it does not parse, say); `reason` says why.
+    pub fn failed(case: &Case, reason: &dyn fmt::Display) -> Self {
+        Self { passed: false, diff: reason.to_string(), ..Self::passed(case) }
+    }
+
+    fn passed(case: &Case) -> Self {
+        Self { name: case.name.clone(), file: case.file.clone(), line: case.line, passed: true, diff: String::new() }
+    }
+}
+
+/// Compares the operations a case's payload led to (`actual`, lines as [`OpLines`] writes them) with what the
+/// case expects. White space inside a line does not matter; order does.
+pub fn compare(case: &Case, actual: &[String]) -> CaseOutcome {
+    let actual: Vec<String> =
+        actual.iter().map(|line| normalize_op(line).unwrap_or_else(|_| line.trim().to_owned())).collect();
+    if actual == case.expect {
+        return CaseOutcome::passed(case);
+    }
+    let mut diff = String::from("expected (-) and actual (+) operations:");
+    for (mark, line) in lines_diff(&case.expect, &actual) {
+        diff.push_str(&format!("\n{mark} {line}"));
+    }
+    CaseOutcome::failed(case, &diff)
+}
+
+/// The two lists as one, each line marked ' ' (in both), '-' (expected only) or '+' (actual only), along a
+/// longest common subsequence so a single wrong line shows as one `-` and one `+`. Lists are a few lines
+/// long, so the quadratic table is fine.
+fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'a str)> {
+    let (n, m) = (expected.len(), actual.len());
+    // common[i][j]: length of the longest common subsequence of expected[i..] and actual[j..].
+    let mut common = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            common[i][j] = if expected[i] == actual[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(n + m);
+    while i < n || j < m {
+        if i < n && j < m && expected[i] == actual[j] {
+            out.push((' ', expected[i].as_str()));
+            (i, j) = (i + 1, j + 1);
+        } else if j < m && (i == n || common[i][j + 1] >= common[i + 1][j]) {
+            out.push(('+', actual[j].as_str()));
+            j += 1;
+        } else {
+            out.push(('-', expected[i].as_str()));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Turns planned actions into the lines case files expect: `remove_all`, `remove <user>`, `add <user>`.
+///
+/// A round robin is resolved as a fresh store resolves it: each (rule, location) starts at the pool's first
+/// member and moves one on per pick, so a case that fires the same round robin twice in one location expects
+/// the first member, then the second. Feed the actions in the order the queue would store them.
+#[derive(Debug, Default)]
+pub struct OpLines {
+    cursors: HashMap<(Arc<str>, LocationId), usize>,
+    lines: Vec<String>,
+}
+
+impl OpLines {
+    /// Adds the line(s) for one planned action of an event in `location`.
+    pub fn push(&mut self, location: &LocationId, action: &Action) {
+        let line = match action {
+            Action::RemoveAll => "remove_all".to_owned(),
+            Action::Remove(user) => format!("remove {user}"),
+            Action::Add(user) => format!("add {user}"),
+            Action::RoundRobin { rule, pool } => {
+                let cursor = self.cursors.entry((Arc::clone(rule), location.clone())).or_default();
+                // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
+                let Some(user) = pool.get(*cursor % pool.len().max(1)) else { return };
+                *cursor += 1;
+                format!("add {user}")
+            }
+        };
+        self.lines.push(line);
+    }
+
+    /// The lines, in the order pushed.
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines
+    }
+}

@@ -1,0 +1,233 @@
+//! Rule test cases ("rules as code"): TOML files kept beside the rules, by default in `rules/tests/`, each
+//! saying "this payload, through these rules, queues these follower operations". `followd rules test` runs
+//! them; this file only reads them ([`load_cases`]), reporting every problem at `file:line:column` like the
+//! rules themselves. Comparing an outcome is `case_diff.rs`.
+//!
+//! ```toml
+//! [[case]]
+//! name = "vip tag adds the account team"          # unique across the case files
+//! source_format = "generic"                        # generic (default) | ghl | ghl-workflow
+//! payload = '''{"id":"e1","type":"tag_added","location_id":"loc-1","contact_id":"c-1","tag":"vip"}'''
+//! # or: payload_file = "payloads/x.json"           # relative to this file
+//! known_tags = ["new lead"]                        # optional: the contact's stored tags before the payload,
+//!                                                  # for payloads that carry the whole tag list (ghl)
+//! expect = ["add usr_alice", "add usr_bob"]        # in order: "add <user id>", "remove <user id>", "remove_all"
+//! ```
+//!
+//! Expected operations are written with user ids, not aliases: a case states what reaches the CRM, and an
+//! alias renamed by mistake should make it fail. A round robin shows as the user a fresh store picks (see
+//! [`OpLines`](super::OpLines)).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
+use super::model::deserialize;
+use crate::event::{Format, UserId};
+
+/// One rule test case, read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub name: String,
+    /// The case file, and the 1-based line of the case's `name`, for messages.
+    pub file: PathBuf,
+    pub line: usize,
+    pub format: Format,
+    /// The payload bytes, as a source would receive them.
+    pub payload: Vec<u8>,
+    /// The contact's stored tags before the payload arrives; `None` is a contact never seen.
+    pub known_tags: Option<Vec<String>>,
+    /// The follower operations expected, in order, normalized: `add <user>`, `remove <user>`, `remove_all`.
+    pub expect: Vec<String>,
+}
+
+/// A case as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: Spanned<String>,
+    #[serde(default)]
+    source_format: Option<Format>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    payload_file: Option<Spanned<String>>,
+    #[serde(default)]
+    known_tags: Option<Vec<String>>,
+    expect: Vec<Spanned<String>>,
+}
+
+const FILE_KEYS: &[&str] = &["case"];
+const CASE_KEYS: &[&str] = &["name", "source_format", "payload", "payload_file", "known_tags", "expect"];
+
+/// Reads the cases in `paths`: each is a case file or a directory whose `*.toml` files (not recursive, by
+/// name; dot files skipped) are case files. Cases come in path order, then file order. Every problem in every
+/// file is reported, as for rules; case names must be unique across all of them.
+pub fn load_cases(paths: &[PathBuf]) -> Result<Vec<Case>, RulesError> {
+    let mut diagnostics = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|entry| entry.path())
+                        .filter(|path| super::is_rule_file(path))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(error) => diagnostics
+                    .push(Diagnostic::whole_file(path, format!("cannot read the test case directory: {error}"))),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut texts = Vec::with_capacity(files.len());
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => texts.push((file, text)),
+            Err(error) => {
+                diagnostics.push(Diagnostic::whole_file(&file, format!("cannot read this case file: {error}")))
+            }
+        }
+    }
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut cases = Vec::new();
+    for (path, text) in &texts {
+        let source = Source { path, text };
+        for (case, span) in parse_file(source, &mut diagnostics) {
+            match names.get(&case.name) {
+                Some(first) => diagnostics.push(source.at(
+                    span,
+                    format!("case name `{}` is already used at {first}; case names must be unique", case.name),
+                )),
+                None => {
+                    names.insert(case.name.clone(), source.locate(span));
+                    cases.push(case);
+                }
+            }
+        }
+    }
+    if diagnostics.is_empty() { Ok(cases) } else { Err(RulesError { diagnostics }) }
+}
+
+/// The valid cases of one file, each with the span of its name.
+fn parse_file(source: Source<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<(Case, Range<usize>)> {
+    let (document, errors) = DeTable::parse_recoverable(source.text);
+    if !errors.is_empty() {
+        for error in errors {
+            let message = format!("invalid TOML: {}", error.message());
+            diagnostics.push(source.at(error.span().unwrap_or(0..0), message));
+        }
+        return Vec::new();
+    }
+    let mut cases = Vec::new();
+    for (key, value) in document.into_inner() {
+        if key.get_ref() != "case" {
+            let other = key.get_ref();
+            let hint = did_you_mean(other, FILE_KEYS.iter().copied());
+            let message = format!("unknown key `{other}`{hint}a case file holds [[case]] tables");
+            diagnostics.push(source.at(key.span(), message));
+            continue;
+        }
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            diagnostics.push(source.at(span, "write each case as a [[case]] table (two brackets)".to_owned()));
+            continue;
+        };
+        for item in items {
+            let Some(raw) = deserialize::<RawCase>(source, item, "case", CASE_KEYS, diagnostics) else { continue };
+            let at = raw.span();
+            if let Some(case) = check(source, raw.into_inner(), at, diagnostics) {
+                cases.push(case);
+            }
+        }
+    }
+    cases
+}
+
+/// Checks what serde cannot: one payload, readable; expected lines that say something followd can do.
+fn check(
+    source: Source<'_>,
+    raw: RawCase,
+    at: Range<usize>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Case, Range<usize>)> {
+    let before = diagnostics.len();
+    let name = raw.name.get_ref().trim().to_owned();
+    if name.is_empty() {
+        diagnostics.push(source.at(raw.name.span(), "case name is empty; give every case a unique name".to_owned()));
+    }
+    let payload = match (raw.payload, &raw.payload_file) {
+        (Some(text), None) => Some(text.into_bytes()),
+        (None, Some(file)) => {
+            let path = source.path.parent().unwrap_or(Path::new("")).join(file.get_ref().trim());
+            match std::fs::read(&path) {
+                Ok(bytes) => Some(bytes),
+                Err(error) => {
+                    let message = format!("cannot read payload_file {}: {error}", path.display());
+                    diagnostics.push(source.at(file.span(), message));
+                    None
+                }
+            }
+        }
+        (Some(_), Some(file)) => {
+            let message = "a case has either `payload` or `payload_file`, not both".to_owned();
+            diagnostics.push(source.at(file.span(), message));
+            None
+        }
+        (None, None) => {
+            let message = "this case has no payload; add payload = '''{...}''' or payload_file = \"...\"".to_owned();
+            diagnostics.push(source.at(at, message));
+            None
+        }
+    };
+    let mut expect = Vec::with_capacity(raw.expect.len());
+    for line in &raw.expect {
+        match normalize_op(line.get_ref()) {
+            Ok(op) => expect.push(op),
+            Err(message) => diagnostics.push(source.at(line.span(), message)),
+        }
+    }
+    if diagnostics.len() > before {
+        return None;
+    }
+    let (line, _) = super::diagnostic::position(source.text, raw.name.span().start);
+    let case = Case {
+        name,
+        file: source.path.to_path_buf(),
+        line,
+        format: raw.source_format.unwrap_or(Format::Generic),
+        payload: payload?,
+        known_tags: raw.known_tags,
+        expect,
+    };
+    Some((case, raw.name.span()))
+}
+
+/// An operation line in its one spelling (`add usr_1`, `remove usr_1`, `remove_all`), or why it is not one.
+pub(super) fn normalize_op(line: &str) -> Result<String, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let bad = || {
+        format!(
+            "`{}` is not an operation; write \"add <user id>\", \"remove <user id>\" or \"remove_all\"",
+            line.trim()
+        )
+    };
+    match words.as_slice() {
+        ["remove_all"] => Ok("remove_all".to_owned()),
+        [verb @ ("add" | "remove"), user] => match UserId::parse(user) {
+            Ok(user) => Ok(format!("{verb} {user}")),
+            Err(error) => Err(format!("the user id in `{}` {error}", line.trim())),
+        },
+        _ => Err(bad()),
+    }
+}
