@@ -135,12 +135,16 @@ impl LiveClient {
 }
 
 impl LiveClient {
-    /// Remembers a location whose budget the CRM says is spent (`shared/ghl/API.md` §6 headers).
+    /// Remembers a location whose budget the CRM says is spent (`shared/ghl/API.md` §6 headers), with a pause
+    /// of one of the CRM's own slots (window ÷ max): the headers do not say when the window resets, and
+    /// followd's own pacing empties the budget at the end of every window by design, so a longer pause would
+    /// waste budget; a real 429 still pauses until `Retry-After` or the whole window.
     fn note_budget(&self, contact: &ContactKey, headers: &reqwest::header::HeaderMap) {
         if header_number(headers, "x-ratelimit-remaining") == Some(0) {
             let window = header_number(headers, "x-ratelimit-interval-milliseconds").unwrap_or(10_000);
+            let slot = window / header_number(headers, "x-ratelimit-max").unwrap_or(1).max(1);
             let mut exhausted = self.exhausted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            exhausted.insert(contact.location_id.to_string(), Duration::from_millis(window));
+            exhausted.insert(contact.location_id.to_string(), Duration::from_millis(slot));
         }
     }
 

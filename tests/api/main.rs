@@ -8,6 +8,7 @@ mod delivery;
 mod durability;
 mod ghl;
 mod health;
+mod limits;
 mod redis;
 mod scale_out;
 mod webhook;

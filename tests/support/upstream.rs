@@ -33,6 +33,10 @@ struct Inner {
     calls: Vec<Call>,
     /// Statuses to answer the next calls with, instead of serving them.
     scripted: VecDeque<u16>,
+    /// Statuses to answer the next calls for one contact with.
+    scripted_for: HashMap<String, VecDeque<u16>>,
+    /// `Retry-After` sent with a scripted 429, in seconds.
+    retry_after: u64,
     omit_followers_in_get: bool,
     in_flight: HashMap<String, usize>,
     overlaps: usize,
@@ -90,6 +94,28 @@ impl FakeUpstream {
     /// Answers the next `count` calls with `status` (and the CRM's error body for it).
     pub fn fail_next(&self, status: u16, count: usize) {
         self.inner().scripted.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Answers the next `count` calls for `contact` with `status`.
+    pub fn fail_contact(&self, contact: &str, status: u16, count: usize) {
+        self.inner().scripted_for.entry(contact.to_owned()).or_default().extend(std::iter::repeat_n(status, count));
+    }
+
+    /// The `Retry-After` (seconds) a scripted 429 carries.
+    pub fn set_retry_after(&self, seconds: u64) {
+        self.inner().retry_after = seconds;
+    }
+
+    /// The most calls that arrived within any `window`, and how many were answered 429.
+    pub fn busiest_window(&self, window: Duration) -> (usize, usize) {
+        let calls = self.calls();
+        let mut times: Vec<Instant> = calls.iter().map(|c| c.at).collect();
+        times.sort();
+        let busiest = (0..times.len())
+            .map(|i| times[i..].iter().take_while(|&&t| t.duration_since(times[i]) < window).count())
+            .max()
+            .unwrap_or(0);
+        (busiest, calls.iter().filter(|c| c.status == 429).count())
     }
 
     /// GET answers without a `followers` field, as the documented schema has none (`API.md` §3).
@@ -184,12 +210,13 @@ fn error_body(status: u16) -> Value {
 }
 
 /// Checks what every call must carry and applies the rate limit; `Err` is the answer to send instead.
-fn admit(state: &State, request: &HttpRequest) -> Result<(u32, u32), Box<HttpResponse>> {
+fn admit(state: &State, request: &HttpRequest, contact: &str) -> Result<(u32, u32, Duration), Box<HttpResponse>> {
     let mut inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(status) = inner.scripted.pop_front() {
+    let for_contact = inner.scripted_for.get_mut(contact).and_then(VecDeque::pop_front);
+    if let Some(status) = for_contact.or_else(|| inner.scripted.pop_front()) {
         let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default());
         if status == 429 {
-            response.insert_header(("Retry-After", "1"));
+            response.insert_header(("Retry-After", inner.retry_after.max(1).to_string()));
         }
         return Err(Box::new(response.json(error_body(status))));
     }
@@ -200,7 +227,7 @@ fn admit(state: &State, request: &HttpRequest) -> Result<(u32, u32), Box<HttpRes
         let body = json!({"statusCode": 400, "message": "version header is required"});
         return Err(Box::new(HttpResponse::BadRequest().json(body)));
     }
-    let Some((max, window)) = inner.limit else { return Ok((u32::MAX, u32::MAX)) };
+    let Some((max, window)) = inner.limit else { return Ok((u32::MAX, u32::MAX, Duration::from_secs(10))) };
     let now = Instant::now();
     if inner.window_start.is_none_or(|start| now.duration_since(start) >= window) {
         inner.window_start = Some(now);
@@ -212,7 +239,7 @@ fn admit(state: &State, request: &HttpRequest) -> Result<(u32, u32), Box<HttpRes
         rate_headers(&mut response, max, 0, window);
         return Err(Box::new(response.json(error_body(429))));
     }
-    Ok((max, max - inner.window_calls))
+    Ok((max, max - inner.window_calls, window))
 }
 
 fn rate_headers(response: &mut actix_web::HttpResponseBuilder, max: u32, remaining: u32, window: Duration) {
@@ -252,7 +279,7 @@ async fn change(
         .and_then(|v| v.get("followers").cloned())
         .and_then(|f| serde_json::from_value(f).ok());
     let followers = parsed.clone().unwrap_or_default();
-    let (max, remaining) = match admit(&state, &request) {
+    let (max, remaining, window) = match admit(&state, &request, &contact) {
         Ok(limits) => limits,
         Err(response) => {
             record(&state, &request, &contact, followers, response.status().as_u16(), at);
@@ -292,7 +319,7 @@ async fn change(
     let status = if add { 201 } else { 200 };
     record(&state, &request, &contact, users, status, at);
     let mut response = if add { HttpResponse::Created() } else { HttpResponse::Ok() };
-    rate_headers(&mut response, max, remaining, Duration::from_secs(10));
+    rate_headers(&mut response, max, remaining, window);
     let delta = if add { "followersAdded" } else { "followersRemoved" };
     response.json(json!({ "followers": after, delta: changed }))
 }
@@ -300,7 +327,7 @@ async fn change(
 async fn get_contact(request: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> HttpResponse {
     let contact = path.into_inner();
     let at = Instant::now();
-    if let Err(response) = admit(&state, &request) {
+    if let Err(response) = admit(&state, &request, &contact) {
         record(&state, &request, &contact, Vec::new(), response.status().as_u16(), at);
         return *response;
     }

@@ -1,7 +1,11 @@
 //! Behaviour tests for the rules module as its users see it: files in, diagnostics or matches out.
-//! `validation` covers what is reported for wrong rule sets, `matching` what a valid set fires; this file
-//! holds the shared helpers and the tests that touch the file system.
+//! `validation` covers what is reported for wrong rule sets, `matching` what a valid set fires, `explain` why,
+//! `live` reloading the set in service, `cases` the rule test cases; this file holds the shared helpers and
+//! the tests of loading a directory.
 
+mod cases;
+mod explain;
+mod live;
 mod matching;
 mod validation;
 

@@ -221,3 +221,33 @@ fn unknown_aliases_are_reported_even_with_no_users_table() {
              e.g. sdr_team = \"usr_...\""]
     );
 }
+
+#[test]
+fn a_rule_name_used_in_two_files_is_reported_at_the_second() {
+    let first = rule("vip", TAG_VIP, "{ remove_all = true }");
+    let second = format!(
+        "{}{}",
+        rule("other", TAG_VIP, "{ remove_all = true }"),
+        rule(" vip ", TAG_VIP, "{ remove_all = true }")
+    );
+    assert_eq!(
+        errors(&[("rules/b.toml", &second), ("rules/a.toml", &first)]),
+        ["rules/b.toml:6:8: rule name `vip` is already used at rules/a.toml:2:8; rule names must be unique across \
+          all files"]
+    );
+}
+
+#[test]
+fn a_then_that_does_nothing_is_rejected_however_it_is_written() {
+    for then in ["{ }", "{ add = [] }", "{ remove_all = false }", "{ remove = [], add = [], remove_all = false }"] {
+        let found = errors(&[("a.toml", USERS), ("b.toml", &rule("r", TAG_VIP, then))]);
+        assert_eq!(
+            found,
+            [
+                "b.toml:4:8: `then` does nothing; give it at least one of remove_all = true, remove = [...], add = [...], \
+              round_robin = \"team\""
+            ],
+            "then = {then}"
+        );
+    }
+}
