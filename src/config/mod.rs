@@ -60,6 +60,23 @@ pub struct UpstreamConfig {
     pub tokens: BTreeMap<String, SecretRef>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Marketplace-app OAuth: locations whose access tokens are refreshed through the CRM's token endpoint.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[upstream.oauth]`: the app's client credentials and, per location, the refresh token of its install.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// Default: `<upstream.base_url>/oauth/token`.
+    #[serde(default)]
+    pub token_url: Option<url::Url>,
+    /// Seeds only: followd keeps each rotated refresh token in its store and uses that from then on.
+    #[serde(default)]
+    pub refresh_tokens: BTreeMap<String, SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,7 +318,7 @@ impl Config {
 
     /// True when no upstream token is configured at all: calls are logged and counted, never sent.
     pub fn dry_run(&self) -> bool {
-        self.upstream.token.is_none() && self.upstream.tokens.is_empty()
+        self.upstream.token.is_none() && self.upstream.tokens.is_empty() && self.upstream.oauth.is_none()
     }
 }
 

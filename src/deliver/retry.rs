@@ -59,6 +59,9 @@ pub fn decide(
             until: after(now, policy.auth_pause),
             reason: format!("no upstream token for location {location}"),
         },
+        UpstreamError::OAuth(reason) => {
+            Decision::Pause { until: after(now, policy.auth_pause), reason: format!("OAuth: {reason}") }
+        }
         UpstreamError::Status { status, message, .. } if *status < 500 => Decision::DeadLetter(Failure {
             status: Some(*status),
             reason: format!("the CRM refused the change: {message}"),

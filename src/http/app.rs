@@ -70,7 +70,7 @@ impl Application {
 
         let queue = crate::queue::open(&config).await?;
 
-        let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir)?);
+        let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir, Arc::clone(&queue))?);
         if upstream.is_dry_run() {
             tracing::warn!(
                 "no upstream token configured: dry run, follower calls are logged and counted, none is sent"

@@ -15,6 +15,7 @@
 //! - `known`    contact → followers followd added (the `remove_all` fallback)
 //! - `meta`     "seq" → the last operation sequence number
 //! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
+//! - `oauth`    location → its OAuth tokens (the refresh token rotates)
 //! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
 
@@ -31,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::{
-    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError,
-    QueueStats, QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
+    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, OAuthTokens,
+    Queue, QueueError, QueueStats, QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
 };
 use crate::deliver::limit::{LimiterState, Limits, acquire};
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -51,6 +52,7 @@ const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
 const MEMO: TableDefinition<&str, &[u8]> = TableDefinition::new("memo");
 const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("memo_expiry");
 const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
+const OAUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("oauth");
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -143,6 +145,7 @@ impl EmbeddedQueue {
             tx.open_table(MEMO).map_err(redb::Error::from)?;
             tx.open_table(MEMO_EXPIRY).map_err(redb::Error::from)?;
             tx.open_table(DEAD).map_err(redb::Error::from)?;
+            tx.open_table(OAUTH).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
         Ok(Self {
@@ -724,6 +727,29 @@ impl Queue for EmbeddedQueue {
                 pending: tx.open_table(PENDING).q()?.len().q()?,
                 dead: tx.open_table(DEAD).q()?.len().q()?,
             })
+        })
+        .await
+    }
+
+    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
+        let key = location.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().q()?;
+            let table = tx.open_table(OAUTH).q()?;
+            let stored = table.get(key.as_str()).q()?;
+            Ok(stored.map(|bytes| serde_json::from_slice(bytes.value())).transpose()?)
+        })
+        .await
+    }
+
+    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
+        let key = location.to_string();
+        let value = serde_json::to_vec(tokens)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().q()?;
+            tx.open_table(OAUTH).q()?.insert(key.as_str(), value.as_slice()).q()?;
+            tx.commit().q()?;
+            Ok(())
         })
         .await
     }

@@ -133,6 +133,11 @@ impl PartitionKeys {
         format!("{}pause:{location}", self.base)
     }
 
+    /// String: a location's OAuth tokens (JSON).
+    pub fn oauth(&self, location: &LocationId) -> String {
+        format!("{}oauth:{location}", self.base)
+    }
+
     /// Set: followers followd added to the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
@@ -169,6 +174,7 @@ mod tests {
             p.dead(),
             p.limiter(&location),
             p.pause(&location),
+            p.oauth(&location),
             p.dead_ops("3-00ff"),
             p.tags(contact),
             p.stage(&location, "opp-1"),

@@ -157,6 +157,22 @@ pub struct DeadLetter {
     pub failed_at: Millis,
 }
 
+/// A location's OAuth tokens (GoHighLevel marketplace apps). The refresh token rotates on every refresh, so
+/// the newest one must be kept where every process finds it: the queue's store.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// When the access token stops working (ms).
+    pub expires_at: Millis,
+}
+
+impl std::fmt::Debug for OAuthTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthTokens").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -285,6 +301,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// When a paused location may be called again, and why it was paused; `None` when it is not paused.
     async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError>;
+
+    /// The location's stored OAuth tokens, if any.
+    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError>;
+
+    /// Stores a location's OAuth tokens after a refresh (the old refresh token is spent).
+    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError>;
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;

@@ -26,7 +26,7 @@ use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key, now_ms,
 };
-use super::{DeadLetter, Failure, FollowerOp, PlannedOp, Selection, TagDiff, normalize_tag};
+use super::{DeadLetter, Failure, FollowerOp, OAuthTokens, PlannedOp, Selection, TagDiff, normalize_tag};
 use crate::config::RedisUrl;
 use crate::deliver::limit::Limits;
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -711,6 +711,19 @@ impl Queue for RedisQueue {
             let until = until.parse::<Millis>().ok()?;
             (until > now).then(|| (until, reason.to_owned()))
         }))
+    }
+
+    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
+        let key = self.keys.for_location(location).oauth(location);
+        let stored: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.conn()).await?;
+        Ok(stored.map(|json| serde_json::from_str(&json)).transpose()?)
+    }
+
+    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
+        let key = self.keys.for_location(location).oauth(location);
+        let _: () =
+            redis::cmd("SET").arg(key).arg(serde_json::to_string(tokens)?).query_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

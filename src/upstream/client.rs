@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{API_VERSION, UpstreamError};
+use super::{API_VERSION, OAuth, UpstreamError};
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::event::UserId;
 use crate::queue::ContactKey;
@@ -21,6 +21,8 @@ pub struct LiveClient {
     base_url: Url,
     default_token: Option<SecretString>,
     tokens: HashMap<String, SecretString>,
+    /// Marketplace-app locations whose access tokens are refreshed through OAuth.
+    oauth: Option<OAuth>,
     /// Locations whose last answer said the CRM's rate budget is spent (`X-RateLimit-Remaining: 0`), with how
     /// long its window lasts: the worker pauses them before the CRM has to answer 429.
     exhausted: std::sync::Mutex<HashMap<String, Duration>>,
@@ -58,7 +60,11 @@ struct ErrorBody {
 }
 
 impl LiveClient {
-    pub fn new(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: &UpstreamConfig,
+        base_dir: &std::path::Path,
+        store: std::sync::Arc<dyn crate::queue::Queue>,
+    ) -> Result<Self, ConfigError> {
         let resolve = |name: &str, secret: &crate::config::SecretRef| {
             secret.resolve(base_dir).map_err(|e| ConfigError::Invalid(format!("{name} ({secret:?}): {e}")))
         };
@@ -74,14 +80,55 @@ impl LiveClient {
             .user_agent(concat!("followd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base_url: config.base_url.clone(), default_token, tokens, exhausted: Default::default() })
+        let oauth = match &config.oauth {
+            Some(oauth) => {
+                let token_url = match &oauth.token_url {
+                    Some(url) => url.clone(),
+                    None => config
+                        .base_url
+                        .join("oauth/token")
+                        .map_err(|e| ConfigError::Invalid(format!("upstream.oauth.token_url: {e}")))?,
+                };
+                let seeds = oauth
+                    .refresh_tokens
+                    .iter()
+                    .map(|(location, token)| {
+                        Ok((location.clone(), resolve(&format!("upstream.oauth.refresh_tokens.{location}"), token)?))
+                    })
+                    .collect::<Result<_, ConfigError>>()?;
+                Some(OAuth {
+                    http: http.clone(),
+                    token_url,
+                    client_id: oauth.client_id.clone(),
+                    client_secret: resolve("upstream.oauth.client_secret", &oauth.client_secret)?,
+                    seeds,
+                    store,
+                    locks: Default::default(),
+                })
+            }
+            None => None,
+        };
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+            default_token,
+            tokens,
+            oauth,
+            exhausted: Default::default(),
+        })
     }
 
-    fn token(&self, contact: &ContactKey) -> Result<&SecretString, UpstreamError> {
-        self.tokens
-            .get(contact.location_id.as_str())
-            .or(self.default_token.as_ref())
-            .ok_or_else(|| UpstreamError::NoToken(contact.location_id.to_string()))
+    /// The bearer token for a location: its own static token, else its OAuth token, else the default one.
+    /// `rejected`: an OAuth token the CRM just refused with 401.
+    async fn token(&self, contact: &ContactKey, rejected: Option<&str>) -> Result<(SecretString, bool), UpstreamError> {
+        let location = contact.location_id.as_str();
+        if let Some(token) = self.tokens.get(location) {
+            return Ok((token.clone(), false));
+        }
+        if let Some(oauth) = self.oauth.as_ref().filter(|o| o.covers(location)) {
+            return Ok((oauth.access_token(location, rejected).await?, true));
+        }
+        self.default_token.clone().map(|t| (t, false)).ok_or_else(|| UpstreamError::NoToken(location.to_owned()))
     }
 
     fn url(&self, contact: &ContactKey, followers: bool) -> Url {
@@ -95,19 +142,36 @@ impl LiveClient {
         url
     }
 
-    fn request(
+    /// Sends a request with the location's token. An OAuth token the CRM refuses (401) is refreshed once and
+    /// the request sent again, as GoHighLevel's own SDK does.
+    async fn send_authorized(
         &self,
         method: Method,
         url: Url,
         contact: &ContactKey,
-    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
-        let token = self.token(contact)?;
-        Ok(self
-            .http
-            .request(method, url)
-            .bearer_auth(token.expose_secret())
-            .header("Version", API_VERSION)
-            .header(reqwest::header::ACCEPT, "application/json"))
+        body: Option<&FollowersBody<'_>>,
+        label: &'static str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut rejected: Option<SecretString> = None;
+        loop {
+            let (token, refreshable) = self.token(contact, rejected.as_ref().map(|t| t.expose_secret())).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose_secret())
+                .header("Version", API_VERSION)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = send(request, label).await?;
+            if response.status() == StatusCode::UNAUTHORIZED && refreshable && rejected.is_none() {
+                rejected = Some(token);
+                continue;
+            }
+            self.note_budget(contact, response.headers());
+            return Ok(response);
+        }
     }
 
     /// POST (add) or DELETE (remove) followers. DELETE carries its JSON body too (`shared/ghl/API.md` §2).
@@ -118,16 +182,13 @@ impl LiveClient {
         users: &[UserId],
     ) -> Result<(), UpstreamError> {
         let label = if method == Method::DELETE { "DELETE" } else { "POST" };
-        let request = self.request(method, self.url(contact, true), contact)?;
-        let response = send(request.json(&FollowersBody { followers: users }), label).await?;
-        self.note_budget(contact, response.headers());
+        let body = FollowersBody { followers: users };
+        let response = self.send_authorized(method, self.url(contact, true), contact, Some(&body), label).await?;
         check(response).await.map(drop)
     }
 
     pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
-        let request = self.request(Method::GET, self.url(contact, false), contact)?;
-        let response = send(request, "GET").await?;
-        self.note_budget(contact, response.headers());
+        let response = self.send_authorized(Method::GET, self.url(contact, false), contact, None, "GET").await?;
         let response = check(response).await?;
         let envelope: ContactEnvelope = response.json().await.map_err(UpstreamError::Decode)?;
         Ok(envelope.contact.followers)

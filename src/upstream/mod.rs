@@ -6,11 +6,13 @@
 
 mod client;
 mod dry_run;
+mod oauth;
 
 use std::time::Duration;
 
 pub use client::LiveClient;
 pub use dry_run::DryRun;
+pub use oauth::OAuth;
 
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::event::UserId;
@@ -37,6 +39,8 @@ pub enum UpstreamError {
     Transport(#[source] reqwest::Error),
     #[error("the CRM's answer cannot be read: {0}")]
     Decode(#[source] reqwest::Error),
+    #[error("cannot refresh the location's OAuth token: {0}")]
+    OAuth(String),
 }
 
 impl UpstreamError {
@@ -45,7 +49,7 @@ impl UpstreamError {
         match self {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(_) | Self::Decode(_) => true,
-            Self::NoToken(_) => false,
+            Self::NoToken(_) | Self::OAuth(_) => false,
         }
     }
 
@@ -59,12 +63,17 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    /// The live client when any token is configured, otherwise the dry run.
-    pub fn from_config(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
-        if config.token.is_none() && config.tokens.is_empty() {
+    /// The live client when any token (or OAuth) is configured, otherwise the dry run. `store` keeps OAuth
+    /// tokens.
+    pub fn from_config(
+        config: &UpstreamConfig,
+        base_dir: &std::path::Path,
+        store: std::sync::Arc<dyn crate::queue::Queue>,
+    ) -> Result<Self, ConfigError> {
+        if config.token.is_none() && config.tokens.is_empty() && config.oauth.is_none() {
             return Ok(Self::DryRun(DryRun::default()));
         }
-        LiveClient::new(config, base_dir).map(|client| Self::Live(Box::new(client)))
+        LiveClient::new(config, base_dir, store).map(|client| Self::Live(Box::new(client)))
     }
 
     pub fn is_dry_run(&self) -> bool {

@@ -9,6 +9,7 @@ mod durability;
 mod ghl;
 mod health;
 mod limits;
+mod oauth;
 mod redis;
 mod scale_out;
 mod webhook;

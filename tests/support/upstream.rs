@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 pub const TOKEN: &str = "test-upstream-token";
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-client-secret";
 
 /// One call the fake received.
 #[derive(Debug, Clone)]
@@ -46,6 +48,11 @@ struct Inner {
     limit: Option<(u32, Duration)>,
     /// How long each call takes to answer.
     latency: Duration,
+    /// OAuth: refresh tokens still valid (each is spent by its refresh), access tokens and their expiry.
+    refresh_tokens: std::collections::HashSet<String>,
+    access_tokens: HashMap<String, Instant>,
+    oauth_expires_in: u64,
+    issued: u32,
 }
 
 struct State {
@@ -63,7 +70,11 @@ impl FakeUpstream {
     /// Starts with the CRM's documented burst limit, 100 calls per 10 seconds.
     pub async fn start() -> Self {
         let state = Arc::new(State {
-            inner: Mutex::new(Inner { limit: Some((100, Duration::from_secs(10))), ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                limit: Some((100, Duration::from_secs(10))),
+                oauth_expires_in: 86_399,
+                ..Inner::default()
+            }),
             changed: Notify::new(),
         });
         let data = web::Data::from(Arc::clone(&state));
@@ -76,6 +87,7 @@ impl FakeUpstream {
                 .route("/contacts/{id}/followers", web::post().to(change))
                 .route("/contacts/{id}/followers", web::delete().to(change))
                 .route("/contacts/{id}", web::get().to(get_contact))
+                .route("/oauth/token", web::post().to(oauth_token))
         })
         .workers(2)
         .disable_signals()
@@ -94,6 +106,25 @@ impl FakeUpstream {
     /// Answers the next `count` calls with `status` (and the CRM's error body for it).
     pub fn fail_next(&self, status: u16, count: usize) {
         self.inner().scripted.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// A refresh token the fake accepts once, as an app install's would be.
+    pub fn oauth_seed(&self) -> String {
+        let mut inner = self.inner();
+        inner.issued += 1;
+        let token = format!("rt-seed-{}", inner.issued);
+        inner.refresh_tokens.insert(token.clone());
+        token
+    }
+
+    /// The `expires_in` the token endpoint answers, in seconds.
+    pub fn set_oauth_expires_in(&self, seconds: u64) {
+        self.inner().oauth_expires_in = seconds;
+    }
+
+    /// Every access token issued so far stops working (the CRM answers 401 to them).
+    pub fn revoke_access_tokens(&self) {
+        self.inner().access_tokens.clear();
     }
 
     /// Answers the next `count` calls for `contact` with `status`.
@@ -220,7 +251,10 @@ fn admit(state: &State, request: &HttpRequest, contact: &str) -> Result<(u32, u3
         }
         return Err(Box::new(response.json(error_body(status))));
     }
-    if header(request, "authorization").as_deref() != Some(&format!("Bearer {TOKEN}")) {
+    let authorization = header(request, "authorization").unwrap_or_default();
+    let bearer = authorization.strip_prefix("Bearer ").unwrap_or_default();
+    let oauth_valid = inner.access_tokens.get(bearer).is_some_and(|expiry| *expiry > Instant::now());
+    if bearer != TOKEN && !oauth_valid {
         return Err(Box::new(HttpResponse::Unauthorized().json(error_body(401))));
     }
     if header(request, "version").as_deref() != Some("2021-07-28") {
@@ -341,4 +375,38 @@ async fn get_contact(request: HttpRequest, path: web::Path<String>, state: web::
         body["contact"]["followers"] = json!(followers);
     }
     HttpResponse::Ok().json(body)
+}
+
+/// `POST /oauth/token` (form-encoded, `grant_type=refresh_token`): spends the refresh token, issues a new pair.
+async fn oauth_token(
+    request: HttpRequest,
+    form: web::Form<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let at = Instant::now();
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    let answer = {
+        let mut inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let credentials = field("client_id") == CLIENT_ID && field("client_secret") == CLIENT_SECRET;
+        if !credentials
+            || field("grant_type") != "refresh_token"
+            || !inner.refresh_tokens.remove(field("refresh_token"))
+        {
+            None
+        } else {
+            inner.issued += 1;
+            let (access, refresh) = (format!("at-{}", inner.issued), format!("rt-{}", inner.issued));
+            let lifetime = Duration::from_secs(inner.oauth_expires_in);
+            inner.access_tokens.insert(access.clone(), at + lifetime);
+            inner.refresh_tokens.insert(refresh.clone());
+            Some(json!({"access_token": access, "token_type": "Bearer", "expires_in": inner.oauth_expires_in,
+                        "refresh_token": refresh, "scope": "contacts.write", "userType": "Location"}))
+        }
+    };
+    let status = if answer.is_some() { 200 } else { 401 };
+    record(&state, &request, "oauth", Vec::new(), status, at);
+    match answer {
+        Some(body) => HttpResponse::Ok().json(body),
+        None => HttpResponse::Unauthorized().json(json!({"error": "invalid_grant"})),
+    }
 }
