@@ -324,10 +324,11 @@ impl Config {
 
 /// `FOLLOWD_*` variables: `__` nests (`FOLLOWD_UPSTREAM__BASE_URL`), plus the contract's short forms.
 fn env_provider() -> Env {
+    // figment hands these closures the key as written (`UPSTREAM_URL`): compare in lower case.
     Env::prefixed("FOLLOWD_")
         // Read by the command line, not configuration keys.
-        .filter(|key| !matches!(key.as_str(), "log_format" | "log" | "config"))
-        .map(|key| match key.as_str() {
+        .filter(|key| !matches!(key.as_str().to_ascii_lowercase().as_str(), "log_format" | "config"))
+        .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
             "upstream_url" => "upstream.base_url".into(),
             "upstream_token" => "upstream.token".into(),
             other => other.replace("__", ".").into(),
@@ -384,6 +385,25 @@ mod tests {
         assert_eq!((rate.calls.get(), rate.per), (10, Duration::from_secs(1)));
         assert!("ten per second".parse::<Rate>().unwrap_err().contains("100/10s"));
         assert!("5/0s".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's own (large) error type
+    fn environment_variables_override_the_file_in_long_and_short_forms() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("followd.toml", "workers = 3\n[upstream]\nbase_url = \"http://file.invalid\"")?;
+            jail.set_env("FOLLOWD_WORKERS", "5");
+            jail.set_env("FOLLOWD_UPSTREAM_URL", "http://short.invalid");
+            jail.set_env("FOLLOWD_UPSTREAM_TOKEN", "pit-123");
+            jail.set_env("FOLLOWD_QUEUE__PARTITIONS", "4");
+            jail.set_env("FOLLOWD_LOG_FORMAT", "json");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.workers.get(), 5);
+            assert_eq!(config.upstream.base_url.as_str(), "http://short.invalid/");
+            assert!(config.upstream.token.is_some() && !config.dry_run());
+            assert_eq!(config.queue.partitions.get(), 4);
+            Ok(())
+        });
     }
 
     #[test]

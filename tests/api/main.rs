@@ -10,6 +10,7 @@ mod ghl;
 mod health;
 mod limits;
 mod oauth;
+mod operations;
 mod redis;
 mod scale_out;
 mod webhook;

@@ -64,6 +64,16 @@ pub struct Followd {
 impl Followd {
     /// Starts `followd serve` with `config` (a TOML file) and the given extra arguments; waits for `/healthz`.
     pub async fn start(config: &Path, port: u16, args: &[&str]) -> Self {
+        Self::start_with(config, port, args, &[], None).await
+    }
+
+    /// Like [`Followd::start`], with extra environment variables and, when `log` is given, stderr (the log)
+    /// written to that file.
+    pub async fn start_with(config: &Path, port: u16, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_followd"))
             .arg("serve")
             .arg("--config")
@@ -71,8 +81,9 @@ impl Followd {
             .args(args)
             .env("FOLLOWD_LISTEN", format!("127.0.0.1:{port}"))
             .env_remove("FOLLOWD_REDIS_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("start the followd binary");
