@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::config::Config;
 use std::time::Duration;
 
-use crate::event::Observation;
+use crate::event::{ContactId, LocationId, Observation};
 use crate::intake::{Source, plan, resolve};
 use crate::queue::{EmbeddedQueue, Selection, now_ms};
 
@@ -167,4 +167,35 @@ fn rfc3339(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+/// `followd audit CONTACT_ID [--location LOC] [--json]`.
+pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let contact = ContactId::parse(contact).map_err(|e| anyhow::anyhow!("contact id: {e}"))?;
+    let location = location.map(LocationId::parse).transpose().map_err(|e| anyhow::anyhow!("location id: {e}"))?;
+    let queue = crate::queue::open(config).await?;
+    let trail = queue.audit(location.as_ref(), &contact).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trail)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if trail.is_empty() {
+        println!("no follower changes recorded for contact {contact}");
+    }
+    for entry in &trail {
+        let operation = match &entry.operation.op {
+            crate::queue::FollowerOp::Add(user) => format!("add {user}"),
+            crate::queue::FollowerOp::Remove(user) => format!("remove {user}"),
+            crate::queue::FollowerOp::RemoveAll => "remove all".to_owned(),
+        };
+        println!(
+            "{}  location {}  {operation:<24}  {:<14} rule `{}`  event {}",
+            rfc3339(entry.at),
+            entry.location_id,
+            entry.result,
+            entry.operation.rule,
+            entry.operation.event_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

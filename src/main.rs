@@ -37,6 +37,15 @@ enum Command {
     /// Lists, replays and purges dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The follower changes made to a contact, newest first: when, which operation, the rule and the event.
+    Audit {
+        contact_id: String,
+        /// The contact's sub-account; without it every location is searched.
+        #[arg(long)]
+        location: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +144,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
         Command::Dlq(DlqCommand::List { json }) => commands::dlq_list(&config, json).await,
+        Command::Audit { contact_id, location, json } => {
+            commands::audit(&config, &contact_id, location.as_deref(), json).await
+        }
         Command::Dlq(DlqCommand::Replay(which)) => commands::dlq_replay(&config, &which.selection()).await,
         Command::Dlq(DlqCommand::Purge(which)) => commands::dlq_purge(&config, &which.selection()).await,
     }

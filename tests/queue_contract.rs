@@ -311,6 +311,43 @@ async fn the_rate_budget_spaces_calls_per_location_and_pauses_expire(queue: &dyn
     assert_eq!(queue.paused_until(&l1, until).await.unwrap(), None);
 }
 
+async fn the_audit_trail_records_delivered_and_dead_lettered_operations_newest_first(queue: &dyn Queue) {
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
+    let first = lease(queue, T0).await;
+    queue.ack(&first, &Applied::default(), T0 + 1).await.unwrap();
+    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0 + 2).await.unwrap();
+    let second = lease(queue, T0 + 2).await;
+    queue.dead_letter(&second, &Failure { status: Some(404), reason: "gone".into() }, T0 + 3).await.unwrap();
+    for location in [Some(&c.location_id), None] {
+        let trail = queue.audit(location, &c.contact_id).await.unwrap();
+        let lines: Vec<(u64, &str, FollowerOp, &str)> = trail
+            .iter()
+            .map(|e| (e.at, e.result.as_str(), e.operation.op.clone(), e.operation.event_id.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (T0 + 3, "dead-lettered", FollowerOp::Remove(user("a")), "e2"),
+                (T0 + 1, "delivered", FollowerOp::Add(user("b")), "e1"),
+                (T0 + 1, "delivered", FollowerOp::Add(user("a")), "e1"),
+            ]
+        );
+        assert_eq!(trail[0].operation.rule, "rule");
+    }
+    // Bounded: only the newest entries are kept.
+    for i in 0..(followd::queue::AUDIT_PER_CONTACT + 5) {
+        queue.enqueue(vec![event(&format!("x{i}"), &c, vec![add("z")])], T0 + 10).await.unwrap();
+        let held = lease(queue, T0 + 10).await;
+        queue.ack(&held, &Applied::default(), T0 + 10).await.unwrap();
+    }
+    assert_eq!(
+        queue.audit(Some(&c.location_id), &c.contact_id).await.unwrap().len(),
+        followd::queue::AUDIT_PER_CONTACT
+    );
+    assert!(queue.audit(None, &ContactId::parse("nobody").unwrap()).await.unwrap().is_empty());
+}
+
 /// Instantiates every contract case for one backend.
 macro_rules! contract {
     ($backend:ident, $make:path) => {
@@ -330,6 +367,7 @@ macro_rules! contract {
                 the_previous_stage_of_an_opportunity_is_remembered,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
                 the_rate_budget_spaces_calls_per_location_and_pauses_expire,
+                the_audit_trail_records_delivered_and_dead_lettered_operations_newest_first,
             );
         }
     };

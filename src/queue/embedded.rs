@@ -15,6 +15,7 @@
 //! - `known`    contact → followers followd added (the `remove_all` fallback)
 //! - `meta`     "seq" → the last operation sequence number
 //! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
+//! - `audit`    (contact, seq) → what a delivery did, the newest [`super::AUDIT_PER_CONTACT`] per contact
 //! - `oauth`    location → its OAuth tokens (the refresh token rotates)
 //! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
@@ -32,8 +33,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::{
-    Applied, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis, OAuthTokens,
-    Queue, QueueError, QueueStats, QueuedOp, Selection, TagDiff, cursor_key, normalize_tag, resolve,
+    AUDIT_PER_CONTACT, Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease,
+    LeaseOutcome, Millis, OAuthTokens, Queue, QueueError, QueueStats, QueuedOp, Selection, TagDiff, cursor_key,
+    normalize_tag, resolve,
 };
 use crate::deliver::limit::{LimiterState, Limits, acquire};
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -53,6 +55,7 @@ const MEMO: TableDefinition<&str, &[u8]> = TableDefinition::new("memo");
 const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("memo_expiry");
 const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
 const OAUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("oauth");
+const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -146,6 +149,7 @@ impl EmbeddedQueue {
             tx.open_table(MEMO_EXPIRY).map_err(redb::Error::from)?;
             tx.open_table(DEAD).map_err(redb::Error::from)?;
             tx.open_table(OAUTH).map_err(redb::Error::from)?;
+            tx.open_table(AUDIT).map_err(redb::Error::from)?;
         }
         tx.commit().map_err(redb::Error::from)?;
         Ok(Self {
@@ -216,10 +220,12 @@ fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result
     }
 }
 
-/// Ends a lease: removes its operations, and makes the contact ready again if more arrived meanwhile.
-fn finish(tx: &redb::WriteTransaction, key: &str, lease: &Lease, now: Millis) -> Result<(), QueueError> {
+/// Ends a lease: removes its operations, records them in the contact's audit trail with `result`, and makes
+/// the contact ready again if more arrived meanwhile.
+fn finish(tx: &redb::WriteTransaction, key: &str, lease: &Lease, now: Millis, result: &str) -> Result<(), QueueError> {
     let mut contacts = tx.open_table(CONTACTS).q()?;
     let state = held(&contacts, key, lease)?;
+    record_audit(tx, key, lease, now, result)?;
     let mut pending = tx.open_table(PENDING).q()?;
     for op in &lease.ops {
         pending.remove((key, op.seq)).q()?;
@@ -233,6 +239,39 @@ fn finish(tx: &redb::WriteTransaction, key: &str, lease: &Lease, now: Millis) ->
         write_state(&mut contacts, key, &ContactState { ready_at: Some(now), lease: None, attempts: 0 })?;
     } else {
         contacts.remove(key).q()?;
+    }
+    Ok(())
+}
+
+fn record_audit(
+    tx: &redb::WriteTransaction,
+    key: &str,
+    lease: &Lease,
+    now: Millis,
+    result: &str,
+) -> Result<(), QueueError> {
+    let mut meta = tx.open_table(META).q()?;
+    let mut seq = meta.get("audit_seq").q()?.map(|v| v.value()).unwrap_or(0);
+    let mut audit = tx.open_table(AUDIT).q()?;
+    for op in &lease.ops {
+        seq += 1;
+        let entry = AuditEntry {
+            at: now,
+            location_id: lease.contact.location_id.clone(),
+            contact_id: lease.contact.contact_id.clone(),
+            result: result.to_owned(),
+            operation: op.clone(),
+        };
+        audit.insert((key, seq), serde_json::to_vec(&entry)?.as_slice()).q()?;
+    }
+    meta.insert("audit_seq", seq).q()?;
+    let kept: Vec<u64> = audit
+        .range((key, 0)..=(key, u64::MAX))
+        .q()?
+        .map(|entry| entry.q().map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    for old in kept.iter().take(kept.len().saturating_sub(AUDIT_PER_CONTACT)) {
+        audit.remove((key, *old)).q()?;
     }
     Ok(())
 }
@@ -393,7 +432,7 @@ impl Queue for EmbeddedQueue {
         self.blocking(move |db| {
             let key = contact_key(&lease.contact);
             let tx = db.begin_write().q()?;
-            finish(&tx, &key, &lease, now)?;
+            finish(&tx, &key, &lease, now, "delivered")?;
             {
                 let mut known = tx.open_table(KNOWN).q()?;
                 let mut followers: Vec<UserId> = match known.get(key.as_str()).q()? {
@@ -435,7 +474,7 @@ impl Queue for EmbeddedQueue {
         self.blocking(move |db| {
             let key = contact_key(&lease.contact);
             let tx = db.begin_write().q()?;
-            finish(&tx, &key, &lease, now)?;
+            finish(&tx, &key, &lease, now, "dead-lettered")?;
             tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(&letter)?.as_slice()).q()?;
             tx.commit().q()?;
             Ok(())
@@ -727,6 +766,33 @@ impl Queue for EmbeddedQueue {
                 pending: tx.open_table(PENDING).q()?.len().q()?,
                 dead: tx.open_table(DEAD).q()?.len().q()?,
             })
+        })
+        .await
+    }
+
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
+        let location = location.cloned();
+        let contact = contact.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_read().q()?;
+            let audit = tx.open_table(AUDIT).q()?;
+            let mut entries = Vec::new();
+            for entry in audit.iter().q()? {
+                let (key, value) = entry.q()?;
+                let (contact_part, seq) = key.value();
+                let matches = match &location {
+                    Some(location) => {
+                        contact_part
+                            == contact_key(&ContactKey { location_id: location.clone(), contact_id: contact.clone() })
+                    }
+                    None => contact_part.rsplit_once('\u{1f}').is_some_and(|(_, c)| c == contact.as_str()),
+                };
+                if matches {
+                    entries.push((seq, serde_json::from_slice::<AuditEntry>(value.value())?));
+                }
+            }
+            entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+            Ok(entries.into_iter().map(|(_, entry)| entry).collect())
         })
         .await
     }

@@ -133,6 +133,11 @@ impl PartitionKeys {
         format!("{}pause:{location}", self.base)
     }
 
+    /// List: a contact's audit trail, newest first.
+    pub fn audit(&self, contact: &str) -> String {
+        format!("{}audit:{contact}", self.base)
+    }
+
     /// String: a location's OAuth tokens (JSON).
     pub fn oauth(&self, location: &LocationId) -> String {
         format!("{}oauth:{location}", self.base)
@@ -175,6 +180,7 @@ mod tests {
             p.limiter(&location),
             p.pause(&location),
             p.oauth(&location),
+            p.audit(contact),
             p.dead_ops("3-00ff"),
             p.tags(contact),
             p.stage(&location, "opp-1"),

@@ -173,6 +173,22 @@ impl std::fmt::Debug for OAuthTokens {
     }
 }
 
+/// One line of a contact's audit trail: a follower change followd made (or gave up on), when, and the rule
+/// and event that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When the delivery ended (ms).
+    pub at: Millis,
+    pub location_id: LocationId,
+    pub contact_id: ContactId,
+    /// `delivered` or `dead-lettered`.
+    pub result: String,
+    pub operation: QueuedOp,
+}
+
+/// Most audit entries kept per contact; older ones are dropped.
+pub const AUDIT_PER_CONTACT: usize = 100;
+
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -301,6 +317,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// When a paused location may be called again, and why it was paused; `None` when it is not paused.
     async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError>;
+
+    /// The contact's audit trail, newest first. `location: None` searches every location (a command-line
+    /// convenience; CRM contact ids are unique in practice).
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError>;
 
     /// The location's stored OAuth tokens, if any.
     async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError>;

@@ -22,6 +22,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::keys::{Keys, PartitionKeys, contact_member};
+use super::{AUDIT_PER_CONTACT, AuditEntry};
 use super::{
     Applied, ContactKey, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, Queue, QueueError, QueueStats,
     QueuedOp, cursor_key, now_ms,
@@ -226,6 +227,21 @@ impl RedisQueue {
         self.conn.clone()
     }
 
+    /// Runs a keyless command (SCAN) where `key`'s partition lives: on a Cluster, the node owning its slot;
+    /// on a standalone Redis, the server.
+    async fn on_partition_node<T: redis::FromRedisValue>(&self, key: &str, command: Cmd) -> Result<T, QueueError> {
+        match self.conn() {
+            Conn::Single(mut conn) => Ok(command.query_async(&mut conn).await?),
+            Conn::Cluster(mut conn) => {
+                use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = conn.route_command(command, routing).await?;
+                redis::from_redis_value(value).map_err(|e| corrupt(format!("unexpected reply: {e}")))
+            }
+        }
+    }
+
     /// The partition a dead letter id names (`<partition>-<hex>`).
     fn partition_of_letter(&self, id: &str) -> PartitionKeys {
         let n = id.split_once('-').and_then(|(n, _)| n.parse::<u16>().ok()).unwrap_or(0);
@@ -262,6 +278,7 @@ impl RedisQueue {
             .key(partition.pending_count())
             .key(partition.dead())
             .key(partition.dead_ops(&letter_id))
+            .key(partition.audit(&member))
             .arg(now)
             .arg(&member)
             .arg(lease.id.to_string())
@@ -269,6 +286,17 @@ impl RedisQueue {
             .arg(if applied.removed_all { "1" } else { "0" })
             .arg(serde_json::to_string(&applied.removed)?)
             .arg(serde_json::to_string(&applied.added)?);
+        // The script appends each stored operation and the closing brace to this prefix.
+        let result = if failure.is_some() { "dead-lettered" } else { "delivered" };
+        let prefix = serde_json::json!({
+            "at": now,
+            "location_id": lease.contact.location_id,
+            "contact_id": lease.contact.contact_id,
+            "result": result,
+        })
+        .to_string();
+        let prefix = format!("{},\"operation\":", prefix.trim_end_matches('}'));
+        invocation.arg(prefix).arg(AUDIT_PER_CONTACT);
         if let Some(failure) = failure {
             let description = DeadLetter {
                 id: letter_id.clone(),
@@ -711,6 +739,48 @@ impl Queue for RedisQueue {
             let until = until.parse::<Millis>().ok()?;
             (until > now).then(|| (until, reason.to_owned()))
         }))
+    }
+
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
+        let keys: Vec<String> = match location {
+            Some(location) => {
+                let member = contact_member(&ContactKey { location_id: location.clone(), contact_id: contact.clone() });
+                vec![self.keys.for_location(location).audit(&member)]
+            }
+            None => {
+                // A command-line search: SCAN every partition's audit keys for this contact.
+                let mut found = Vec::new();
+                let suffix = format!("\u{1f}{contact}");
+                for n in 0..self.keys.partitions() {
+                    let pattern = format!("{}*", self.keys.partition(n).audit(""));
+                    let mut cursor = 0u64;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+                        let (next, batch): (u64, Vec<String>) = self.on_partition_node(&pattern, scan).await?;
+                        found.extend(batch.into_iter().filter(|k| k.ends_with(&suffix)));
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                found
+            }
+        };
+        let mut entries = Vec::new();
+        for key in keys {
+            let lines: Vec<String> =
+                redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut self.conn()).await?;
+            for line in lines {
+                let mut entry: AuditEntry = serde_json::from_str(&line)?;
+                entry.operation.seq = 0;
+                entries.push(entry);
+            }
+        }
+        // Stable: entries of one contact keep the list's newest-first order within one timestamp.
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.at));
+        Ok(entries)
     }
 
     async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {

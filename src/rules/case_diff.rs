@@ -88,12 +88,13 @@ fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'
         if i < n && j < m && expected[i] == actual[j] {
             out.push((' ', expected[i].as_str()));
             (i, j) = (i + 1, j + 1);
-        } else if j < m && (i == n || common[i][j + 1] >= common[i + 1][j]) {
-            out.push(('+', actual[j].as_str()));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || common[i + 1][j] >= common[i][j + 1]) {
+            // On a tie the expected line goes first, so a replaced line reads `-` then `+`, as in a diff.
             out.push(('-', expected[i].as_str()));
             i += 1;
+        } else {
+            out.push(('+', actual[j].as_str()));
+            j += 1;
         }
     }
     out

@@ -38,6 +38,8 @@ pub struct ReloadStatus {
     /// Every diagnostic of the last reload, one per line as `file:line:column: message`, when it failed;
     /// `None` once a later reload succeeds.
     pub last_error: Option<String>,
+    /// Reloads tried since start, whether they compiled or not.
+    pub reloads: u64,
 }
 
 impl LiveRules {
@@ -49,7 +51,7 @@ impl LiveRules {
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(set),
-            status: ArcSwap::from_pointee(ReloadStatus { last_success_unix: now, last_error: None }),
+            status: ArcSwap::from_pointee(ReloadStatus { last_success_unix: now, last_error: None, reloads: 0 }),
             reloading: Mutex::new(()),
         }))
     }
@@ -77,12 +79,13 @@ impl LiveRules {
         // A panic while reloading poisons nothing worth protecting: the guarded value is `()`.
         let _serialized = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
+        let reloads = self.status.load().reloads + 1;
         match RuleSet::load_dir(&self.dir) {
             Ok(set) => {
                 let summary = set.summary();
                 self.current.store(Arc::new(set));
                 let now = unix_now();
-                self.status.store(Arc::new(ReloadStatus { last_success_unix: now, last_error: None }));
+                self.status.store(Arc::new(ReloadStatus { last_success_unix: now, last_error: None, reloads }));
                 reloaded(&self.dir, summary, now, started.elapsed().as_millis());
                 Ok(summary)
             }
@@ -90,7 +93,7 @@ impl LiveRules {
                 let error = Arc::new(error);
                 let last_success_unix = self.status.load().last_success_unix;
                 let last_error = Some(error.to_string());
-                self.status.store(Arc::new(ReloadStatus { last_success_unix, last_error }));
+                self.status.store(Arc::new(ReloadStatus { last_success_unix, last_error, reloads }));
                 reload_rejected(&self.dir, &error);
                 Err(error)
             }

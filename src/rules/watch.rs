@@ -43,7 +43,8 @@ impl LiveRules {
         let wake = Arc::clone(&changed);
         let watched = dir.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if touches_rules(&watched, &event.paths) => wake.notify_one(),
+            // Reading is not changing: a reload opens every file, and must not wake the watcher again.
+            Ok(event) if !event.kind.is_access() && touches_rules(&watched, &event.paths) => wake.notify_one(),
             Ok(_) => {}
             Err(error) => {
                 // An overflowed or failed watch may have lost events: reloading reads the truth.

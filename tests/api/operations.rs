@@ -120,3 +120,37 @@ async fn json_logs_are_one_object_per_line_with_the_webhook_span_fields() {
     assert_eq!(delivered["span"]["contact_id"], "c-1", "{delivered}");
     assert_eq!(delivered["span"]["location_id"], "loc-1", "{delivered}");
 }
+
+#[tokio::test]
+async fn the_audit_command_shows_each_change_with_its_rule_and_event() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    let process = Followd::start(&config, crate::support::free_port(), &[]).await;
+    let post = crate::support::process::post;
+    assert_eq!(post(&process.addr, &tag_event("evt-a", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    assert_eq!(post(&process.addr, &tag_event("evt-b", "tag_removed", "c-1", "vip")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-1", &[], WAIT).await);
+    assert!(process.terminate().await.success());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["audit", "c-1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].contains("remove usr_")
+            && lines[0].contains("vip-removed-drops-account-team")
+            && lines[0].contains("evt-b"),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains("add usr_") && lines[3].contains("vip-gets-account-team") && lines[3].contains("evt-a"),
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l.contains("delivered") && l.contains("location loc-1")), "{text}");
+}

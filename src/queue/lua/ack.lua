@@ -2,18 +2,22 @@
 -- again if more arrived meanwhile.
 -- KEYS[1] ready zset   KEYS[2] leases zset   KEYS[3] the contact's pending list   KEYS[4] its state hash
 -- KEYS[5] followers followd added (set)   KEYS[6] pending operation counter
--- KEYS[7] dead letters hash, KEYS[8] the dead letter's operation list (both only when dead-lettering)
+-- KEYS[7] dead letters hash, KEYS[8] the dead letter's operation list (used only when dead-lettering)
+-- KEYS[9] the contact's audit trail (list, newest first)
 -- ARGV[1] now (ms)   ARGV[2] contact   ARGV[3] lease id   ARGV[4] operations leased (the list's first N)
 -- ARGV[5] "1" when every follower was removed   ARGV[6] JSON users removed   ARGV[7] JSON users added
--- ARGV[8] dead letter id, ARGV[9] its JSON description (only when dead-lettering)
+-- ARGV[8] an audit entry's JSON up to its "operation" value   ARGV[9] most audit entries kept
+-- ARGV[10] dead letter id, ARGV[11] its JSON description (only when dead-lettering)
 -- Returns 1, or -1 when the lease is no longer held (it expired and was reaped).
 if redis.call('HGET', KEYS[4], 'lease') ~= ARGV[3] then return -1 end
 local n = tonumber(ARGV[4])
-if ARGV[8] then
-  local ops = redis.call('LRANGE', KEYS[3], 0, n - 1)
+local ops = redis.call('LRANGE', KEYS[3], 0, n - 1)
+if ARGV[10] then
   if #ops > 0 then redis.call('RPUSH', KEYS[8], unpack(ops)) end
-  redis.call('HSET', KEYS[7], ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[7], ARGV[10], ARGV[11])
 end
+for _, op in ipairs(ops) do redis.call('LPUSH', KEYS[9], ARGV[8] .. op .. '}') end
+redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[9]) - 1)
 -- Operations enqueued during the lease were appended after the leased ones, so the first N are exactly these.
 redis.call('LTRIM', KEYS[3], n, -1)
 redis.call('DECRBY', KEYS[6], n)

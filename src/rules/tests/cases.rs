@@ -201,7 +201,7 @@ fn a_failing_case_shows_expected_and_actual_lines_with_markers() {
     assert_eq!(
         outcome.to_string(),
         "FAIL  c (rules/tests/c.toml:2)\n      expected (-) and actual (+) operations:\n        remove_all\n      \
-         + add usr_c\n      - add usr_a\n        add usr_b"
+         - add usr_a\n      + add usr_c\n        add usr_b"
     );
     let passing = compare(&expected, &["remove_all".into(), "add usr_a".into(), "add usr_b".into()]);
     assert!(passing.passed && passing.diff.is_empty());

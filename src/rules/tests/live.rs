@@ -176,6 +176,12 @@ async fn the_watcher_reloads_after_an_editor_saves_and_keeps_the_rules_on_a_brok
     write(dir.path(), "more.toml", &rule("more", "carol"));
     save_by_rename(dir.path(), "rules.toml", &rule("after", "bob"));
     assert!(eventually(|| live_fires(&live) == ["more", "after"]).await, "{:?}", live.status());
+
+    // Reloading reads every file; those reads must not count as changes. This waits on purpose: it checks
+    // that nothing happens during a quiet spell several debounce periods long.
+    let reloads = live.status().reloads;
+    tokio::time::sleep(crate::rules::DEBOUNCE * 4).await;
+    assert_eq!(live.status().reloads, reloads, "the watcher reloads with no change to the files");
     cancel.cancel();
 }
 
