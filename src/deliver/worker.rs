@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::fold::{NetChange, fold};
-use super::limit::{Limits, MAX_WAIT_IN_PLACE};
+use super::limit::{Limits, MAX_WAIT_IN_PLACE, Smoothing};
 use super::retry::{Backoff, Decision, Policy, decide};
 use crate::event::{LocationId, UserId};
 use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, now_ms};
@@ -50,6 +50,7 @@ pub struct Deliverer {
     queue: Arc<dyn Queue>,
     upstream: Arc<Upstream>,
     limits: Limits,
+    smoothing: Smoothing,
     policy: Policy,
 }
 
@@ -66,7 +67,7 @@ fn calls(change: &NetChange) -> u64 {
 
 impl Deliverer {
     pub fn new(queue: Arc<dyn Queue>, upstream: Arc<Upstream>, limits: Limits, policy: Policy) -> Self {
-        Self { queue, upstream, limits, policy }
+        Self { queue, upstream, limits, smoothing: Smoothing::new(limits), policy }
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.
@@ -96,10 +97,26 @@ impl Deliverer {
         }
         let change = fold(lease.ops.iter().map(|queued| &queued.op));
         let mut attempt = 0;
+        // Smoothing is asked once per attempt: a worker it let through that Redis then told to wait has
+        // already paid its in-process slot.
+        let mut smoothed = false;
         let result = loop {
             // The rate budget is shared by every process: a throttled location gives its contact back and the
-            // worker takes other work, unless the wait is short.
-            match self.queue.throttle(location, self.limits, calls(&change), now_ms()).await {
+            // worker takes other work, unless the wait is short. Workers of this process first queue among
+            // themselves (smoothing), so contention costs no Redis round trips.
+            let in_process_wait = if smoothed {
+                None
+            } else {
+                self.smoothing.check(location, u32::try_from(calls(&change)).unwrap_or(u32::MAX))
+            };
+            let budget = match in_process_wait {
+                Some(wait) => Ok(Some(now_ms() + ms(wait))),
+                None => {
+                    smoothed = true;
+                    self.queue.throttle(location, self.limits, calls(&change), now_ms()).await
+                }
+            };
+            match budget {
                 Ok(None) => {}
                 Ok(Some(at)) if at.saturating_sub(now_ms()) <= ms(MAX_WAIT_IN_PLACE) => {
                     metrics::counter!("followd_rate_limit_waits_total", "where" => "in_place").increment(1);
@@ -116,6 +133,7 @@ impl Deliverer {
                 Err(DeliverError::Upstream(e))
                     if e.is_transient() && e.status() != Some(429) && attempt + 1 < IN_PLACE_ATTEMPTS =>
                 {
+                    smoothed = false;
                     let delay = IN_PLACE_BACKOFF.delay(attempt, rand::random());
                     tracing::debug!(error = %e, retry_in_ms = ms(delay), "upstream call failed; retrying");
                     metrics::counter!("followd_delivery_retries_total", "where" => "in_place").increment(1);
