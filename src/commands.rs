@@ -1,7 +1,7 @@
 //! The commands other than `serve`: each is a thin shell that prints what a module already computes, so the
 //! command line and the server never disagree.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,11 +9,11 @@ use anyhow::Context;
 use crate::config::Config;
 use std::time::Duration;
 
-use crate::event::{ContactId, LocationId, Observation};
+use crate::event::{ContactId, EventId, LocationId, Observation};
 use crate::intake::{Source, plan, resolve};
-use crate::queue::{EmbeddedQueue, Selection, now_ms};
+use crate::queue::{ContactKey, EmbeddedQueue, Queue, Selection, now_ms};
 
-use crate::rules::RuleSet;
+use crate::rules::{Case, CaseOutcome, OpLines, RuleSet, compare, load_cases};
 
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -86,15 +86,85 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
         println!("event {} for contact {}:", occurrence.id, occurrence.contact.contact_id);
         for event in &occurrence.events {
             println!("  {}", serde_json::to_string(&event.kind)?);
-            for matched in rules.evaluate(event) {
-                println!("    rule `{}` fires: {:?}", matched.rule, matched.actions);
+            let considered = rules.explain(event);
+            if considered.is_empty() {
+                println!("    no rule listens to {} events", event.kind.name());
+            }
+            for consideration in considered {
+                println!("    {consideration}");
             }
         }
     }
-    let batch = plan(&occurrences, &rules);
-    let total: usize = batch.iter().map(|e| e.ops.len()).sum();
-    println!("{total} operation(s) would be queued");
+    let mut lines = OpLines::default();
+    for event in plan(&occurrences, &rules) {
+        for planned in &event.ops {
+            lines.push(&event.contact.location_id, &planned.action);
+        }
+    }
+    let lines = lines.into_lines();
+    println!("{} operation(s) would be queued (a round robin shows the pick of a fresh store):", lines.len());
+    for line in &lines {
+        println!("  {line}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `followd rules test`: runs each case's payload through the server's own intake (`resolve`, `plan`) on a
+/// fresh throwaway store and compares the operations with the case's; prints a diff per failing case and
+/// exits 1 on any failure, or on any error in the rules or the case files.
+pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let rules = match RuleSet::load_dir(dir) {
+        Ok(rules) => rules,
+        Err(e) => {
+            println!("{e}\nthe rules in {} do not compile", dir.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let paths = if cases.is_empty() { vec![dir.join("tests")] } else { cases.to_vec() };
+    let cases = match load_cases(&paths) {
+        Ok(cases) => cases,
+        Err(e) => {
+            println!("{e}\n{} error(s) in the test cases", e.diagnostics.len());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut failed = 0;
+    for case in &cases {
+        let outcome = match run_case(case, &rules).await {
+            Ok(lines) => compare(case, &lines),
+            Err(e) => CaseOutcome::failed(case, &format!("{e:#}")),
+        };
+        failed += usize::from(!outcome.passed);
+        println!("{outcome}");
+    }
+    println!("{} passed, {failed} failed", cases.len() - failed);
+    Ok(if failed == 0 && !cases.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What one case's payload would queue, as operation lines.
+async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
+    let parsed = case.format.parse(&case.payload).context("the payload does not parse")?;
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
+    let now = now_ms();
+    if let Some(known) = &case.known_tags {
+        // The contact's stored tags before the payload, under an id of their own so the payload's is fresh.
+        let seed = EventId::parse("rules-test-known-tags")?;
+        for observation in &parsed.observations {
+            if let Observation::Tags { location_id, contact_id, .. } = observation {
+                let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
+                store.diff_tags(&contact, &seed, known, now).await?;
+            }
+        }
+    }
+    let occurrences = resolve(&store, parsed.observations, now).await?;
+    let mut lines = OpLines::default();
+    for event in plan(&occurrences, rules) {
+        for planned in &event.ops {
+            lines.push(&event.contact.location_id, &planned.action);
+        }
+    }
+    Ok(lines.into_lines())
 }
 
 /// `followd queue stats`.

@@ -9,14 +9,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::config::{ConfigError, SourceConfig, VerifyConfig};
 use crate::event::{Event, EventId, EventKind, Format, Observation, PayloadError};
 use crate::queue::{ContactKey, EventOps, Millis, PlannedOp, Queue, QueueError, now_ms};
-use crate::rules::RuleSet;
+use crate::rules::{LiveRules, RuleSet};
 use crate::verify::{Headers, Request, Verifier, VerifyError};
 
 /// A webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.
@@ -103,7 +102,8 @@ pub enum IntakeError {
 /// The receiving side of the pipeline, shared by every HTTP worker.
 pub struct Intake {
     sources: HashMap<String, Source>,
-    rules: Arc<ArcSwap<RuleSet>>,
+    /// The rules in service, read once per webhook: a reload never splits one webhook's events.
+    rules: Arc<LiveRules>,
     queue: Arc<dyn Queue>,
     /// Poked after each enqueue so idle workers of this process start at once.
     wake: Arc<Notify>,
@@ -112,7 +112,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(sources: Vec<Source>, rules: Arc<ArcSwap<RuleSet>>, queue: Arc<dyn Queue>, wake: Arc<Notify>) -> Self {
+    pub fn new(sources: Vec<Source>, rules: Arc<LiveRules>, queue: Arc<dyn Queue>, wake: Arc<Notify>) -> Self {
         let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
         Self { sources, rules, queue, wake, queue_timeout: Duration::from_secs(5) }
     }
@@ -148,7 +148,7 @@ impl Intake {
         }
         let bounded = tokio::time::timeout(self.queue_timeout, async {
             let occurrences = resolve(&*self.queue, parsed.observations, now).await?;
-            let rules = self.rules.load();
+            let rules = self.rules.current();
             let batch = plan(&occurrences, &rules);
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);

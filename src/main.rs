@@ -100,6 +100,15 @@ enum RulesCommand {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Runs the rule test cases: payload in, follower operations expected out; a diff per failing case; exit 1
+    /// on any.
+    Test {
+        /// Rules folder; default: rules_dir from the configuration.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Case files or folders; default: the `tests` folder inside the rules folder.
+        cases: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(RulesCommand::Explain { source, event, rules }) => {
             let dir = rules.unwrap_or_else(|| config.rules_dir.clone());
             commands::rules_explain(&config, &dir, &source, &event).await
+        }
+        Command::Rules(RulesCommand::Test { rules, cases }) => {
+            commands::rules_test(&rules.unwrap_or_else(|| config.rules_dir.clone()), &cases).await
         }
         Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
         Command::Dlq(DlqCommand::List { json }) => commands::dlq_list(&config, json).await,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
-use arc_swap::ArcSwap;
 use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::health::{self, HealthState};
 use super::webhook::{self, WebhookState};
@@ -22,7 +22,7 @@ use crate::deliver::retry::{Backoff, Policy};
 use crate::deliver::{Deliverer, Workers};
 use crate::intake::{Intake, Source};
 use crate::queue::{Queue, QueueError};
-use crate::rules::{RuleSet, RulesError};
+use crate::rules::{LiveRules, RulesError};
 use crate::upstream::Upstream;
 
 /// Which parts of the pipeline this process runs.
@@ -57,16 +57,24 @@ pub struct Application {
     workers: Option<Workers>,
     queue: Arc<dyn Queue>,
     shutdown_grace: Duration,
+    /// Stops the rules watcher and the SIGHUP handler when the application ends (or is dropped unstarted).
+    _stop_reloading: DropGuard,
 }
 
 impl Application {
     /// Loads the rules, opens the queue, binds the listener and starts the workers (per `role`).
     pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
         let metrics = crate::telemetry::metrics();
-        let rules = RuleSet::load_dir(&config.rules_dir)
+        let rules = LiveRules::load(&config.rules_dir)
             .map_err(|source| StartupError::Rules { dir: config.rules_dir.clone(), source })?;
-        tracing::info!(dir = %config.rules_dir.display(), rules = %rules.summary(), "rules loaded");
-        let rules = Arc::new(ArcSwap::from_pointee(rules));
+        let reloading = CancellationToken::new();
+        // Dropped with the application, or by an early return below: either way the watcher and SIGHUP stop.
+        let stop_reloading = reloading.clone().drop_guard();
+        if let Err(error) = rules.watch(reloading.clone()) {
+            tracing::warn!(%error, "rule files are not watched; send SIGHUP to reload them");
+        }
+        #[cfg(unix)]
+        tokio::spawn(Arc::clone(&rules).reload_on_sighup(reloading.clone()));
 
         let queue = crate::queue::open(&config).await?;
 
@@ -139,7 +147,14 @@ impl Application {
             let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
             Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
         });
-        Ok(Self { addr, server, workers, queue, shutdown_grace: config.shutdown_grace })
+        Ok(Self {
+            addr,
+            server,
+            workers,
+            queue,
+            shutdown_grace: config.shutdown_grace,
+            _stop_reloading: stop_reloading,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -4,19 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::queue::Queue;
-use crate::rules::RuleSet;
+use crate::rules::LiveRules;
 
 /// How long `/readyz` waits for the queue before calling it unavailable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct HealthState {
     pub queue: Arc<dyn Queue>,
-    pub rules: Arc<ArcSwap<RuleSet>>,
+    pub rules: Arc<LiveRules>,
     pub metrics: PrometheusHandle,
 }
 
@@ -25,9 +24,11 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
-    let rules = state.rules.load().summary().to_string();
+    let rules = state.rules.current().summary().to_string();
+    // A failed reload leaves the previous rules serving, so the process stays ready; the body says what failed.
+    let reload = state.rules.status();
     match tokio::time::timeout(PING_TIMEOUT, state.queue.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "rules": rules })),
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "rules": rules, "rules_reload": reload })),
         Ok(Err(e)) => not_ready(format!("the queue is unavailable: {e}")),
         Err(_) => not_ready(format!("the queue did not answer within {}s", PING_TIMEOUT.as_secs())),
     }

@@ -12,5 +12,6 @@ mod limits;
 mod oauth;
 mod operations;
 mod redis;
+mod rules;
 mod scale_out;
 mod webhook;
