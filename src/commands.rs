@@ -53,6 +53,9 @@ pub fn rules_check(dir: &Path) -> ExitCode {
         Err(e) => {
             for diagnostic in &e.diagnostics {
                 println!("{diagnostic}");
+                if let Some(snippet) = crate::rules::report::render(diagnostic) {
+                    println!("{snippet}");
+                }
             }
             println!("{} error(s) in {}", e.diagnostics.len(), dir.display());
             ExitCode::FAILURE

@@ -36,6 +36,7 @@ mod explain;
 mod live;
 mod matching;
 mod model;
+pub mod report;
 #[cfg(test)]
 mod tests;
 mod watch;
