@@ -84,7 +84,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     }
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
-    let occurrences = resolve(&store, parsed.observations, now_ms()).await?;
+    let occurrences = resolve(&store, parsed.observations, now_ms(), None).await?;
     for occurrence in &occurrences {
         println!("event {} for contact {}:", occurrence.id, occurrence.contact.contact_id);
         for event in &occurrence.events {
@@ -160,7 +160,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    let occurrences = resolve(&store, parsed.observations, now).await?;
+    let occurrences = resolve(&store, parsed.observations, now, None).await?;
     let mut lines = OpLines::default();
     for event in plan(&occurrences, rules) {
         for planned in &event.ops {

@@ -16,6 +16,7 @@ use crate::config::{ConfigError, SourceConfig, VerifyConfig};
 use crate::event::{Event, EventId, EventKind, Format, Observation, PayloadError};
 use crate::queue::{ContactKey, EventOps, Millis, PlannedOp, Queue, QueueError, now_ms};
 use crate::rules::{LiveRules, RuleSet};
+use crate::upstream::pipelines::PipelineNames;
 use crate::verify::{Headers, Request, Verifier, VerifyError};
 
 /// A webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.
@@ -109,12 +110,20 @@ pub struct Intake {
     wake: Arc<Notify>,
     /// Bound on one enqueue, so a sender gets its retry answer quickly when the queue hangs.
     queue_timeout: Duration,
+    /// Names for GoHighLevel's pipeline and stage ids; `None` without the CRM (dry run).
+    pipeline_names: Option<Arc<PipelineNames>>,
 }
 
 impl Intake {
-    pub fn new(sources: Vec<Source>, rules: Arc<LiveRules>, queue: Arc<dyn Queue>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        sources: Vec<Source>,
+        rules: Arc<LiveRules>,
+        queue: Arc<dyn Queue>,
+        wake: Arc<Notify>,
+        pipeline_names: Option<Arc<PipelineNames>>,
+    ) -> Self {
         let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
-        Self { sources, rules, queue, wake, queue_timeout: Duration::from_secs(5) }
+        Self { sources, rules, queue, wake, queue_timeout: Duration::from_secs(5), pipeline_names }
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -147,8 +156,9 @@ impl Intake {
             return Ok(Accepted::Ignored { kind: kind.clone() });
         }
         let bounded = tokio::time::timeout(self.queue_timeout, async {
-            let occurrences = resolve(&*self.queue, parsed.observations, now).await?;
             let rules = self.rules.current();
+            let names = self.pipeline_names.as_deref().map(|resolver| (resolver, &*rules));
+            let occurrences = resolve(&*self.queue, parsed.observations, now, names).await?;
             let batch = plan(&occurrences, &rules);
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
@@ -174,6 +184,7 @@ pub async fn resolve(
     queue: &dyn Queue,
     observations: Vec<Observation>,
     now: Millis,
+    names: Option<(&PipelineNames, &RuleSet)>,
 ) -> Result<Vec<Occurrence>, IntakeError> {
     let mut occurrences: Vec<Occurrence> = Vec::new();
     for observation in observations {
@@ -202,7 +213,15 @@ pub async fn resolve(
             Observation::Stage { id, location_id, contact_id, occurred_at, opportunity_id, pipeline, stage } => {
                 let previous = queue.swap_stage(&location_id, &opportunity_id, &id, &stage, now).await?;
                 let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
-                let kind = EventKind::StageChanged { pipeline, stage, from_stage: previous };
+                // App webhooks carry ids: add the names, so rules written with names match too.
+                let names = match names {
+                    Some((resolver, rules)) => resolver
+                        .map(&location_id, rules)
+                        .await
+                        .map(|map| Box::new(map.names(&pipeline, &stage, previous.as_deref()))),
+                    None => None,
+                };
+                let kind = EventKind::StageChanged { pipeline, stage, from_stage: previous, names };
                 (id.clone(), contact, vec![Event { id, location_id, contact_id, occurred_at, kind }])
             }
             Observation::ContactDeleted { id, location_id, contact_id } => {

@@ -118,6 +118,7 @@ impl RawEvent {
                 pipeline: required(self.pipeline.clone(), "pipeline", "stage_changed", at)?,
                 stage: required(self.stage.clone(), "stage", "stage_changed", at)?,
                 from_stage: non_empty(self.from_stage.clone()),
+                names: None,
             })),
         }
         Ok(())

@@ -89,6 +89,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
             pipeline: need("pipeline")?,
             stage: need("stage")?,
             from_stage: custom(&data, "from_stage"),
+            names: None,
         }],
         other => {
             return Err(invalid(
@@ -142,7 +143,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             kinds(&parsed),
-            [EventKind::StageChanged { pipeline: "Sales".into(), stage: "Won".into(), from_stage: None }]
+            [EventKind::StageChanged { pipeline: "Sales".into(), stage: "Won".into(), from_stage: None, names: None }]
         );
     }
 

@@ -103,10 +103,32 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
-    TagAdded { tag: String },
-    TagRemoved { tag: String },
-    ContactCreated { source: Option<String> },
-    StageChanged { pipeline: String, stage: String, from_stage: Option<String> },
+    TagAdded {
+        tag: String,
+    },
+    TagRemoved {
+        tag: String,
+    },
+    ContactCreated {
+        source: Option<String>,
+    },
+    /// `pipeline`, `stage` and `from_stage` are as the payload gives them (ids for GoHighLevel app webhooks,
+    /// names from workflows); `names` holds the names looked up for ids, when known.
+    StageChanged {
+        pipeline: String,
+        stage: String,
+        from_stage: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        names: Option<Box<StageNames>>,
+    },
+}
+
+/// Names resolved for a stage event's ids (through the CRM's pipelines API), so rules may use either.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StageNames {
+    pub pipeline: Option<String>,
+    pub stage: Option<String>,
+    pub from_stage: Option<String>,
 }
 
 impl EventKind {

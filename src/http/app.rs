@@ -24,6 +24,7 @@ use crate::intake::{Intake, Source};
 use crate::queue::{Queue, QueueError};
 use crate::rules::{LiveRules, RulesError};
 use crate::upstream::Upstream;
+use crate::upstream::pipelines::PipelineNames;
 
 /// Which parts of the pipeline this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -101,8 +102,9 @@ impl Application {
         }
 
         let wake = Arc::new(Notify::new());
+        let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(&upstream))));
         let webhook_state = web::Data::new(WebhookState {
-            intake: Intake::new(sources, Arc::clone(&rules), Arc::clone(&queue), Arc::clone(&wake)),
+            intake: Intake::new(sources, Arc::clone(&rules), Arc::clone(&queue), Arc::clone(&wake), pipeline_names),
             max_body_bytes: config.max_body_bytes.get(),
             retry_after: config.queue.retry_after,
         });

@@ -58,31 +58,46 @@ pub(super) enum Condition {
     FromStage,
 }
 
-/// An event's values as rules compare them, normalized once.
+/// An event's values as rules compare them, normalized once. A stage event may also carry the names of its
+/// ids (`*_name`): a rule written with either matches.
 pub(super) struct Facts<'e> {
     pub kind: Kind,
     pub location: &'e LocationId,
     pub key: Option<Cow<'e, str>>,
+    pub key_name: Option<Cow<'e, str>>,
     pub pipeline: Option<Cow<'e, str>>,
+    pub pipeline_name: Option<Cow<'e, str>>,
     pub from_stage: Option<Cow<'e, str>>,
+    pub from_stage_name: Option<Cow<'e, str>>,
 }
 
 impl<'e> Facts<'e> {
     pub fn of(event: &'e Event) -> Self {
-        let (key, pipeline, from_stage) = match &event.kind {
-            EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => (Some(tag.as_str()), None, None),
-            EventKind::ContactCreated { source } => (source.as_deref(), None, None),
-            EventKind::StageChanged { pipeline, stage, from_stage } => {
-                (Some(stage.as_str()), Some(pipeline.as_str()), from_stage.as_deref())
-            }
-        };
-        Self {
+        let mut facts = Self {
             kind: Kind::of(&event.kind),
             location: &event.location_id,
-            key: key.map(normalize),
-            pipeline: pipeline.map(normalize),
-            from_stage: from_stage.map(normalize),
+            key: None,
+            key_name: None,
+            pipeline: None,
+            pipeline_name: None,
+            from_stage: None,
+            from_stage_name: None,
+        };
+        match &event.kind {
+            EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => facts.key = Some(normalize(tag)),
+            EventKind::ContactCreated { source } => facts.key = source.as_deref().map(normalize),
+            EventKind::StageChanged { pipeline, stage, from_stage, names } => {
+                facts.key = Some(normalize(stage));
+                facts.pipeline = Some(normalize(pipeline));
+                facts.from_stage = from_stage.as_deref().map(normalize);
+                if let Some(names) = names {
+                    facts.key_name = names.stage.as_deref().map(normalize);
+                    facts.pipeline_name = names.pipeline.as_deref().map(normalize);
+                    facts.from_stage_name = names.from_stage.as_deref().map(normalize);
+                }
+            }
         }
+        facts
     }
 }
 
@@ -91,17 +106,17 @@ impl CompiledRule {
     /// enabled and of the event's kind). The key is checked too, though the index already did: rules from
     /// the "any" bucket have no key, and `explain` looks at rules outside the bucket.
     pub fn unmet(&self, facts: &Facts<'_>) -> impl Iterator<Item = Condition> + use<> {
-        let equal = |wanted: &Option<Box<str>>, actual: &Option<Cow<'_, str>>| {
-            wanted.as_deref().is_none_or(|wanted| actual.as_deref() == Some(wanted))
+        let equal = |wanted: &Option<Box<str>>, actual: &Option<Cow<'_, str>>, name: &Option<Cow<'_, str>>| {
+            wanted.as_deref().is_none_or(|wanted| actual.as_deref() == Some(wanted) || name.as_deref() == Some(wanted))
         };
         let checks = [
             (
                 Condition::Location,
                 self.locations.as_ref().is_none_or(|scope| scope.binary_search(facts.location).is_ok()),
             ),
-            (Condition::Pipeline, equal(&self.pipeline, &facts.pipeline)),
-            (Condition::Key, equal(&self.key, &facts.key)),
-            (Condition::FromStage, equal(&self.from_stage, &facts.from_stage)),
+            (Condition::Pipeline, equal(&self.pipeline, &facts.pipeline, &facts.pipeline_name)),
+            (Condition::Key, equal(&self.key, &facts.key, &facts.key_name)),
+            (Condition::FromStage, equal(&self.from_stage, &facts.from_stage, &facts.from_stage_name)),
         ];
         checks.into_iter().filter_map(|(condition, met)| (!met).then_some(condition))
     }
@@ -133,11 +148,26 @@ impl Index {
     /// The rules `event` fires, in rule order.
     pub fn evaluate(&self, event: &Event) -> Vec<Match> {
         let facts = Facts::of(event);
-        self.bucket(facts.kind, facts.key.as_deref())
+        let fires = |position: &usize| self.rules[*position].unmet(&facts).next().is_none();
+        let mut positions: Vec<usize> = self.bucket(facts.kind, facts.key.as_deref()).filter(fires).collect();
+        // A stage event whose stage also has a name: rules keyed by the name are in another bucket.
+        if let Some(name) = facts.key_name.as_deref().filter(|name| Some(*name) != facts.key.as_deref()) {
+            let keyed = self.keyed[facts.kind.index()].get(name).map_or(&[][..], Vec::as_slice);
+            positions.extend(keyed.iter().filter(|p| fires(p)));
+            positions.sort_unstable();
+            positions.dedup();
+        }
+        positions
+            .into_iter()
             .map(|position| &self.rules[position])
-            .filter(|rule| rule.unmet(&facts).next().is_none())
             .map(|rule| Match { rule: rule.name.clone(), actions: rule.actions.clone() })
             .collect()
+    }
+
+    /// The enabled `stage_changed` rules, for checking their pipeline and stage values against what a
+    /// location really has: (rule, locations, pipeline, stage, from_stage), normalized.
+    pub fn stage_rules(&self) -> impl Iterator<Item = &CompiledRule> {
+        self.rules.iter().filter(|rule| rule.enabled && rule.kind == Kind::StageChanged)
     }
 
     /// Every rule, enabled or not, in rule order.

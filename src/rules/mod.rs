@@ -111,6 +111,22 @@ impl RuleSet {
         self.index.evaluate(event)
     }
 
+    /// The pipeline and stage values (normalized) that enabled `stage_changed` rules for `location` compare
+    /// with, per rule: to warn about a name the location's pipelines do not have, since such a rule can never
+    /// fire there.
+    pub fn stage_values(&self, location: &crate::event::LocationId) -> Vec<(Arc<str>, String)> {
+        let mut values = Vec::new();
+        for rule in self.index.stage_rules() {
+            if rule.locations.as_ref().is_some_and(|scope| scope.binary_search(location).is_err()) {
+                continue;
+            }
+            for value in [&rule.pipeline, &rule.key, &rule.from_stage].into_iter().flatten() {
+                values.push((Arc::clone(&rule.name), value.to_string()));
+            }
+        }
+        values
+    }
+
     /// Every rule of the event's kind, enabled or not, in rule order, with whether it fired (and its actions)
     /// or why not. The fired ones are exactly [`RuleSet::evaluate`]'s matches. Scans the whole set: for people
     /// asking "why", not for the request path.

@@ -50,6 +50,30 @@ struct ContactFollowers {
     followers: Option<Vec<UserId>>,
 }
 
+/// `GET /opportunities/pipelines` (`shared/ghl/API.md` §7: ids and names come only from here).
+#[derive(Deserialize)]
+struct PipelinesAnswer {
+    #[serde(default)]
+    pipelines: Vec<Pipeline>,
+}
+
+/// A pipeline and its stages, ids and names.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pipeline {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stage {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
 /// The CRM's error envelope: `message` is a string or, for 422, a list (`shared/ghl/API.md` §4).
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -185,6 +209,23 @@ impl LiveClient {
         let body = FollowersBody { followers: users };
         let response = self.send_authorized(method, self.url(contact, true), contact, Some(&body), label).await?;
         check(response).await.map(drop)
+    }
+
+    /// `GET /opportunities/pipelines?locationId=...`: the location's pipelines with their stages.
+    pub async fn pipelines(&self, location: &str) -> Result<Vec<Pipeline>, UpstreamError> {
+        let mut url = self.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("opportunities").push("pipelines");
+        }
+        url.query_pairs_mut().append_pair("locationId", location);
+        let contact = ContactKey {
+            location_id: crate::event::LocationId::parse(location)
+                .map_err(|e| UpstreamError::NoToken(format!("{location} ({e})")))?,
+            contact_id: crate::event::ContactId::parse("-").map_err(|e| UpstreamError::NoToken(e.to_string()))?,
+        };
+        let response = self.send_authorized(Method::GET, url, &contact, None, "GET").await?;
+        let answer: PipelinesAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
+        Ok(answer.pipelines)
     }
 
     pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {

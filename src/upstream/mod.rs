@@ -7,10 +7,11 @@
 mod client;
 mod dry_run;
 mod oauth;
+pub mod pipelines;
 
 use std::time::Duration;
 
-pub use client::LiveClient;
+pub use client::{LiveClient, Pipeline, Stage};
 pub use dry_run::DryRun;
 pub use oauth::OAuth;
 
@@ -85,6 +86,14 @@ impl Upstream {
         match self {
             Self::Live(client) => client.take_exhausted(location),
             Self::DryRun(_) => None,
+        }
+    }
+
+    /// The location's pipelines; `None` in a dry run (names then match only where payloads carry them).
+    pub async fn pipelines(&self, location: &str) -> Result<Option<Vec<Pipeline>>, UpstreamError> {
+        match self {
+            Self::Live(client) => client.pipelines(location).await.map(Some),
+            Self::DryRun(_) => Ok(None),
         }
     }
 

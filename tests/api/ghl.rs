@@ -172,3 +172,70 @@ async fn a_workflow_webhook_with_a_bearer_token_and_custom_data_assigns_follower
     assert!(app.upstream.wait_for_followers("c-7", &["usr_h1", "usr_h2"], WAIT).await);
     assert_eq!(app.post("workflow", body.as_bytes(), &[]).await.status(), 401);
 }
+
+const NAMED_RULES: &str = r#"
+[users]
+closer = "usr_closer"
+
+[[rule]]
+name = "won-by-name"
+when = { event = "stage_changed", pipeline = "Sales", stage = "closed won" }
+then = { add = ["closer"] }
+
+[[rule]]
+name = "stage-that-does-not-exist"
+when = { event = "stage_changed", stage = "Signed In Blood" }
+then = { add = ["closer"] }
+"#;
+
+#[tokio::test]
+async fn rules_written_with_pipeline_and_stage_names_fire_for_app_webhooks_that_carry_ids() {
+    let upstream = std::sync::Arc::new(crate::support::upstream::FakeUpstream::start().await);
+    upstream.set_pipelines(
+        LOCATION,
+        &[(
+            "pip2Wx3Yz4Ab5Cd6Ef7G",
+            "Sales",
+            &[
+                ("3f1c2b7e-9a4d-4e8b-b6c1-2d5e7f9a0b13", "New Lead"),
+                ("8a6e4c2b-1d3f-4a5b-9c7e-0f2d4b6a8c91", "Closed Won"),
+            ],
+        )],
+    );
+    let app =
+        TestApp::builder().rules(NAMED_RULES).ghl_keys(&test_keys()).spawn_with(std::sync::Arc::clone(&upstream)).await;
+    let won = fresh("OpportunityStageUpdate", "wh-1", Some("ctc-1"), None);
+    let response = post_ghl(&app, &won).await;
+    assert_eq!(response.json::<Value>().await.unwrap()["operations"], 1);
+    assert!(upstream.wait_for_followers("ctc-1", &["usr_closer"], WAIT).await);
+    // The pipelines are cached: a second event does not fetch them again.
+    let again = fresh("OpportunityStageUpdate", "wh-2", Some("ctc-2"), None);
+    assert_eq!(post_ghl(&app, &again).await.status(), 202);
+    assert!(upstream.wait_for_followers("ctc-2", &["usr_closer"], WAIT).await);
+    assert_eq!(upstream.calls_for("pipelines").len(), 1);
+    // The rule naming a stage this location does not have is reported, with its name.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("followd_rule_unresolved_names_total") && l.contains("stage-that-does-not-exist")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("rule_unresolved_names_total{rule=\"won-by-name\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn in_a_dry_run_names_match_only_where_the_payload_carries_them() {
+    let app = TestApp::builder().rules(NAMED_RULES).ghl_keys(&test_keys()).dry_run().spawn().await;
+    let won = fresh("OpportunityStageUpdate", "wh-1", Some("ctc-1"), None);
+    assert_eq!(post_ghl(&app, &won).await.json::<Value>().await.unwrap()["operations"], 0);
+    assert!(app.upstream.calls_for("pipelines").is_empty());
+    // A workflow sender can put names in its Custom Data: those match.
+    let body = serde_json::json!({
+        "contact_id": "c-7", "location": {"id": LOCATION},
+        "customData": {"event": "stage_changed", "pipeline": "Sales", "stage": "Closed Won"}
+    })
+    .to_string();
+    let response = app.post("workflow", body.as_bytes(), &[("authorization", "Bearer wf-secret")]).await;
+    assert_eq!(response.json::<Value>().await.unwrap()["operations"], 1);
+}

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 pub const TOKEN: &str = "test-upstream-token";
+/// A pipeline for [`FakeUpstream::set_pipelines`]: id, name, and its stages' ids and names.
+pub type PipelineSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-client-secret";
 
@@ -53,6 +55,8 @@ struct Inner {
     access_tokens: HashMap<String, Instant>,
     oauth_expires_in: u64,
     issued: u32,
+    /// `GET /opportunities/pipelines` answers, per location.
+    pipelines: HashMap<String, Value>,
 }
 
 struct State {
@@ -88,6 +92,7 @@ impl FakeUpstream {
                 .route("/contacts/{id}/followers", web::delete().to(change))
                 .route("/contacts/{id}", web::get().to(get_contact))
                 .route("/oauth/token", web::post().to(oauth_token))
+                .route("/opportunities/pipelines", web::get().to(get_pipelines))
         })
         .workers(2)
         .disable_signals()
@@ -106,6 +111,18 @@ impl FakeUpstream {
     /// Answers the next `count` calls with `status` (and the CRM's error body for it).
     pub fn fail_next(&self, status: u16, count: usize) {
         self.inner().scripted.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// The location's pipelines: `(pipeline id, name, [(stage id, name)])`.
+    pub fn set_pipelines(&self, location: &str, pipelines: &[PipelineSpec<'_>]) {
+        let pipelines: Vec<Value> = pipelines
+            .iter()
+            .map(|(id, name, stages)| {
+                let stages: Vec<Value> = stages.iter().map(|(id, name)| json!({"id": id, "name": name})).collect();
+                json!({"id": id, "name": name, "stages": stages, "locationId": location})
+            })
+            .collect();
+        self.inner().pipelines.insert(location.to_owned(), json!({ "pipelines": pipelines }));
     }
 
     /// A refresh token the fake accepts once, as an app install's would be.
@@ -409,4 +426,24 @@ async fn oauth_token(
         Some(body) => HttpResponse::Ok().json(body),
         None => HttpResponse::Unauthorized().json(json!({"error": "invalid_grant"})),
     }
+}
+
+/// `GET /opportunities/pipelines?locationId=...`.
+async fn get_pipelines(
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let at = Instant::now();
+    let location = query.get("locationId").cloned().unwrap_or_default();
+    if let Err(response) = admit(&state, &request, "pipelines") {
+        record(&state, &request, "pipelines", Vec::new(), response.status().as_u16(), at);
+        return *response;
+    }
+    let body = {
+        let inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.pipelines.get(&location).cloned().unwrap_or_else(|| json!({ "pipelines": [] }))
+    };
+    record(&state, &request, "pipelines", Vec::new(), 200, at);
+    HttpResponse::Ok().json(body)
 }

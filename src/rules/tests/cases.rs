@@ -34,7 +34,7 @@ async fn run(case: &Case, rules: &RuleSet) -> (CaseOutcome, Vec<String>) {
             }
         }
     }
-    let occurrences = match resolve(&store, parsed.observations, now).await {
+    let occurrences = match resolve(&store, parsed.observations, now, None).await {
         Ok(occurrences) => occurrences,
         Err(error) => return (CaseOutcome::failed(case, &error), vec![]),
     };
@@ -74,7 +74,7 @@ fn enabled_rules(rules: &RuleSet) -> Vec<String> {
         EventKind::TagAdded { tag: String::new() },
         EventKind::TagRemoved { tag: String::new() },
         EventKind::ContactCreated { source: None },
-        EventKind::StageChanged { pipeline: String::new(), stage: String::new(), from_stage: None },
+        EventKind::StageChanged { pipeline: String::new(), stage: String::new(), from_stage: None, names: None },
     ];
     kinds
         .into_iter()

@@ -75,6 +75,7 @@ then = { round_robin = "sales" }
             pipeline: pipeline.into(),
             stage: stage.into(),
             from_stage: from.map(Into::into),
+            names: None,
         })
     };
     assert_eq!(
@@ -173,8 +174,9 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         word.clone().prop_map(|tag| EventKind::TagAdded { tag }),
         word.clone().prop_map(|tag| EventKind::TagRemoved { tag }),
         proptest::option::of(word.clone()).prop_map(|source| EventKind::ContactCreated { source }),
-        (word.clone(), word.clone(), proptest::option::of(word))
-            .prop_map(|(pipeline, stage, from_stage)| EventKind::StageChanged { pipeline, stage, from_stage }),
+        (word.clone(), word.clone(), proptest::option::of(word)).prop_map(|(pipeline, stage, from_stage)| {
+            EventKind::StageChanged { pipeline, stage, from_stage, names: None }
+        }),
     ]
 }
 

@@ -8,7 +8,12 @@ use crate::rules::model::Kind;
 use crate::rules::{Action, Match};
 
 fn stage(pipeline: &str, stage: &str, from: Option<&str>) -> EventKind {
-    EventKind::StageChanged { pipeline: pipeline.into(), stage: stage.into(), from_stage: from.map(Into::into) }
+    EventKind::StageChanged {
+        pipeline: pipeline.into(),
+        stage: stage.into(),
+        from_stage: from.map(Into::into),
+        names: None,
+    }
 }
 
 fn created(source: Option<&str>) -> EventKind {

@@ -83,7 +83,7 @@ fn the_shipped_example_rules_compile_and_show_every_feature() {
         EventKind::TagRemoved { tag: "vip".into() },
         EventKind::TagAdded { tag: "do-not-contact".into() },
         EventKind::ContactCreated { source: Some("Facebook Ads".into()) },
-        EventKind::StageChanged { pipeline: "Sales".into(), stage: "Closed Won".into(), from_stage: None },
+        EventKind::StageChanged { pipeline: "Sales".into(), stage: "Closed Won".into(), from_stage: None, names: None },
     ];
     let actions: Vec<Action> =
         events.into_iter().flat_map(|kind| set.evaluate(&event(kind))).flat_map(|m| m.actions).collect();

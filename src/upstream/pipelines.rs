@@ -1,0 +1,146 @@
+//! Names for pipeline and stage ids, per location, from the CRM's pipelines API, cached for a while.
+//!
+//! GoHighLevel's app webhooks carry only ids (`shared/ghl/API.md` §7), but people write rules with names
+//! ("Closed Won"). The receiver looks the names up here and adds them to the event, so a rule written with
+//! either matches. A rule whose pipeline or stage is neither an id nor a name in the location's pipelines can
+//! never fire there: that is logged and counted once per fetch, naming the rule and the location.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Pipeline, Upstream};
+use crate::event::{LocationId, StageNames};
+use crate::rules::RuleSet;
+
+/// How long a location's pipelines are trusted before they are fetched again.
+pub const TTL: Duration = Duration::from_secs(600);
+/// After a failed fetch, how long before trying again (events meanwhile carry ids only).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// A location's ids and their names (normalized names too, for checking rules).
+#[derive(Debug, Default)]
+pub struct PipelineMap {
+    pipelines: HashMap<String, String>,
+    stages: HashMap<String, String>,
+    /// Every id and name, normalized (trimmed, lower case), as rules compare them.
+    known: std::collections::HashSet<String>,
+}
+
+impl PipelineMap {
+    pub fn new(pipelines: &[Pipeline]) -> Self {
+        let mut map = Self::default();
+        for pipeline in pipelines {
+            map.pipelines.insert(pipeline.id.clone(), pipeline.name.clone());
+            map.known.extend([normalize(&pipeline.id), normalize(&pipeline.name)]);
+            for stage in &pipeline.stages {
+                map.stages.insert(stage.id.clone(), stage.name.clone());
+                map.known.extend([normalize(&stage.id), normalize(&stage.name)]);
+            }
+        }
+        map
+    }
+
+    /// The names of an event's ids, where known.
+    pub fn names(&self, pipeline: &str, stage: &str, from_stage: Option<&str>) -> StageNames {
+        StageNames {
+            pipeline: self.pipelines.get(pipeline).cloned(),
+            stage: self.stages.get(stage).cloned(),
+            from_stage: from_stage.and_then(|id| self.stages.get(id)).cloned(),
+        }
+    }
+
+    /// Whether a rule's value (normalized) is an id or a name here.
+    pub fn knows(&self, value: &str) -> bool {
+        self.known.contains(value)
+    }
+}
+
+fn normalize(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+enum Cached {
+    Ready(Instant, Arc<PipelineMap>),
+    Failed(Instant),
+}
+
+/// The per-location cache in front of the pipelines API.
+pub struct PipelineNames {
+    upstream: Arc<Upstream>,
+    cache: Mutex<HashMap<LocationId, Cached>>,
+}
+
+impl PipelineNames {
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        Self { upstream, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The location's map, fetched when missing or older than [`TTL`]; `None` in a dry run or while the CRM
+    /// cannot be asked. A fresh fetch also checks `rules` for names the location does not have.
+    pub async fn map(&self, location: &LocationId, rules: &RuleSet) -> Option<Arc<PipelineMap>> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match cache.get(location) {
+                Some(Cached::Ready(at, map)) if at.elapsed() < TTL => return Some(Arc::clone(map)),
+                Some(Cached::Failed(at)) if at.elapsed() < RETRY_AFTER_FAILURE => return None,
+                _ => {}
+            }
+        }
+        let fetched = self.upstream.pipelines(location.as_str()).await;
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match fetched {
+            Ok(Some(pipelines)) => {
+                let map = Arc::new(PipelineMap::new(&pipelines));
+                warn_unresolved(&map, location, rules);
+                cache.insert(location.clone(), Cached::Ready(Instant::now(), Arc::clone(&map)));
+                Some(map)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%location, error = %e, "cannot read the location's pipelines; stage names unresolved");
+                cache.insert(location.clone(), Cached::Failed(Instant::now()));
+                None
+            }
+        }
+    }
+}
+
+/// Logs and counts each rule value that is neither an id nor a name in the location's pipelines.
+fn warn_unresolved(map: &PipelineMap, location: &LocationId, rules: &RuleSet) {
+    for (rule, value) in rules.stage_values(location) {
+        if !map.knows(&value) {
+            tracing::warn!(
+                rule = %rule,
+                %location,
+                value,
+                "a pipeline or stage in this rule is no id or name in the location's pipelines; it cannot fire there"
+            );
+            metrics::counter!("followd_rule_unresolved_names_total", "rule" => rule.to_string()).increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Stage;
+
+    #[test]
+    fn ids_get_their_names_and_both_count_as_known() {
+        let map = PipelineMap::new(&[Pipeline {
+            id: "pip1".into(),
+            name: "Sales".into(),
+            stages: vec![
+                Stage { id: "st1".into(), name: "New".into() },
+                Stage { id: "st2".into(), name: "Closed Won".into() },
+            ],
+        }]);
+        let names = map.names("pip1", "st2", Some("st1"));
+        assert_eq!(
+            (names.pipeline.as_deref(), names.stage.as_deref(), names.from_stage.as_deref()),
+            (Some("Sales"), Some("Closed Won"), Some("New"))
+        );
+        assert!(map.knows("closed won") && map.knows("st2") && !map.knows("lost"));
+    }
+}
