@@ -272,3 +272,19 @@ pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json:
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `followd queue resume LOCATION`: the pause ends now. Pauses are shared through Redis; the embedded store
+/// keeps them in the serving process, where a restart clears them.
+pub async fn queue_resume(config: &Config, location: &str) -> anyhow::Result<ExitCode> {
+    let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
+    let queue = crate::queue::open(config).await?;
+    let now = now_ms();
+    match queue.paused_until(&location, now).await? {
+        Some((_, reason)) => {
+            queue.pause(&location, now, "resumed by an operator").await?;
+            println!("location {location} resumed (it was paused: {reason})");
+        }
+        None => println!("location {location} is not paused"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

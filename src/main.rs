@@ -115,6 +115,11 @@ enum RulesCommand {
 enum QueueCommand {
     /// Ready contacts, leased contacts, pending operations, dead letters.
     Stats,
+    /// Lifts a location's pause (a refused token, a 429) at once, for every process: e.g. after fixing its token.
+    Resume {
+        /// The location (sub-account) id.
+        location: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -155,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::rules_test(&rules.unwrap_or_else(|| config.rules_dir.clone()), &cases).await
         }
         Command::Queue(QueueCommand::Stats) => commands::queue_stats(&config).await,
+        Command::Queue(QueueCommand::Resume { location }) => commands::queue_resume(&config, &location).await,
         Command::Dlq(DlqCommand::List { json }) => commands::dlq_list(&config, json).await,
         Command::Audit { contact_id, location, json } => {
             commands::audit(&config, &contact_id, location.as_deref(), json).await

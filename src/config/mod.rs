@@ -115,6 +115,8 @@ pub struct DeliveryConfig {
     pub auth_pause: Duration,
     #[serde(with = "humantime_serde")]
     pub throttle_pause: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pause_recheck: Duration,
 }
 
 /// One webhook source: `POST /webhooks/{name}`, its payload format and how its requests are verified.

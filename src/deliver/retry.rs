@@ -19,6 +19,8 @@ pub struct Policy {
     pub auth_pause: Duration,
     /// How long a location pauses after a 429 that says nothing of when to come back.
     pub throttle_pause: Duration,
+    /// How often a paused location's contacts are looked at again (a pause may be lifted early).
+    pub pause_recheck: Duration,
 }
 
 /// What becomes of a lease whose delivery failed.
@@ -107,6 +109,7 @@ mod tests {
         give_up_after: Duration::from_secs(86_400),
         auth_pause: Duration::from_secs(900),
         throttle_pause: Duration::from_secs(10),
+        pause_recheck: Duration::from_secs(30),
     };
 
     fn status(status: u16, retry_after: Option<Duration>) -> UpstreamError {

@@ -87,7 +87,7 @@ impl Deliverer {
         match self.queue.paused_until(location, now_ms()).await {
             Ok(Some((until, reason))) => {
                 tracing::debug!(reason, "location paused; contact rescheduled");
-                return self.give_back(&lease, until).await;
+                return self.give_back(&lease, self.recheck(until)).await;
             }
             Ok(None) => {}
             Err(e) => {
@@ -175,12 +175,17 @@ impl Deliverer {
                     }
                     Decision::Pause { until, reason } => {
                         self.pause(location, until, &reason).await;
-                        self.give_back(&lease, until).await;
+                        self.give_back(&lease, self.recheck(until)).await;
                     }
                     Decision::DeadLetter(failure) => self.dead_letter(&lease, failure, now).await,
                 }
             }
         }
+    }
+
+    /// When a paused contact is looked at again: at the pause's end, or sooner, in case it is lifted.
+    fn recheck(&self, until: Millis) -> Millis {
+        until.min(now_ms().saturating_add(ms(self.policy.pause_recheck)))
     }
 
     /// Returns the lease to the queue, operations kept in front, ready again at `at`.

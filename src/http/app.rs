@@ -144,6 +144,7 @@ impl Application {
                 give_up_after: delivery.give_up_after,
                 auth_pause: delivery.auth_pause,
                 throttle_pause: delivery.throttle_pause,
+                pause_recheck: delivery.pause_recheck,
             };
             let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy));
             let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));

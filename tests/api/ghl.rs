@@ -239,3 +239,76 @@ async fn in_a_dry_run_names_match_only_where_the_payload_carries_them() {
     let response = app.post("workflow", body.as_bytes(), &[("authorization", "Bearer wf-secret")]).await;
     assert_eq!(response.json::<Value>().await.unwrap()["operations"], 1);
 }
+
+#[tokio::test]
+async fn an_opportunity_created_then_moved_carries_its_previous_stage_and_a_status_update_fires_too() {
+    let rules = r#"
+[users]
+closer = "usr_closer"
+setter = "usr_setter"
+
+[[rule]]
+name = "moved-on-from-new-lead"
+when = { event = "stage_changed", from_stage = "3f1c2b7e-9a4d-4e8b-b6c1-2d5e7f9a0b13", stage = "8a6e4c2b-1d3f-4a5b-9c7e-0f2d4b6a8c91" }
+then = { add = ["closer"] }
+
+[[rule]]
+name = "any-stage-change"
+when = { event = "stage_changed", pipeline = "pip2Wx3Yz4Ab5Cd6Ef7G" }
+then = { add = ["setter"] }
+"#;
+    let app = TestApp::builder().rules(rules).ghl_keys(&test_keys()).spawn().await;
+    // Created at "New Lead": no previous stage, so only the pipeline rule fires.
+    let created = fresh("OpportunityCreate", "wh-1", Some("ctc-1"), None);
+    assert_eq!(post_ghl(&app, &created).await.json::<Value>().await.unwrap()["operations"], 1);
+    // Moved to the won stage: the previous stage comes from the store.
+    let moved = fresh("OpportunityStageUpdate", "wh-2", Some("ctc-1"), None);
+    assert_eq!(post_ghl(&app, &moved).await.json::<Value>().await.unwrap()["operations"], 2);
+    // A status update (won) is a stage_changed event as well.
+    let status = fresh("OpportunityStatusUpdate", "wh-3", Some("ctc-1"), None);
+    assert_eq!(post_ghl(&app, &status).await.json::<Value>().await.unwrap()["operations"], 1);
+    assert!(app.upstream.wait_for_followers("ctc-1", &["usr_closer", "usr_setter"], WAIT).await);
+}
+
+#[tokio::test]
+async fn a_standard_webhooks_source_verifies_through_http_and_refuses_old_timestamps() {
+    use base64::Engine;
+    use hmac::Mac;
+    let key = b"a-standard-webhooks-test-key";
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    let source = format!(
+        "[[source]]\nname = \"std\"\nformat = \"generic\"\nverify = {{ scheme = \"standard-webhooks\", secrets = [\"{secret}\"] }}\n"
+    );
+    // Appended after the builder's own tables: a [[source]] array entry may come last.
+    let app = TestApp::builder().rules(GHL_RULES).spawn_with_tail(&source).await;
+    let body = crate::support::app::tag_event("std-1", "tag_added", "c-1", "hot-lead");
+    let signed = |timestamp: i64| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(format!("msg_1.{timestamp}.").as_bytes());
+        mac.update(&body);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    };
+    let now = chrono::Utc::now().timestamp();
+    let headers = |ts: i64, sig: &str| {
+        vec![
+            ("webhook-id".to_owned(), "msg_1".to_owned()),
+            ("webhook-timestamp".to_owned(), ts.to_string()),
+            ("webhook-signature".to_owned(), sig.to_owned()),
+        ]
+    };
+    let send = |h: Vec<(String, String)>| {
+        let mut request = app
+            .client
+            .post(format!("{}/webhooks/std", app.addr))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (name, value) in h {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    assert_eq!(send(headers(now - 400, &signed(now - 400))).await.unwrap().status(), 401, "older than 5 minutes");
+    assert_eq!(send(headers(now, &signed(now - 1))).await.unwrap().status(), 401, "signature over another time");
+    assert_eq!(send(headers(now, &signed(now))).await.unwrap().status(), 202);
+    assert!(app.upstream.wait_for_followers("c-1", &["usr_h1", "usr_h2"], WAIT).await);
+}

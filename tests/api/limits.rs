@@ -234,3 +234,32 @@ async fn the_dlq_commands_list_replay_and_purge_on_both_stores() {
         assert!(upstream.calls_for("c-2").len() == 1, "purged operations are gone");
     }
 }
+
+#[tokio::test]
+async fn an_operator_resumes_a_paused_location_and_its_jobs_go_out() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[upstream]", "[delivery]\npause_recheck = \"1s\"\n[upstream]");
+    std::fs::write(&config, text).unwrap();
+    let process = Followd::start(&config, crate::support::free_port(), &[]).await;
+    upstream.fail_contact("c-1", 401, 1);
+    assert_eq!(post(&process.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(eventually(WAIT, || async { upstream.calls_for("c-1").iter().any(|c| c.status == 401) }).await);
+    let resume = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+            .args(["queue", "resume", "loc-1", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The pause is recorded a moment after the 401: resume once it is there.
+    assert!(eventually(WAIT, || async { resume().contains("resumed") }).await);
+    // The token is "fixed" (the fake answers normally now): the kept job goes out without waiting 15 minutes.
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+}

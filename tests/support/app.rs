@@ -66,6 +66,7 @@ pub struct TestAppBuilder {
     extra: String,
     token: bool,
     ghl_keys: Vec<String>,
+    tail: String,
 }
 
 impl TestAppBuilder {
@@ -104,6 +105,12 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
+        self.spawn_with(FakeUpstream::start().await.into()).await
+    }
+
+    /// Starts with `tail` appended at the end of the configuration (e.g. one more `[[source]]`).
+    pub async fn spawn_with_tail(mut self, tail: &str) -> TestApp {
+        self.tail = tail.to_owned();
         self.spawn_with(FakeUpstream::start().await.into()).await
     }
 
@@ -158,7 +165,10 @@ verify = {ghl_verify}
 name = "workflow"
 format = "ghl-workflow"
 verify = {{ scheme = "token", header = "authorization", tokens = ["wf-secret"] }}
+
+{tail}
 "#,
+            tail = self.tail,
             data = data_dir.display(),
             rules = rules_dir.display(),
             extra = self.extra,
@@ -195,6 +205,7 @@ impl TestApp {
             extra: String::new(),
             token: true,
             ghl_keys: Vec::new(),
+            tail: String::new(),
         }
     }
 
