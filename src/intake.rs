@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::config::{ConfigError, SourceConfig, VerifyConfig};
+use crate::decisions::{Decision, Decisions};
 use crate::event::{Event, EventId, EventKind, Format, Observation, PayloadError};
 use crate::queue::{ContactKey, EventOps, Millis, PlannedOp, Queue, QueueError, now_ms};
 use crate::rules::{LiveRules, RuleSet};
@@ -112,6 +113,8 @@ pub struct Intake {
     queue_timeout: Duration,
     /// Names for GoHighLevel's pipeline and stage ids; `None` without the CRM (dry run).
     pipeline_names: Option<Arc<PipelineNames>>,
+    /// What the status page shows of recent webhooks.
+    decisions: Arc<Decisions>,
 }
 
 impl Intake {
@@ -121,9 +124,10 @@ impl Intake {
         queue: Arc<dyn Queue>,
         wake: Arc<Notify>,
         pipeline_names: Option<Arc<PipelineNames>>,
+        decisions: Arc<Decisions>,
     ) -> Self {
         let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
-        Self { sources, rules, queue, wake, queue_timeout: Duration::from_secs(5), pipeline_names }
+        Self { sources, rules, queue, wake, queue_timeout: Duration::from_secs(5), pipeline_names, decisions }
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -163,17 +167,44 @@ impl Intake {
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
             }
-            Ok::<_, IntakeError>(self.queue.enqueue(batch, now).await?)
+            let summaries: Vec<_> = occurrences.iter().zip(&batch).map(|(o, b)| summarize(o, b, now)).collect();
+            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries))
         });
-        let outcome = bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+        let (outcome, summaries) = bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
         if outcome.accepted.is_empty() {
             return Ok(Accepted::Duplicate);
+        }
+        for summary in summaries.into_iter().filter(|d| outcome.accepted.contains(&d.event_id)) {
+            self.decisions.record(Decision { source: source.name.clone(), ..summary });
         }
         if outcome.operations > 0 {
             self.wake.notify_waiters();
         }
         metrics::counter!("followd_operations_enqueued_total").increment(outcome.operations as u64);
         Ok(Accepted::Queued { event_ids: outcome.accepted, operations: outcome.operations })
+    }
+}
+
+/// A decision for the status page: the events, the rules that fired and the operations queued.
+fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
+    let describe = |kind: &EventKind| match kind {
+        EventKind::TagAdded { tag } => format!("tag_added {tag}"),
+        EventKind::TagRemoved { tag } => format!("tag_removed {tag}"),
+        EventKind::ContactCreated { source } => format!("contact_created {}", source.as_deref().unwrap_or("-")),
+        EventKind::StageChanged { pipeline, stage, .. } => format!("stage_changed {pipeline} / {stage}"),
+    };
+    let mut rules: Vec<String> = ops.ops.iter().map(|op| op.rule.to_string()).collect();
+    rules.dedup();
+    Decision {
+        at: now,
+        source: String::new(),
+        event_id: occurrence.id.clone(),
+        location_id: occurrence.contact.location_id.clone(),
+        contact_id: occurrence.contact.contact_id.clone(),
+        events: occurrence.events.iter().map(|e| describe(&e.kind)).collect(),
+        rules,
+        operations: ops.ops.len(),
+        delivery: if ops.ops.is_empty() { "nothing to do".to_owned() } else { "queued".to_owned() },
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod decisions;
 pub mod deliver;
 pub mod event;
 pub mod http;

@@ -44,6 +44,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub source: Vec<SourceConfig>,
     /// Folder of the configuration file, against which `file:` references resolve. Not a key.
     #[serde(skip)]
@@ -99,6 +101,15 @@ pub struct QueueConfig {
     pub prefix: String,
     /// Redis only: how many partitions (hash tags) the queue is split into; spreads it over a Cluster.
     pub partitions: std::num::NonZeroU16,
+}
+
+/// The status page's protection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unset: the status page is served to loopback only.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
 }
 
 /// How failed deliveries are retried and how long locations pause.

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::fold::{NetChange, fold};
 use super::limit::{Limits, MAX_WAIT_IN_PLACE, Smoothing};
 use super::retry::{Backoff, Decision, Policy, decide};
+use crate::decisions::Decisions;
 use crate::event::{LocationId, UserId};
 use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, now_ms};
 use crate::upstream::{Upstream, UpstreamError};
@@ -52,6 +53,8 @@ pub struct Deliverer {
     limits: Limits,
     smoothing: Smoothing,
     policy: Policy,
+    /// Told what became of each delivery, for the status page.
+    decisions: Arc<Decisions>,
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -66,8 +69,20 @@ fn calls(change: &NetChange) -> u64 {
 }
 
 impl Deliverer {
-    pub fn new(queue: Arc<dyn Queue>, upstream: Arc<Upstream>, limits: Limits, policy: Policy) -> Self {
-        Self { queue, upstream, limits, smoothing: Smoothing::new(limits), policy }
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        upstream: Arc<Upstream>,
+        limits: Limits,
+        policy: Policy,
+        decisions: Arc<Decisions>,
+    ) -> Self {
+        Self { queue, upstream, limits, smoothing: Smoothing::new(limits), policy, decisions }
+    }
+
+    /// Tells the status page what became of the lease's events.
+    fn report(&self, lease: &Lease, result: &str) {
+        let events: Vec<&crate::event::EventId> = lease.ops.iter().map(|op| &op.event_id).collect();
+        self.decisions.delivered(&events, result);
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.
@@ -151,6 +166,7 @@ impl Deliverer {
             Ok(applied) => {
                 metrics::counter!("followd_deliveries_total", "result" => "delivered").increment(1);
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
+                self.report(&lease, "delivered");
                 match self.queue.ack(&lease, &applied, now).await {
                     Ok(()) => tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "delivered"),
                     Err(e) => {
@@ -169,11 +185,13 @@ impl Deliverer {
                 let oldest = lease.ops.iter().map(|op| op.enqueued_at).min().unwrap_or(now);
                 match decide(&e, lease.attempts, oldest, now, rand::random(), &self.policy) {
                     Decision::Retry { at } => {
+                        self.report(&lease, &format!("retrying: {e}"));
                         metrics::counter!("followd_delivery_retries_total", "where" => "requeued").increment(1);
                         tracing::warn!(error = %e, retry_in_s = at.saturating_sub(now) / 1000, "delivery failed; kept in the queue");
                         self.give_back(&lease, at).await;
                     }
                     Decision::Pause { until, reason } => {
+                        self.report(&lease, &format!("paused: {reason}"));
                         self.pause(location, until, &reason).await;
                         self.give_back(&lease, self.recheck(until)).await;
                     }
@@ -206,6 +224,7 @@ impl Deliverer {
     }
 
     async fn dead_letter(&self, lease: &Lease, failure: Failure, now: Millis) {
+        self.report(lease, &format!("dead-lettered: {}", failure.reason));
         tracing::error!(status = failure.status, reason = %failure.reason, "operations dead-lettered");
         metrics::counter!("followd_dead_letters_total").increment(1);
         if let Err(e) = self.queue.dead_letter(lease, &failure, now).await {

@@ -15,8 +15,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::health::{self, HealthState};
+use super::status::{self, StatusState};
 use super::webhook::{self, WebhookState};
 use crate::config::{Config, ConfigError};
+use crate::decisions::Decisions;
 use crate::deliver::limit::Limits;
 use crate::deliver::retry::{Backoff, Policy};
 use crate::deliver::{Deliverer, Workers};
@@ -102,9 +104,31 @@ impl Application {
         }
 
         let wake = Arc::new(Notify::new());
+        let decisions = Arc::new(Decisions::default());
+        let admin_token = match &config.admin.token {
+            Some(token) => Some(
+                token
+                    .resolve(&config.base_dir)
+                    .map_err(|e| ConfigError::Invalid(format!("admin.token ({token:?}): {e}")))?,
+            ),
+            None => None,
+        };
+        let status_state = web::Data::new(StatusState {
+            queue: Arc::clone(&queue),
+            rules: Arc::clone(&rules),
+            decisions: Arc::clone(&decisions),
+            admin_token,
+        });
         let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(&upstream))));
         let webhook_state = web::Data::new(WebhookState {
-            intake: Intake::new(sources, Arc::clone(&rules), Arc::clone(&queue), Arc::clone(&wake), pipeline_names),
+            intake: Intake::new(
+                sources,
+                Arc::clone(&rules),
+                Arc::clone(&queue),
+                Arc::clone(&wake),
+                pipeline_names,
+                Arc::clone(&decisions),
+            ),
             max_body_bytes: config.max_body_bytes.get(),
             retry_after: config.queue.retry_after,
         });
@@ -121,6 +145,9 @@ impl Application {
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(health::metrics))
+                .app_data(status_state.clone())
+                .route("/", web::get().to(status::status))
+                .route("/login", web::post().to(status::login))
                 .default_service(web::to(super::error::not_found));
             if receive {
                 app.app_data(webhook_state.clone()).route("/webhooks/{source}", web::post().to(webhook::receive))
@@ -146,7 +173,7 @@ impl Application {
                 throttle_pause: delivery.throttle_pause,
                 pause_recheck: delivery.pause_recheck,
             };
-            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy));
+            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy, decisions));
             let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
             Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
         });

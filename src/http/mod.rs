@@ -4,6 +4,7 @@
 mod app;
 mod error;
 mod health;
+mod status;
 mod webhook;
 
 pub use app::{Application, Role, StartupError};

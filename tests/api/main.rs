@@ -14,4 +14,5 @@ mod operations;
 mod redis;
 mod rules;
 mod scale_out;
+mod status_page;
 mod webhook;
