@@ -336,11 +336,34 @@ impl Config {
 }
 
 /// `FOLLOWD_*` variables: `__` nests (`FOLLOWD_UPSTREAM__BASE_URL`), plus the contract's short forms.
+/// Top-level keys the environment may set. Other `FOLLOWD_*` variables are not configuration: Kubernetes, for
+/// one, injects `FOLLOWD_SERVICE_HOST` and friends into every pod when a Service is named `followd`, and they
+/// must not stop the service. Below a known key, an unknown name is still an error (a typo fails loudly).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "redis_url",
+    "data_dir",
+    "rules_dir",
+    "max_body_bytes",
+    "workers",
+    "shutdown_grace",
+    "http_workers",
+    "upstream",
+    "rate_limit",
+    "queue",
+    "delivery",
+    "admin",
+    "upstream_url",
+    "upstream_token",
+];
+
 fn env_provider() -> Env {
     // figment hands these closures the key as written (`UPSTREAM_URL`): compare in lower case.
     Env::prefixed("FOLLOWD_")
-        // Read by the command line, not configuration keys.
-        .filter(|key| !matches!(key.as_str().to_ascii_lowercase().as_str(), "log_format" | "config"))
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ENV_KEYS.contains(&key.split("__").next().unwrap_or_default())
+        })
         .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
             "upstream_url" => "upstream.base_url".into(),
             "upstream_token" => "upstream.token".into(),
@@ -410,11 +433,17 @@ mod tests {
             jail.set_env("FOLLOWD_UPSTREAM_TOKEN", "pit-123");
             jail.set_env("FOLLOWD_QUEUE__PARTITIONS", "4");
             jail.set_env("FOLLOWD_LOG_FORMAT", "json");
+            // Injected by Kubernetes for a Service named `followd`: not configuration, ignored.
+            jail.set_env("FOLLOWD_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("FOLLOWD_PORT_8080_TCP", "tcp://10.0.0.1:8080");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.workers.get(), 5);
             assert_eq!(config.upstream.base_url.as_str(), "http://short.invalid/");
             assert!(config.upstream.token.is_some() && !config.dry_run());
             assert_eq!(config.queue.partitions.get(), 4);
+            // A typo below a known key still fails.
+            jail.set_env("FOLLOWD_UPSTREAM__TOKNE", "x");
+            assert!(Config::load(None).is_err_and(|e| e.to_string().contains("tokne")));
             Ok(())
         });
     }
