@@ -294,7 +294,10 @@ async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(qu
 async fn the_rate_budget_spaces_calls_per_location_and_pauses_expire(queue: &dyn Queue) {
     let limits = Limits { spacing_ms: 100, daily: 5 };
     let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
+    assert_eq!(queue.limiter_state(&l1).await.unwrap(), None);
     assert_eq!(queue.throttle(&l1, limits, 2, T0).await.unwrap(), None);
+    let state = queue.limiter_state(&l1).await.unwrap().unwrap();
+    assert_eq!((state.tat, state.count), (T0 + 200, 2));
     assert_eq!(queue.throttle(&l1, limits, 1, T0 + 50).await.unwrap(), Some(T0 + 200));
     // Another location has its own budget.
     assert_eq!(queue.throttle(&l2, limits, 1, T0 + 50).await.unwrap(), None);

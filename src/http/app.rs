@@ -118,6 +118,11 @@ impl Application {
             rules: Arc::clone(&rules),
             decisions: Arc::clone(&decisions),
             admin_token,
+            daily_budget: crate::deliver::limit::Limits::new(
+                config.rate_limit.per_location,
+                config.rate_limit.daily_per_location,
+            )
+            .daily,
         });
         let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(&upstream))));
         let webhook_state = web::Data::new(WebhookState {

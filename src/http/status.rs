@@ -24,6 +24,8 @@ pub struct StatusState {
     pub rules: Arc<LiveRules>,
     pub decisions: Arc<Decisions>,
     pub admin_token: Option<SecretString>,
+    /// Calls per location per day the limiter allows, to show beside today's count.
+    pub daily_budget: u64,
 }
 
 /// Text made safe for HTML.
@@ -170,16 +172,31 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
     let mut locations: Vec<_> = decisions.iter().map(|d| d.location_id.clone()).collect();
     locations.sort();
     locations.dedup();
-    html.push_str("<h2>Locations</h2><table><tr><th>location</th><th>state</th></tr>");
+    html.push_str(
+        "<h2>Locations</h2><table><tr><th>location</th><th>state</th><th>calls today</th><th>next free slot</th></tr>",
+    );
     for location in &locations {
-        let state_text = match state.queue.paused_until(location, now_ms()).await {
+        let now = now_ms();
+        let state_text = match state.queue.paused_until(location, now).await {
             Ok(Some((until, reason))) => {
                 format!("<span class=\"bad\">paused until {} ({})</span>", time(until), escape(&reason))
             }
             Ok(None) => "<span class=\"ok\">delivering</span>".to_owned(),
             Err(e) => escape(&e.to_string()),
         };
-        let _ = write!(html, "<tr><td>{}</td><td>{state_text}</td></tr>", escape(location.as_str()));
+        let (today, next) = match state.queue.limiter_state(location).await {
+            Ok(Some(limiter)) if limiter.day == now / 86_400_000 => {
+                let next = if limiter.tat > now { time(limiter.tat) } else { "now".to_owned() };
+                (format!("{} of {}", limiter.count, state.daily_budget), next)
+            }
+            Ok(_) => (format!("0 of {}", state.daily_budget), "now".to_owned()),
+            Err(e) => (escape(&e.to_string()), String::new()),
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{state_text}</td><td>{today}</td><td>{next}</td></tr>",
+            escape(location.as_str())
+        );
     }
     html.push_str(
         "</table><h2>Recent decisions</h2><table><tr><th>time</th><th>source</th><th>event</th>\
@@ -234,6 +251,30 @@ mod tests {
     #[test]
     fn html_is_escaped() {
         assert_eq!(escape("<script>\"&'"), "&lt;script&gt;&quot;&amp;&#39;");
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_may_look() {
+        let state = StatusState {
+            queue: Arc::new(
+                crate::queue::EmbeddedQueue::open(
+                    tempfile::tempdir().unwrap().path(),
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs(60),
+                )
+                .unwrap(),
+            ),
+            rules: LiveRules::load(tempfile::tempdir().unwrap().path()).unwrap(),
+            decisions: Arc::default(),
+            admin_token: None,
+            daily_budget: 1,
+        };
+        let from = |ip: &str| {
+            let request = actix_web::test::TestRequest::default().peer_addr(format!("{ip}:5000").parse().unwrap());
+            access(&request.to_http_request(), &state)
+        };
+        assert!(matches!(from("127.0.0.1"), Access::Granted));
+        assert!(matches!(from("10.1.2.3"), Access::LoopbackOnly));
     }
 
     #[test]

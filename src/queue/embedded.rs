@@ -739,6 +739,10 @@ impl Queue for EmbeddedQueue {
         }
     }
 
+    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
+        Ok(self.limiter.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(location).copied())
+    }
+
     async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
         let mut pauses = self.pauses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         pauses.insert(location.clone(), (until, reason.to_owned()));

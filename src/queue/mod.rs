@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::limit::Limits;
+use crate::deliver::limit::{LimiterState, Limits};
 use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
 pub use embedded::EmbeddedQueue;
@@ -311,6 +311,9 @@ pub trait Queue: Send + Sync + 'static {
         cost: u64,
         now: Millis,
     ) -> Result<Option<Millis>, QueueError>;
+
+    /// The location's rate budget as it stands (for the status page); `None` before its first call.
+    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError>;
 
     /// Stops calls for a location until `until` (a 429, a rejected token), for every process.
     async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError>;

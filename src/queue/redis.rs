@@ -29,7 +29,7 @@ use super::{
 };
 use super::{DeadLetter, Failure, FollowerOp, OAuthTokens, PlannedOp, Selection, TagDiff, normalize_tag};
 use crate::config::RedisUrl;
-use crate::deliver::limit::Limits;
+use crate::deliver::limit::{LimiterState, Limits};
 use crate::event::{ContactId, EventId, LocationId, UserId};
 use crate::rules::Action;
 use QueuedOp as StoredOp;
@@ -715,6 +715,13 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn())
             .await?;
         Ok((wait > 0).then_some(wait))
+    }
+
+    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
+        let key = self.keys.for_location(location).limiter(location);
+        let (tat, day, count): (Option<u64>, Option<u64>, Option<u64>) =
+            redis::cmd("HMGET").arg(key).arg("tat").arg("day").arg("count").query_async(&mut self.conn()).await?;
+        Ok(tat.map(|tat| LimiterState { tat, day: day.unwrap_or(0), count: count.unwrap_or(0) }))
     }
 
     async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {

@@ -43,6 +43,9 @@ async fn the_status_page_shows_rules_queue_decisions_and_dead_letters_in_a_real_
         "dead-lettered",
         "followers must be an array",
         "loc-1",
+        "delivering",
+        // Two calls (one delivered, one refused) against 97% of the 200,000 daily budget.
+        "2 of 194000",
     ] {
         assert!(dom.contains(expected), "the page lacks `{expected}`:\n{dom}");
     }
