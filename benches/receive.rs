@@ -72,13 +72,23 @@ fn verification() {
                 &body,
             ),
         ),
-        ("ghl X-GHL-Signature (Ed25519)", per_call(&ghl, &[("x-ghl-signature", &ed25519_signature(&body)), none, none], &body)),
-        ("ghl x-wh-signature (RSA-4096)", per_call(&ghl, &[("x-wh-signature", &rsa_signature(&body)), none, none], &body)),
+        (
+            "ghl X-GHL-Signature (Ed25519)",
+            per_call(&ghl, &[("x-ghl-signature", &ed25519_signature(&body)), none, none], &body),
+        ),
+        (
+            "ghl x-wh-signature (RSA-4096)",
+            per_call(&ghl, &[("x-wh-signature", &rsa_signature(&body)), none, none], &body),
+        ),
     ];
     let baseline = rows[0].1.as_secs_f64();
     println!("signature verification, 1 KiB body, {VERIFICATIONS} calls each");
     for (scheme, time) in rows {
-        println!("  {scheme:<32} {:>9.2} us   {:>7.2}x hmac-sha256", time.as_secs_f64() * 1e6, time.as_secs_f64() / baseline);
+        println!(
+            "  {scheme:<32} {:>9.2} us   {:>7.2}x hmac-sha256",
+            time.as_secs_f64() * 1e6,
+            time.as_secs_f64() / baseline
+        );
     }
 }
 
@@ -126,7 +136,8 @@ async fn receive_path() {
         .collect();
     let ghl: Vec<_> = (0..WEBHOOKS)
         .map(|i| {
-            let body = fresh("ContactTagUpdate", &format!("wh-{i}"), Some(&format!("c-{i}")), Some(&["vip", "new lead"]));
+            let body =
+                fresh("ContactTagUpdate", &format!("wh-{i}"), Some(&format!("c-{i}")), Some(&["vip", "new lead"]));
             let signature = ed25519_signature(&body);
             (body, signature, "x-ghl-signature")
         })
