@@ -166,15 +166,6 @@ impl EmbeddedQueue {
         data_dir.join(FILE_NAME)
     }
 
-    /// The dead letters a selection names (none when the id is unknown).
-    async fn select(&self, which: &Selection) -> Result<Vec<DeadLetter>, QueueError> {
-        let letters = self.dead_letters().await?;
-        Ok(match which {
-            Selection::All => letters,
-            Selection::One(id) => letters.into_iter().filter(|l| l.id == *id).collect(),
-        })
-    }
-
     /// Runs a blocking redb closure on the blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T, QueueError>
     where
@@ -498,7 +489,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
-        let letters = self.select(which).await?;
+        let letters = which.pick(self.dead_letters().await?);
         self.blocking(move |db| {
             let tx = db.begin_write().q()?;
             {
@@ -535,7 +526,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
-        let letters = self.select(which).await?;
+        let letters = which.pick(self.dead_letters().await?);
         self.blocking(move |db| {
             let tx = db.begin_write().q()?;
             {

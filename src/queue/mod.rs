@@ -196,6 +196,16 @@ pub enum Selection {
     All,
 }
 
+impl Selection {
+    /// The dead letters this selection names (none when the id is unknown).
+    pub fn pick(&self, letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
+        match self {
+            Self::All => letters,
+            Self::One(id) => letters.into_iter().filter(|l| l.id == *id).collect(),
+        }
+    }
+}
+
 /// Counts for `followd queue stats`, `/metrics` and the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {

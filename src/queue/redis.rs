@@ -248,14 +248,6 @@ impl RedisQueue {
         self.keys.partition(n % self.keys.partitions())
     }
 
-    async fn select(&self, which: &Selection) -> Result<Vec<DeadLetter>, QueueError> {
-        let letters = self.dead_letters().await?;
-        Ok(match which {
-            Selection::All => letters,
-            Selection::One(id) => letters.into_iter().filter(|l| l.id == *id).collect(),
-        })
-    }
-
     /// Ends a lease, acknowledged or, with a `failure`, dead-lettered: one script either way.
     async fn end_lease(
         &self,
@@ -527,7 +519,7 @@ impl Queue for RedisQueue {
 
     async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
         let mut replayed = 0;
-        for letter in self.select(which).await? {
+        for letter in which.pick(self.dead_letters().await?) {
             let partition = self.partition_of_letter(&letter.id);
             let member = contact_member(&ContactKey {
                 location_id: letter.location_id.clone(),
@@ -556,7 +548,7 @@ impl Queue for RedisQueue {
 
     async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
         let mut purged = 0;
-        for letter in self.select(which).await? {
+        for letter in which.pick(self.dead_letters().await?) {
             let partition = self.partition_of_letter(&letter.id);
             let (removed, _): (i64, i64) = redis::pipe()
                 .atomic()
