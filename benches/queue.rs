@@ -58,11 +58,20 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    throughput_at(CONCURRENCY, n, f).await
+}
+
+/// Runs `n` calls of `f` from `callers` tasks; returns calls per second.
+async fn throughput_at<F, Fut>(callers: usize, n: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let f = Arc::new(f);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..callers {
         let (f, next) = (Arc::clone(&f), Arc::clone(&next));
         tasks.spawn(async move {
             loop {
@@ -135,6 +144,28 @@ async fn run() {
         .await
     };
 
+    // The same comparison one call at a time: the latency reading of "an enqueue costs N round trips".
+    let raw_one = {
+        let (conn, trivial) = (conn.clone(), Arc::clone(&trivial));
+        throughput_at(1, N / 4, move |_| {
+            let (mut conn, trivial) = (conn.clone(), Arc::clone(&trivial));
+            async move {
+                let _: i64 = trivial.invoke_async(&mut conn).await.expect("evalsha");
+            }
+        })
+        .await
+    };
+    let enqueue_one = {
+        let queue = Arc::clone(&queue);
+        throughput_at(1, N / 4, move |i| {
+            let queue = Arc::clone(&queue);
+            async move {
+                queue.enqueue(vec![event(N + i)], now_ms()).await.expect("enqueue");
+            }
+        })
+        .await
+    };
+
     let dir = tempfile::tempdir().expect("a temporary directory");
     let embedded: Arc<dyn Queue> =
         Arc::new(EmbeddedQueue::open(dir.path(), Duration::from_secs(60), Duration::from_secs(3600)).expect("open"));
@@ -159,5 +190,12 @@ async fn run() {
     println!(
         "  embedded enqueue (fsync) {embedded_enqueue:>10.0} /s   cost {:.2}x a raw redis round trip",
         raw / embedded_enqueue
+    );
+    println!("one caller at a time ({} calls each)", N / 4);
+    println!("  raw EVALSHA round trip   {:>8.1} us", 1e6 / raw_one);
+    println!(
+        "  redis enqueue            {:>8.1} us   {:.2}x a raw round trip",
+        1e6 / enqueue_one,
+        raw_one / enqueue_one
     );
 }
