@@ -169,8 +169,19 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { rules, enabled, files, users, teams } = self;
-        write!(f, "{rules} rules ({enabled} enabled) in {files} files, {users} users, {teams} teams")
+        // Singular for one, as people read it ("1 file", not "1 files"); the status page and `rules check` show it.
+        fn count(n: usize, noun: &str) -> String {
+            if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+        }
+        let Self { rules, enabled, files, users, teams } = *self;
+        write!(
+            f,
+            "{} ({enabled} enabled) in {}, {}, {}",
+            count(rules, "rule"),
+            count(files, "file"),
+            count(users, "user"),
+            count(teams, "team")
+        )
     }
 }
 

@@ -11,7 +11,7 @@ mod validation;
 
 use std::path::{Path, PathBuf};
 
-use super::{Action, RuleSet, RulesError};
+use super::{Action, RuleSet, RulesError, Summary};
 use crate::event::{ContactId, Event, EventId, EventKind, LocationId, UserId};
 
 /// Compiles in-memory files given as (path, text).
@@ -120,6 +120,12 @@ fn an_empty_directory_is_a_valid_empty_set() {
     let set = RuleSet::load_dir(dir.path()).unwrap();
     assert_eq!(set.summary().to_string(), "0 rules (0 enabled) in 0 files, 0 users, 0 teams");
     assert!(set.evaluate(&tag_added("vip")).is_empty());
+}
+
+#[test]
+fn the_summary_says_one_of_each_in_the_singular() {
+    let one = Summary { rules: 1, enabled: 1, files: 1, users: 1, teams: 1 };
+    assert_eq!(one.to_string(), "1 rule (1 enabled) in 1 file, 1 user, 1 team");
 }
 
 #[test]
