@@ -50,6 +50,19 @@ pub struct Config {
     /// Folder of the configuration file, against which `file:` references resolve. Not a key.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Where this configuration came from, so a SIGHUP can read the same layers again. Not a key.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// TOML text given by a test or a tool: there is nothing to read again.
+    #[default]
+    Text,
+    /// [`Config::load`]: the defaults, this file (if any), the environment.
+    Layers { file: Option<PathBuf> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,7 +276,7 @@ impl Config {
         }
         let config = Self::from_figment(figment.merge(env_provider()))?;
         let base_dir = file.as_deref().and_then(Path::parent).map(Path::to_owned).unwrap_or_default();
-        let config = Self { base_dir, ..config };
+        let config = Self { base_dir, origin: Origin::Layers { file }, ..config };
         config.validate()?;
         Ok(config)
     }

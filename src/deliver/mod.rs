@@ -4,6 +4,7 @@
 //! - [`retry`]: the backoff schedule (pure).
 //! - [`worker`]: the worker pool, the reaper, and one delivery's I/O.
 
+pub mod credentials;
 pub mod fold;
 pub mod limit;
 pub mod retry;

@@ -55,6 +55,9 @@ pub struct Deliverer {
     policy: Policy,
     /// Told what became of each delivery, for the status page.
     decisions: Arc<Decisions>,
+    /// Locations this process paused because the CRM refused the token (or there is none): a configuration
+    /// reload with new tokens lifts exactly these pauses.
+    auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -76,7 +79,36 @@ impl Deliverer {
         policy: Policy,
         decisions: Arc<Decisions>,
     ) -> Self {
-        Self { queue, upstream, limits, smoothing: Smoothing::new(limits), policy, decisions }
+        Self {
+            queue,
+            upstream,
+            limits,
+            smoothing: Smoothing::new(limits),
+            policy,
+            decisions,
+            auth_paused: Default::default(),
+        }
+    }
+
+    /// Takes the tokens of a reloaded configuration. When any changed, the locations this process paused for a
+    /// refused or missing token resume at once: their contacts go out at the next recheck
+    /// (`delivery.pause_recheck`). Returns how many locations resumed.
+    pub async fn reload_credentials(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<usize, crate::config::ConfigError> {
+        if !self.upstream.reload_credentials(&config.upstream, &config.base_dir)? {
+            return Ok(0);
+        }
+        let locations: Vec<LocationId> =
+            self.auth_paused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
+        let now = now_ms();
+        for location in &locations {
+            if let Err(e) = self.queue.pause(location, now, "resumed: the upstream tokens were reloaded").await {
+                tracing::warn!(%location, error = %e, "cannot lift the pause; it ends by itself");
+            }
+        }
+        Ok(locations.len())
     }
 
     /// Tells the status page what became of the lease's events.
@@ -191,6 +223,12 @@ impl Deliverer {
                         self.give_back(&lease, at).await;
                     }
                     Decision::Pause { until, reason } => {
+                        if e.is_auth() {
+                            self.auth_paused
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(location.clone());
+                        }
                         self.report(&lease, &format!("paused: {reason}"));
                         self.pause(location, until, &reason).await;
                         self.give_back(&lease, self.recheck(until)).await;

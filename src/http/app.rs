@@ -179,6 +179,14 @@ impl Application {
                 pause_recheck: delivery.pause_recheck,
             };
             let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy, decisions));
+            #[cfg(unix)]
+            if let crate::config::Origin::Layers { file } = &config.origin {
+                tokio::spawn(crate::deliver::credentials::reload_on_sighup(
+                    Arc::clone(&deliverer),
+                    file.clone(),
+                    reloading.clone(),
+                ));
+            }
             let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
             Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
         });

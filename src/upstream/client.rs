@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,8 @@ const MAX_ERROR_MESSAGE: usize = 512;
 pub struct LiveClient {
     http: reqwest::Client,
     base_url: Url,
-    default_token: Option<SecretString>,
-    tokens: HashMap<String, SecretString>,
+    /// Swapped whole when the configuration is reloaded (SIGHUP), so a fixed token goes out without a restart.
+    credentials: ArcSwap<Credentials>,
     /// Marketplace-app locations whose access tokens are refreshed through OAuth.
     oauth: Option<OAuth>,
     /// Locations whose last answer said the CRM's rate budget is spent (`X-RateLimit-Remaining: 0`), with how
@@ -32,6 +33,48 @@ impl std::fmt::Debug for LiveClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveClient").field("base_url", &self.base_url.as_str()).finish_non_exhaustive()
     }
+}
+
+/// The static tokens: `upstream.token` and `upstream.tokens.<location>`, resolved.
+struct Credentials {
+    default_token: Option<SecretString>,
+    tokens: HashMap<String, SecretString>,
+}
+
+impl Credentials {
+    /// Resolves the tokens `config` names (`env:` and `file:` references are read now).
+    fn resolve(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let default_token = config.token.as_ref().map(|t| resolve_secret("upstream.token", t, base_dir)).transpose()?;
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|(location, token)| {
+                Ok((location.clone(), resolve_secret(&format!("upstream.tokens.{location}"), token, base_dir)?))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Self { default_token, tokens })
+    }
+
+    /// Whether `other` holds exactly the same tokens (compared here only; never logged).
+    fn same_as(&self, other: &Self) -> bool {
+        let same = |a: &SecretString, b: &SecretString| a.expose_secret() == b.expose_secret();
+        let defaults = match (&self.default_token, &other.default_token) {
+            (Some(a), Some(b)) => same(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        defaults
+            && self.tokens.len() == other.tokens.len()
+            && self.tokens.iter().all(|(location, a)| other.tokens.get(location).is_some_and(|b| same(a, b)))
+    }
+}
+
+/// Resolves one secret reference; the error names the key, never the value.
+fn resolve_secret(
+    name: &str,
+    secret: &crate::config::SecretRef,
+    base_dir: &std::path::Path,
+) -> Result<SecretString, ConfigError> {
+    secret.resolve(base_dir).map_err(|e| ConfigError::Invalid(format!("{name} ({secret:?}): {e}")))
 }
 
 #[derive(Serialize)]
@@ -89,15 +132,8 @@ impl LiveClient {
         base_dir: &std::path::Path,
         store: std::sync::Arc<dyn crate::queue::Queue>,
     ) -> Result<Self, ConfigError> {
-        let resolve = |name: &str, secret: &crate::config::SecretRef| {
-            secret.resolve(base_dir).map_err(|e| ConfigError::Invalid(format!("{name} ({secret:?}): {e}")))
-        };
-        let default_token = config.token.as_ref().map(|t| resolve("upstream.token", t)).transpose()?;
-        let tokens = config
-            .tokens
-            .iter()
-            .map(|(location, token)| Ok((location.clone(), resolve(&format!("upstream.tokens.{location}"), token)?)))
-            .collect::<Result<_, ConfigError>>()?;
+        let resolve = |name: &str, secret: &crate::config::SecretRef| resolve_secret(name, secret, base_dir);
+        let credentials = ArcSwap::from_pointee(Credentials::resolve(config, base_dir)?);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -132,27 +168,33 @@ impl LiveClient {
             }
             None => None,
         };
-        Ok(Self {
-            http,
-            base_url: config.base_url.clone(),
-            default_token,
-            tokens,
-            oauth,
-            exhausted: Default::default(),
-        })
+        Ok(Self { http, base_url: config.base_url.clone(), credentials, oauth, exhausted: Default::default() })
+    }
+
+    /// Replaces the static tokens with those `config` names now (re-reading `env:`/`file:` references).
+    /// Returns whether any changed. On an error the tokens in use stay.
+    pub fn reload_credentials(&self, config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<bool, ConfigError> {
+        let fresh = Credentials::resolve(config, base_dir)?;
+        let changed = !self.credentials.load().same_as(&fresh);
+        if changed {
+            self.credentials.store(std::sync::Arc::new(fresh));
+        }
+        Ok(changed)
     }
 
     /// The bearer token for a location: its own static token, else its OAuth token, else the default one.
     /// `rejected`: an OAuth token the CRM just refused with 401.
     async fn token(&self, contact: &ContactKey, rejected: Option<&str>) -> Result<(SecretString, bool), UpstreamError> {
         let location = contact.location_id.as_str();
-        if let Some(token) = self.tokens.get(location) {
+        // An owned snapshot, not a guard: the OAuth branch awaits.
+        let credentials = self.credentials.load_full();
+        if let Some(token) = credentials.tokens.get(location) {
             return Ok((token.clone(), false));
         }
         if let Some(oauth) = self.oauth.as_ref().filter(|o| o.covers(location)) {
             return Ok((oauth.access_token(location, rejected).await?, true));
         }
-        self.default_token.clone().map(|t| (t, false)).ok_or_else(|| UpstreamError::NoToken(location.to_owned()))
+        credentials.default_token.clone().map(|t| (t, false)).ok_or_else(|| UpstreamError::NoToken(location.to_owned()))
     }
 
     fn url(&self, contact: &ContactKey, followers: bool) -> Url {

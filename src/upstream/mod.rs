@@ -45,6 +45,11 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The CRM refused the credentials, or there are none: only a new token (or an operator) fixes it.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Self::Status { status: 401 | 403, .. } | Self::NoToken(_) | Self::OAuth(_))
+    }
+
     /// True when the same call may succeed later on its own: throttling, server errors, network failures.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -75,6 +80,20 @@ impl Upstream {
             return Ok(Self::DryRun(DryRun::default()));
         }
         LiveClient::new(config, base_dir, store).map(|client| Self::Live(Box::new(client)))
+    }
+
+    /// Takes the static tokens from a reloaded configuration; returns whether any changed. A dry run stays one
+    /// (leaving it changes what the service does: that takes a restart, and is logged).
+    pub fn reload_credentials(&self, config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<bool, ConfigError> {
+        match self {
+            Self::Live(client) => client.reload_credentials(config, base_dir),
+            Self::DryRun(_) => {
+                if config.token.is_some() || !config.tokens.is_empty() || config.oauth.is_some() {
+                    tracing::warn!("the configuration now has upstream tokens; restart followd to leave the dry run");
+                }
+                Ok(false)
+            }
+        }
     }
 
     pub fn is_dry_run(&self) -> bool {

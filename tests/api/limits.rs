@@ -163,6 +163,32 @@ async fn a_refused_token_pauses_the_location_and_keeps_its_jobs() {
 }
 
 #[tokio::test]
+async fn a_fixed_token_and_sighup_resume_a_location_paused_for_its_token() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    // The token comes from a file, as a mounted Kubernetes Secret would give it; the first one is stale.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let token_line = format!("token = \"{}\"", crate::support::upstream::TOKEN);
+    assert!(text.contains(&token_line));
+    let text = text.replace(&token_line, "token = \"file:token.txt\"");
+    std::fs::write(&config, format!("{text}\n[delivery]\npause_recheck = \"1s\"\n")).unwrap();
+    std::fs::write(dir.path().join("token.txt"), "stale-token\n").unwrap();
+    let followd = Followd::start(&config, crate::support::free_port(), &[]).await;
+
+    assert_eq!(post(&followd.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(eventually(WAIT, || async { upstream.calls_for("c-1").iter().any(|c| c.status == 401) }).await);
+    // Paused for 15 minutes (auth_pause): rechecked every second, still nothing goes out.
+    let refused = upstream.calls_for("c-1").len();
+    assert!(!eventually(Duration::from_secs(3), || async { upstream.calls_for("c-1").len() > refused }).await);
+
+    std::fs::write(dir.path().join("token.txt"), format!("{}\n", crate::support::upstream::TOKEN)).unwrap();
+    let pid = followd.child.id().expect("a running process");
+    assert!(std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status().unwrap().success());
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+}
+
+#[tokio::test]
 async fn a_429_pauses_the_location_until_retry_after_then_delivers() {
     let app = TestApp::spawn().await;
     app.upstream.set_retry_after(1);
