@@ -1,0 +1,247 @@
+//! The Redis queue: any number of `followd` processes share one Redis (or Redis Cluster).
+//!
+//! Data structures, per partition (see `../keys.rs` for names and the hash-tag rule):
+//! - `ready`   sorted set, contact → when it is ready (ms); a retry is scheduled in the future
+//! - `leases`  sorted set, contact → lease deadline (ms), for the reaper
+//! - `pending:<contact>` list of JSON operations, oldest first; only an ack removes from its front
+//! - `state:<contact>`   hash: lease id, deadline, failed attempts
+//! - `seen:<event id>`   a string with a TTL: the de-duplication window
+//! - `cursor:<rule \x1f location>`, `known:<contact>`, `pending_count`
+//!
+//! Every state change is one Lua script (`src/queue/lua/*.lua`, each with a header naming its KEYS and ARGV), so
+//! a crash between two commands cannot leave a contact half-leased. Scripts are hashed once, loaded at connect (so
+//! a Redis that cannot run them fails at start) and run with EVALSHA; `redis::Script` reloads them on NOSCRIPT,
+//! e.g. after a Redis restart. Time comes in as an argument, never from Redis's clock, like the embedded queue.
+//!
+//! The code is split by concern, and the [`Queue`] implementation below hands each call to its part (a call that
+//! is one short command or script, like `stats` or `throttle`, stays here):
+//! - `conn.rs`: the connection, standalone or Cluster; `scripts.rs`: the scripts; `reply.rs`: decoding replies
+//! - `enqueue.rs`: a batch, per partition, and `enqueue.lua`'s argument layout (round robin included)
+//! - `leases.rs`: taking, ending (ack or dead letter), retrying and reaping leases
+//! - `letters.rs`: listing, replaying and purging dead letters
+//! - `contact_memory.rs`: tags, stages and known followers kept between events
+//! - `locations.rs`: a location's pause and OAuth tokens; `audit.rs`: the audit trail
+
+mod audit;
+mod conn;
+mod contact_memory;
+mod enqueue;
+mod leases;
+mod letters;
+mod locations;
+mod reply;
+mod scripts;
+
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::conn::Conn;
+use self::scripts::Scripts;
+use super::keys::Keys;
+use super::{
+    Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis,
+    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff,
+};
+use crate::config::RedisUrl;
+use crate::deliver::limit::{LimiterState, Limits};
+use crate::event::{ContactId, EventId, LocationId, UserId};
+
+/// How the Redis queue is laid out and timed.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub prefix: String,
+    pub partitions: u16,
+    pub lease_for: Duration,
+    pub dedup_ttl: Duration,
+}
+
+/// The Redis-backed [`super::Queue`].
+pub struct RedisQueue {
+    conn: Conn,
+    keys: Keys,
+    scripts: Scripts,
+    lease_for: Duration,
+    dedup_ttl: Duration,
+    /// Where the next lease starts looking, so workers spread over the partitions.
+    next_partition: AtomicUsize,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisQueue {
+    /// Connects (standalone or Cluster, detected from the server), then loads every script.
+    pub async fn connect(url: &RedisUrl, options: RedisOptions) -> Result<Self, QueueError> {
+        let unreachable = |source: redis::RedisError| QueueError::Unreachable { url: url.to_string(), source };
+        let mut conn = Conn::open(url).await.map_err(unreachable)?;
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script.prepare_invoke().load_async(&mut conn).await.map_err(unreachable)?;
+        }
+        Ok(Self {
+            conn,
+            keys: Keys::new(&options.prefix, options.partitions),
+            scripts,
+            lease_for: options.lease_for,
+            dedup_ttl: options.dedup_ttl,
+            next_partition: AtomicUsize::new(rand::random::<u16>() as usize),
+        })
+    }
+
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
+        self.enqueue_batch(batch, now).await
+    }
+
+    async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
+        self.lease_next(now).await
+    }
+
+    async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+        self.end_lease(lease, applied, None, now).await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError> {
+        self.end_lease(lease, &Applied::default(), Some(failure), now).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.all_dead_letters().await
+    }
+
+    async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
+        self.replay_letters(which, now).await
+    }
+
+    async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
+        self.purge_letters(which).await
+    }
+
+    async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+        self.retry_at(lease, retry_at).await
+    }
+
+    async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
+        self.reap_expired(now).await
+    }
+
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        _now: Millis,
+    ) -> Result<TagDiff, QueueError> {
+        self.diff_contact_tags(contact, event_id, tags).await
+    }
+
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        _now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        self.swap_opportunity_stage(location, opportunity, event_id, stage).await
+    }
+
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
+        self.forget_contact_tags(contact).await
+    }
+
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+        self.known_followers_of(contact).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = QueueStats::default();
+        for n in 0..self.keys.partitions() {
+            let partition = self.keys.partition(n);
+            let (ready, leased, pending, dead): (u64, u64, Option<i64>, u64) = redis::pipe()
+                .cmd("ZCARD")
+                .arg(partition.ready())
+                .cmd("ZCARD")
+                .arg(partition.leases())
+                .cmd("GET")
+                .arg(partition.pending_count())
+                .cmd("HLEN")
+                .arg(partition.dead())
+                .query_async(&mut self.conn())
+                .await?;
+            stats.dead += dead;
+            stats.ready += ready;
+            stats.leased += leased;
+            stats.pending += u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
+        }
+        Ok(stats)
+    }
+
+    async fn throttle(
+        &self,
+        location: &LocationId,
+        limits: Limits,
+        cost: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, QueueError> {
+        let partition = self.keys.for_location(location);
+        let wait: u64 = self
+            .scripts
+            .throttle
+            .key(partition.limiter(location))
+            .arg(now)
+            .arg(limits.spacing_ms)
+            .arg(limits.daily)
+            .arg(cost)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((wait > 0).then_some(wait))
+    }
+
+    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
+        let key = self.keys.for_location(location).limiter(location);
+        let (tat, day, count): (Option<u64>, Option<u64>, Option<u64>) =
+            redis::cmd("HMGET").arg(key).arg("tat").arg("day").arg("count").query_async(&mut self.conn()).await?;
+        Ok(tat.map(|tat| LimiterState { tat, day: day.unwrap_or(0), count: count.unwrap_or(0) }))
+    }
+
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
+        self.pause_location(location, until, reason).await
+    }
+
+    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
+        self.read_pause(location, now).await
+    }
+
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
+        self.audit_entries(location, contact).await
+    }
+
+    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
+        self.read_oauth_tokens(location).await
+    }
+
+    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
+        self.write_oauth_tokens(location, tokens).await
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+}

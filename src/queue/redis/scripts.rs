@@ -1,0 +1,46 @@
+//! The queue's Lua scripts, one per state change (the scripts themselves are `src/queue/lua/*.lua`).
+
+use redis::Script;
+
+/// The queue's Lua scripts, hashed once.
+pub(super) struct Scripts {
+    pub(super) enqueue: Script,
+    pub(super) lease: Script,
+    pub(super) ack: Script,
+    pub(super) retry: Script,
+    pub(super) reap: Script,
+    pub(super) diff_tags: Script,
+    pub(super) swap_stage: Script,
+    pub(super) replay: Script,
+    pub(super) throttle: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            enqueue: Script::new(include_str!("../lua/enqueue.lua")),
+            lease: Script::new(include_str!("../lua/lease.lua")),
+            ack: Script::new(include_str!("../lua/ack.lua")),
+            retry: Script::new(include_str!("../lua/retry.lua")),
+            reap: Script::new(include_str!("../lua/reap.lua")),
+            diff_tags: Script::new(include_str!("../lua/diff_tags.lua")),
+            swap_stage: Script::new(include_str!("../lua/swap_stage.lua")),
+            replay: Script::new(include_str!("../lua/replay.lua")),
+            throttle: Script::new(include_str!("../lua/throttle.lua")),
+        }
+    }
+
+    pub(super) fn all(&self) -> [&Script; 9] {
+        [
+            &self.enqueue,
+            &self.lease,
+            &self.ack,
+            &self.retry,
+            &self.reap,
+            &self.diff_tags,
+            &self.swap_stage,
+            &self.replay,
+            &self.throttle,
+        ]
+    }
+}
