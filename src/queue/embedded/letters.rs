@@ -1,0 +1,91 @@
+//! Dead letters in the embedded queue: operations set aside after a permanent failure, kept until an operator
+//! replays them into their contacts' queues or purges them.
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::lifecycle::finish;
+use super::tables::{CONTACTS, DEAD, META, OrQueue, PENDING, READY, contact_key, read_state, write_state};
+use crate::queue::{ContactKey, DeadLetter, Failure, Lease, Millis, QueueError, QueuedOp};
+
+/// The dead letter that holds the lease's operations, failed with `failure` at `now`.
+pub(super) fn letter_for(lease: &Lease, failure: &Failure, now: Millis) -> DeadLetter {
+    DeadLetter {
+        id: format!("0-{:016x}", rand::random::<u64>()),
+        location_id: lease.contact.location_id.clone(),
+        contact_id: lease.contact.contact_id.clone(),
+        operations: lease.ops.clone(),
+        status: failure.status,
+        reason: failure.reason.clone(),
+        failed_at: now,
+    }
+}
+
+/// Ends the lease as dead-lettered and stores `letter`.
+pub(super) fn dead_letter(db: &Database, lease: &Lease, letter: &DeadLetter, now: Millis) -> Result<(), QueueError> {
+    let tx = db.begin_write().q()?;
+    finish(&tx, lease, now, "dead-lettered")?;
+    tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(letter)?.as_slice()).q()?;
+    tx.commit().q()?;
+    Ok(())
+}
+
+/// Every dead letter, oldest first.
+pub(super) fn dead_letters(db: &Database) -> Result<Vec<DeadLetter>, QueueError> {
+    let tx = db.begin_read().q()?;
+    let dead = tx.open_table(DEAD).q()?;
+    let mut letters = dead
+        .iter()
+        .q()?
+        .map(|entry| Ok(serde_json::from_slice::<DeadLetter>(entry.q()?.1.value())?))
+        .collect::<Result<Vec<_>, QueueError>>()?;
+    letters.sort_by(|a, b| (a.failed_at, &a.id).cmp(&(b.failed_at, &b.id)));
+    Ok(letters)
+}
+
+/// Puts the letters' operations back at the end of their contacts' queues, in their order, and deletes the
+/// letters; returns how many.
+pub(super) fn replay(db: &Database, letters: &[DeadLetter], now: Millis) -> Result<usize, QueueError> {
+    let tx = db.begin_write().q()?;
+    {
+        let mut dead = tx.open_table(DEAD).q()?;
+        let mut pending = tx.open_table(PENDING).q()?;
+        let mut contacts = tx.open_table(CONTACTS).q()?;
+        let mut ready = tx.open_table(READY).q()?;
+        let mut meta = tx.open_table(META).q()?;
+        let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
+        for letter in letters {
+            dead.remove(letter.id.as_str()).q()?;
+            let key = contact_key(&ContactKey {
+                location_id: letter.location_id.clone(),
+                contact_id: letter.contact_id.clone(),
+            });
+            for op in &letter.operations {
+                seq += 1;
+                let op = QueuedOp { seq, ..op.clone() };
+                pending.insert((key.as_str(), seq), serde_json::to_vec(&op)?.as_slice()).q()?;
+            }
+            let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+            if state.lease.is_none() && state.ready_at.is_none() {
+                state.ready_at = Some(now);
+                ready.insert((now, key.as_str()), ()).q()?;
+                write_state(&mut contacts, &key, &state)?;
+            }
+        }
+        meta.insert("seq", seq).q()?;
+    }
+    tx.commit().q()?;
+    Ok(letters.len())
+}
+
+/// Deletes the letters; returns how many.
+pub(super) fn purge(db: &Database, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+    let tx = db.begin_write().q()?;
+    {
+        let mut dead = tx.open_table(DEAD).q()?;
+        for letter in letters {
+            dead.remove(letter.id.as_str()).q()?;
+        }
+    }
+    tx.commit().q()?;
+    Ok(letters.len())
+}

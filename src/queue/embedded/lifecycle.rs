@@ -1,0 +1,198 @@
+//! The life of a contact in the embedded queue: its operations are enqueued (once per event id), it is leased
+//! by one worker, and the lease ends in an ack, a retry or (see `letters.rs`) a dead letter. Expired leases are
+//! reaped in `expiry.rs`. Each function is one write transaction, committed before it returns.
+
+use redb::{Database, ReadableTable, WriteTransaction};
+
+use super::audit::record_audit;
+use super::memory::note_followers;
+use super::tables::{
+    CONTACTS, CURSORS, ContactState, LEASES, LeaseState, META, OrQueue, PENDING, READY, SEEN, SEEN_EXPIRY, contact_key,
+    parse_contact_key, read_state, write_state,
+};
+use crate::queue::{
+    Applied, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, QueueError, QueuedOp, cursor_key, resolve,
+};
+
+/// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
+const MAX_LEASE_OPS: usize = 1000;
+
+/// Stores the operations of each event whose id is not remembered at `now`, as
+/// [`crate::queue::Queue::enqueue`] describes; the ids accepted are remembered until `expires`.
+pub(super) fn enqueue(
+    db: &Database,
+    batch: Vec<EventOps>,
+    now: Millis,
+    expires: Millis,
+) -> Result<EnqueueOutcome, QueueError> {
+    let tx = db.begin_write().q()?;
+    let mut outcome = EnqueueOutcome::default();
+    {
+        let mut seen = tx.open_table(SEEN).q()?;
+        let mut seen_expiry = tx.open_table(SEEN_EXPIRY).q()?;
+        let mut pending = tx.open_table(PENDING).q()?;
+        let mut contacts = tx.open_table(CONTACTS).q()?;
+        let mut ready = tx.open_table(READY).q()?;
+        let mut cursors = tx.open_table(CURSORS).q()?;
+        let mut meta = tx.open_table(META).q()?;
+        let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
+        for event in batch {
+            let id = event.event_id.as_str();
+            let previous = seen.get(id).q()?.map(|v| v.value());
+            if previous.is_some_and(|expiry| expiry > now) {
+                outcome.duplicates.push(event.event_id);
+                continue;
+            }
+            if let Some(old) = previous {
+                seen_expiry.remove((old, id)).q()?;
+            }
+            seen.insert(id, expires).q()?;
+            seen_expiry.insert((expires, id), ()).q()?;
+            let key = contact_key(&event.contact);
+            let mut stored = 0;
+            for planned in &event.ops {
+                let cursor_name = match &planned.action {
+                    crate::rules::Action::RoundRobin { rule, .. } => Some(cursor_key(rule, &event.contact.location_id)),
+                    _ => None,
+                };
+                let cursor = match &cursor_name {
+                    Some(name) => cursors.get(name.as_str()).q()?.map(|v| v.value()).unwrap_or(0),
+                    None => 0,
+                };
+                let Some(op) = resolve(&planned.action, cursor) else { continue };
+                if let Some(name) = &cursor_name {
+                    cursors.insert(name.as_str(), cursor.wrapping_add(1)).q()?;
+                }
+                seq += 1;
+                let queued = QueuedOp {
+                    seq,
+                    op,
+                    rule: planned.rule.to_string(),
+                    event_id: event.event_id.clone(),
+                    enqueued_at: now,
+                };
+                pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
+                stored += 1;
+            }
+            if stored > 0 {
+                let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                // A leased contact becomes ready again at its ack; a ready one keeps its place.
+                if state.lease.is_none() && state.ready_at.is_none() {
+                    state.ready_at = Some(now);
+                    ready.insert((now, key.as_str()), ()).q()?;
+                    write_state(&mut contacts, &key, &state)?;
+                }
+            }
+            outcome.operations += stored;
+            outcome.accepted.push(event.event_id);
+        }
+        meta.insert("seq", seq).q()?;
+    }
+    tx.commit().q()?;
+    Ok(outcome)
+}
+
+/// Leases the contact ready longest, if it is ready at `now`, as lease `id` for `lease_for` milliseconds.
+pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Result<LeaseOutcome, QueueError> {
+    let tx = db.begin_write().q()?;
+    let leased = {
+        let mut ready = tx.open_table(READY).q()?;
+        let first = ready.first().q()?.map(|(k, _)| {
+            let (at, key) = k.value();
+            (at, key.to_owned())
+        });
+        let Some((ready_at, key)) = first else { return Ok(LeaseOutcome::Empty { next_at: None }) };
+        if ready_at > now {
+            return Ok(LeaseOutcome::Empty { next_at: Some(ready_at) });
+        }
+        ready.remove((ready_at, key.as_str())).q()?;
+        let mut contacts = tx.open_table(CONTACTS).q()?;
+        let mut leases = tx.open_table(LEASES).q()?;
+        let pending = tx.open_table(PENDING).q()?;
+        let mut ops = Vec::new();
+        for entry in pending.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).q()?.take(MAX_LEASE_OPS) {
+            let (_, value) = entry.q()?;
+            ops.push(serde_json::from_slice::<QueuedOp>(value.value())?);
+        }
+        let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+        if ops.is_empty() {
+            // Nothing left to deliver: the contact should not have been ready; forget it.
+            contacts.remove(key.as_str()).q()?;
+            None
+        } else {
+            let deadline = now.saturating_add(lease_for);
+            state.ready_at = None;
+            state.lease = Some(LeaseState { id, deadline });
+            write_state(&mut contacts, &key, &state)?;
+            leases.insert((deadline, key.as_str()), ()).q()?;
+            Some(Lease { id, contact: parse_contact_key(&key)?, ops, attempts: state.attempts, deadline })
+        }
+    };
+    tx.commit().q()?;
+    Ok(match leased {
+        Some(lease) => LeaseOutcome::Leased(lease),
+        // The entry was stale; the caller asks again at once.
+        None => LeaseOutcome::Empty { next_at: Some(now) },
+    })
+}
+
+/// Ends the lease as delivered and remembers the followers the delivery changed.
+pub(super) fn ack(db: &Database, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+    let tx = db.begin_write().q()?;
+    finish(&tx, lease, now, "delivered")?;
+    note_followers(&tx, &contact_key(&lease.contact), applied)?;
+    tx.commit().q()?;
+    Ok(())
+}
+
+/// Gives the lease back: its operations stay in front, and the contact is ready again at `retry_at`.
+pub(super) fn retry(db: &Database, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+    let key = contact_key(&lease.contact);
+    let tx = db.begin_write().q()?;
+    {
+        let mut contacts = tx.open_table(CONTACTS).q()?;
+        let mut state = held(&contacts, &key, lease)?;
+        if let Some(l) = state.lease.take() {
+            tx.open_table(LEASES).q()?.remove((l.deadline, key.as_str())).q()?;
+        }
+        state.ready_at = Some(retry_at);
+        state.attempts = state.attempts.saturating_add(1);
+        tx.open_table(READY).q()?.insert((retry_at, key.as_str()), ()).q()?;
+        write_state(&mut contacts, &key, &state)?;
+    }
+    tx.commit().q()?;
+    Ok(())
+}
+
+/// Checks that `lease` still holds its contact; returns the contact's state.
+fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result<ContactState, QueueError> {
+    match read_state(contacts, key)? {
+        Some(state) if state.lease.as_ref().is_some_and(|l| l.id == lease.id) => Ok(state),
+        _ => Err(QueueError::LeaseLost),
+    }
+}
+
+/// Ends a lease: removes its operations, records them in the contact's audit trail with `result`, and makes
+/// the contact ready again if more arrived meanwhile.
+pub(super) fn finish(tx: &WriteTransaction, lease: &Lease, now: Millis, result: &str) -> Result<(), QueueError> {
+    let key = contact_key(&lease.contact);
+    let key = key.as_str();
+    let mut contacts = tx.open_table(CONTACTS).q()?;
+    let state = held(&contacts, key, lease)?;
+    record_audit(tx, key, lease, now, result)?;
+    let mut pending = tx.open_table(PENDING).q()?;
+    for op in &lease.ops {
+        pending.remove((key, op.seq)).q()?;
+    }
+    if let Some(l) = &state.lease {
+        tx.open_table(LEASES).q()?.remove((l.deadline, key)).q()?;
+    }
+    let more = pending.range((key, 0)..=(key, u64::MAX)).q()?.next().is_some();
+    if more {
+        tx.open_table(READY).q()?.insert((now, key), ()).q()?;
+        write_state(&mut contacts, key, &ContactState { ready_at: Some(now), lease: None, attempts: 0 })?;
+    } else {
+        contacts.remove(key).q()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! What the embedded queue remembers between events: each contact's last seen tags, each opportunity's last
+//! seen stage, the followers followd itself added, and the answer each state-changing call gave to an event
+//! (so a sender's retry of that event gets the same answer).
+
+use std::collections::BTreeSet;
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::Serialize;
+
+use super::tables::{KNOWN, MEMO, MEMO_EXPIRY, OrQueue, STAGES, TAGS};
+use crate::event::UserId;
+use crate::queue::{Applied, Millis, QueueError, TagDiff};
+
+/// Replaces the contact's (`key`) stored tags with `current` and returns the difference, or the answer already
+/// given to the same event (`memo_key`); that answer is remembered until `expires`.
+pub(super) fn diff_tags(
+    db: &Database,
+    key: &str,
+    memo_key: &str,
+    current: &BTreeSet<String>,
+    now: Millis,
+    expires: Millis,
+) -> Result<TagDiff, QueueError> {
+    let tx = db.begin_write().q()?;
+    let diff = {
+        let memo = tx.open_table(MEMO).q()?;
+        if let Some(diff) = recall::<TagDiff>(&memo, memo_key, now)? {
+            return Ok(diff);
+        }
+        drop(memo);
+        let mut stored = tx.open_table(TAGS).q()?;
+        let before: BTreeSet<String> = match stored.get(key).q()? {
+            Some(bytes) => serde_json::from_slice(bytes.value())?,
+            None => BTreeSet::new(),
+        };
+        let diff = TagDiff {
+            added: current.difference(&before).cloned().collect(),
+            removed: before.difference(current).cloned().collect(),
+        };
+        stored.insert(key, serde_json::to_vec(current)?.as_slice()).q()?;
+        diff
+    };
+    remember(&tx, memo_key, &diff, expires)?;
+    tx.commit().q()?;
+    Ok(diff)
+}
+
+/// Stores `stage` as the opportunity's (`key`) stage and returns the previous one, or the answer already given
+/// to the same event (`memo_key`); that answer is remembered until `expires`.
+pub(super) fn swap_stage(
+    db: &Database,
+    key: &str,
+    memo_key: &str,
+    stage: &str,
+    now: Millis,
+    expires: Millis,
+) -> Result<Option<String>, QueueError> {
+    let tx = db.begin_write().q()?;
+    let previous = {
+        let memo = tx.open_table(MEMO).q()?;
+        if let Some(previous) = recall::<Option<String>>(&memo, memo_key, now)? {
+            return Ok(previous);
+        }
+        drop(memo);
+        let mut stages = tx.open_table(STAGES).q()?;
+        let previous = stages.get(key).q()?.map(|v| v.value().to_owned());
+        stages.insert(key, stage).q()?;
+        previous
+    };
+    remember(&tx, memo_key, &previous, expires)?;
+    tx.commit().q()?;
+    Ok(previous)
+}
+
+/// Forgets the contact's stored tags.
+pub(super) fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError> {
+    let tx = db.begin_write().q()?;
+    tx.open_table(TAGS).q()?.remove(key).q()?;
+    tx.commit().q()?;
+    Ok(())
+}
+
+/// The followers followd added to the contact and has not removed since, sorted.
+pub(super) fn known_followers(db: &Database, key: &str) -> Result<Vec<UserId>, QueueError> {
+    let tx = db.begin_read().q()?;
+    let known = tx.open_table(KNOWN).q()?;
+    let mut users: Vec<UserId> = match known.get(key).q()? {
+        Some(bytes) => serde_json::from_slice(bytes.value())?,
+        None => Vec::new(),
+    };
+    users.sort();
+    Ok(users)
+}
+
+/// Updates the contact's known followers with what a delivery `applied`.
+pub(super) fn note_followers(tx: &WriteTransaction, key: &str, applied: &Applied) -> Result<(), QueueError> {
+    let mut known = tx.open_table(KNOWN).q()?;
+    let mut followers: Vec<UserId> = match known.get(key).q()? {
+        Some(bytes) => serde_json::from_slice(bytes.value())?,
+        None => Vec::new(),
+    };
+    if applied.removed_all {
+        followers.clear();
+    }
+    followers.retain(|u| !applied.removed.contains(u));
+    for user in &applied.added {
+        if !followers.contains(user) {
+            followers.push(user.clone());
+        }
+    }
+    if followers.is_empty() {
+        known.remove(key).q()?;
+    } else {
+        known.insert(key, serde_json::to_vec(&followers)?.as_slice()).q()?;
+    }
+    Ok(())
+}
+
+/// The answer a state-changing call gave to one event, if still remembered at `now`.
+fn recall<T: serde::de::DeserializeOwned>(
+    memo: &redb::Table<&str, &[u8]>,
+    key: &str,
+    now: Millis,
+) -> Result<Option<T>, QueueError> {
+    match memo.get(key).q()? {
+        Some(bytes) => {
+            let (expires, answer): (Millis, T) = serde_json::from_slice(bytes.value())?;
+            Ok((expires > now).then_some(answer))
+        }
+        None => Ok(None),
+    }
+}
+
+fn remember<T: Serialize>(tx: &WriteTransaction, key: &str, answer: &T, expires: Millis) -> Result<(), QueueError> {
+    tx.open_table(MEMO).q()?.insert(key, serde_json::to_vec(&(expires, answer))?.as_slice()).q()?;
+    tx.open_table(MEMO_EXPIRY).q()?.insert((expires, key), ()).q()?;
+    Ok(())
+}

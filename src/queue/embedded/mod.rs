@@ -1,0 +1,275 @@
+//! The embedded queue: one redb file under `data_dir`, for a single process with no server to run.
+//!
+//! redb is an ACID key-value store: every method here is one write transaction, committed with fsync before it
+//! returns, so a webhook acknowledged after `enqueue` survives a crash or power loss. redb takes an exclusive
+//! lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
+//! redb's API is blocking; each call runs on Tokio's blocking pool so the async request path never blocks.
+//!
+//! This file holds the queue itself and its [`Queue`] implementation, which delegates each call to the module
+//! that owns its concern:
+//! - `tables`: the tables (and what each holds), the records stored in them, shared read and write helpers
+//! - `lifecycle`: the life of a contact: enqueue, lease, ack, retry
+//! - `expiry`: the reap: expired leases back to ready, expired event ids and answers forgotten
+//! - `letters`: dead letters: set aside, listed, replayed, purged
+//! - `memory`: what is remembered between events: tags, stages, followers followd added, answers given
+//! - `locations`: per location: the rate budget and pause (in memory), the OAuth tokens
+//! - `audit`: each contact's audit trail
+
+mod audit;
+mod expiry;
+mod letters;
+mod lifecycle;
+mod locations;
+mod memory;
+mod tables;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
+
+use self::tables::{DEAD, LEASES, OrQueue, PENDING, READY, contact_key};
+use super::{
+    Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis,
+    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff, normalize_tag,
+};
+use crate::deliver::limit::{LimiterState, Limits};
+use crate::event::{ContactId, EventId, LocationId, UserId};
+
+/// Longest `close` waits for calls in flight.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The file inside `data_dir`.
+const FILE_NAME: &str = "followd.redb";
+
+/// The redb-backed [`Queue`]. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    /// `None` once closed: the database (and its file lock) is released when the last call in flight ends,
+    /// even while clones of the queue live on.
+    db: Arc<ArcSwapOption<Database>>,
+    lease_for: Duration,
+    dedup_ttl: Duration,
+    /// Rate limiter state per location. One process owns the store, so the budget lives in memory; a restart
+    /// starts a fresh window (at worst one window's calls early).
+    limiter: Arc<locations::Limiters>,
+    /// Pauses per location (429, a rejected token); in memory for the same reason.
+    pauses: Arc<locations::Pauses>,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue").field("lease_for", &self.lease_for).finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl EmbeddedQueue {
+    /// Opens (or creates) `data_dir/followd.redb`, taking the exclusive lock.
+    pub fn open(data_dir: &Path, lease_for: Duration, dedup_ttl: Duration) -> Result<Self, QueueError> {
+        let path = data_dir.join(FILE_NAME);
+        let open_error = |source: redb::Error| QueueError::Open { path: path.clone(), source: Box::new(source) };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(redb::StorageError::Io(e).into()))?;
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => return Err(QueueError::Locked(data_dir.to_owned())),
+            Err(e) => return Err(open_error(e.into())),
+        };
+        tables::create_all(&db)?;
+        Ok(Self {
+            db: Arc::new(ArcSwapOption::from_pointee(db)),
+            lease_for,
+            dedup_ttl,
+            limiter: Arc::default(),
+            pauses: Arc::default(),
+        })
+    }
+
+    /// The file this queue lives in, for messages.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE_NAME)
+    }
+
+    /// Runs a blocking redb closure on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
+    {
+        let db = self.db.load_full().ok_or(QueueError::Closed)?;
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| lifecycle::enqueue(db, batch, now, expires)).await
+    }
+
+    async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
+        let lease_for = millis(self.lease_for);
+        let id = rand::random::<u64>();
+        self.blocking(move |db| lifecycle::lease(db, now, lease_for, id)).await
+    }
+
+    async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        let applied = applied.clone();
+        self.blocking(move |db| lifecycle::ack(db, &lease, &applied, now)).await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        let letter = letters::letter_for(&lease, failure, now);
+        self.blocking(move |db| letters::dead_letter(db, &lease, &letter, now)).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.blocking(letters::dead_letters).await
+    }
+
+    async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
+        let picked = which.pick(self.dead_letters().await?);
+        self.blocking(move |db| letters::replay(db, &picked, now)).await
+    }
+
+    async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
+        let picked = which.pick(self.dead_letters().await?);
+        self.blocking(move |db| letters::purge(db, &picked)).await
+    }
+
+    async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+        let lease = lease.clone();
+        self.blocking(move |db| lifecycle::retry(db, &lease, retry_at)).await
+    }
+
+    async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
+        self.blocking(move |db| expiry::reap(db, now)).await
+    }
+
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        now: Millis,
+    ) -> Result<TagDiff, QueueError> {
+        let key = contact_key(contact);
+        let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
+        let current: BTreeSet<String> = tags.iter().map(|t| normalize_tag(t)).filter(|t| !t.is_empty()).collect();
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| memory::diff_tags(db, &key, &memo_key, &current, now, expires)).await
+    }
+
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        let key = format!("{location}\u{1f}{opportunity}");
+        let memo_key = format!("stage\u{1f}{event_id}\u{1f}{key}");
+        let stage = stage.to_owned();
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| memory::swap_stage(db, &key, &memo_key, &stage, now, expires)).await
+    }
+
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| memory::forget_contact(db, &key)).await
+    }
+
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| memory::known_followers(db, &key)).await
+    }
+
+    async fn throttle(
+        &self,
+        location: &LocationId,
+        limits: Limits,
+        cost: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, QueueError> {
+        Ok(locations::throttle(&self.limiter, location, limits, cost, now))
+    }
+
+    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
+        Ok(locations::limiter_state(&self.limiter, location))
+    }
+
+    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
+        locations::pause(&self.pauses, location, until, reason);
+        Ok(())
+    }
+
+    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
+        Ok(locations::paused_until(&self.pauses, location, now))
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().q()?;
+            Ok(QueueStats {
+                ready: tx.open_table(READY).q()?.len().q()?,
+                leased: tx.open_table(LEASES).q()?.len().q()?,
+                pending: tx.open_table(PENDING).q()?.len().q()?,
+                dead: tx.open_table(DEAD).q()?.len().q()?,
+            })
+        })
+        .await
+    }
+
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
+        let location = location.cloned();
+        let contact = contact.clone();
+        self.blocking(move |db| audit::audit(db, location.as_ref(), &contact)).await
+    }
+
+    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
+        let key = location.to_string();
+        self.blocking(move |db| locations::oauth_tokens(db, &key)).await
+    }
+
+    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
+        let key = location.to_string();
+        let value = serde_json::to_vec(tokens)?;
+        self.blocking(move |db| locations::store_oauth_tokens(db, &key, &value)).await
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.blocking(|db| db.begin_read().map(drop).q()).await
+    }
+
+    async fn close(&self) {
+        let Some(mut db) = self.db.swap(None) else { return };
+        // Calls in flight hold the database until they finish (they run on the blocking pool and are short).
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    drop(db);
+                    return;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => {
+                    tracing::warn!("the embedded queue is still in use; its file is released when that call ends");
+                    return;
+                }
+            }
+        }
+    }
+}
