@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     child: Child,
@@ -25,12 +25,7 @@ impl RedisServer {
     }
 
     async fn start_with(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = super::free_port();
-        let child = spawn(port, dir.path(), args);
-        let server = Self { child, port, _dir: dir, args: args.iter().map(|a| (*a).to_owned()).collect() };
-        server.wait_ready().await;
-        server
+        launch(|_| args.iter().map(|a| (*a).to_owned()).collect()).await
     }
 
     /// Stops the server as an operator would (SIGTERM: it writes what it holds and exits).
@@ -43,26 +38,59 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.child = spawn(self.port, self._dir.path(), &args);
-        self.wait_ready().await;
+        assert!(self.ready().await, "redis-server did not come back on port {} within {READY_WITHIN:?}", self.port);
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    async fn wait_ready(&self) {
+    /// Polls until this child answers on its port, or it exits, or [`READY_WITHIN`] passes. The answer must
+    /// come from this child's process id: another test's server may hold the port this one failed to bind.
+    async fn ready(&mut self) -> bool {
+        let deadline = Instant::now() + READY_WITHIN;
         let url = self.url();
-        let ready = super::eventually(Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = redis::Client::open(url) else { return false };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
-                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok_and(|pong| pong == "PONG")
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
             }
-        })
-        .await;
-        assert!(ready, "redis-server on port {} did not answer PING within 10s", self.port);
+            if answering_pid(&url).await == Some(self.child.id()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
+}
+
+/// How long a starting redis-server may take to answer (a busy CI machine starts many at once).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// Free ports tried before giving up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Starts a redis-server on a free port, in a new working directory that `args` may name. A port that another
+/// process takes between `free_port` and the bind makes the child exit; then another port is tried.
+async fn launch(args: impl Fn(&Path) -> Vec<String>) -> RedisServer {
+    for _ in 0..PORT_ATTEMPTS {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = super::free_port();
+        let args = args(dir.path());
+        let child = spawn(port, dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut server = RedisServer { child, port, _dir: dir, args };
+        if server.ready().await {
+            return server;
+        }
+        // Dropping `server` kills the child.
+    }
+    panic!("redis-server did not start on {PORT_ATTEMPTS} free ports; run it by hand to see why");
+}
+
+/// The process id of the Redis answering at `url`, if one answers.
+async fn answering_pid(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.ok()?;
+    info.lines().find_map(|line| line.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
 }
 
 fn binary() -> PathBuf {
@@ -103,15 +131,13 @@ impl RedisCluster {
     pub async fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let dir = tempfile::tempdir().expect("a temporary directory");
-            let port = super::free_port();
-            let config = dir.path().join("nodes.conf");
-            let config = config.to_str().expect("a UTF-8 temp path").to_owned();
-            let args =
-                ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"];
-            let child = spawn(port, dir.path(), &args);
-            let node = RedisServer { child, port, _dir: dir, args: Vec::new() };
-            node.wait_ready().await;
+            let node = launch(|dir| {
+                let config = dir.join("nodes.conf").to_string_lossy().into_owned();
+                ["--cluster-enabled", "yes", "--cluster-config-file", &config, "--save", "", "--appendonly", "no"]
+                    .map(str::to_owned)
+                    .to_vec()
+            })
+            .await;
             nodes.push(node);
         }
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
