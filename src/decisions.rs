@@ -10,6 +10,8 @@ use crate::queue::Millis;
 
 /// How many decisions are kept.
 pub const KEEP: usize = 50;
+/// The delivery result of a decision no worker has reported yet.
+pub const QUEUED: &str = "queued";
 
 /// One webhook event and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,8 @@ pub struct Decision {
     pub events: Vec<String>,
     pub rules: Vec<String>,
     pub operations: usize,
-    /// `queued` until a worker of this process reports; then `delivered`, `retrying: ...`, `dead-lettered: ...`.
+    /// [`QUEUED`] until a worker reports (this process's, or another's through the queue's store, see
+    /// [`crate::queue::Queue::note_outcome`]); then `delivered`, `retrying: ...`, `dead-lettered: ...`.
     pub delivery: String,
 }
 

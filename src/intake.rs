@@ -204,7 +204,7 @@ fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
         events: occurrence.events.iter().map(|e| describe(&e.kind)).collect(),
         rules,
         operations: ops.ops.len(),
-        delivery: if ops.ops.is_empty() { "nothing to do".to_owned() } else { "queued".to_owned() },
+        delivery: if ops.ops.is_empty() { "nothing to do".to_owned() } else { crate::decisions::QUEUED.to_owned() },
     }
 }
 

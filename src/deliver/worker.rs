@@ -111,10 +111,19 @@ impl Deliverer {
         Ok(locations.len())
     }
 
-    /// Tells the status page what became of the lease's events.
+    /// Tells the status page what became of the lease's events: this process's, and, through the queue's
+    /// store, a receiver's running apart. The store's copy is written in the background: a status line must
+    /// never hold up a delivery, and losing one costs only that line.
     fn report(&self, lease: &Lease, result: &str) {
-        let events: Vec<&crate::event::EventId> = lease.ops.iter().map(|op| &op.event_id).collect();
-        self.decisions.delivered(&events, result);
+        let mut events: Vec<crate::event::EventId> = lease.ops.iter().map(|op| op.event_id.clone()).collect();
+        events.dedup();
+        self.decisions.delivered(&events.iter().collect::<Vec<_>>(), result);
+        let (queue, location, result) = (Arc::clone(&self.queue), lease.contact.location_id.clone(), result.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = queue.note_outcome(&location, &events, &result).await {
+                tracing::debug!(error = %e, "cannot note the delivery outcome for status pages");
+            }
+        });
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::decisions::Decisions;
+use crate::decisions::{Decisions, QUEUED};
 use crate::queue::{Queue, now_ms};
 use crate::rules::LiveRules;
 
@@ -168,7 +168,19 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
             let _ = write!(html, "<p class=\"bad\">The queue is unavailable: {}</p>", escape(&e.to_string()));
         }
     }
-    let decisions = state.decisions.snapshot();
+    let mut decisions = state.decisions.snapshot();
+    // Workers running as other processes note their results in the queue's store; fill in what this process's
+    // own workers did not report. Without the store the page still shows what this process knows.
+    let unknown: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].delivery == QUEUED).collect();
+    let asked: Vec<_> =
+        unknown.iter().map(|&i| (decisions[i].location_id.clone(), decisions[i].event_id.clone())).collect();
+    if let Ok(outcomes) = state.queue.outcomes(&asked).await {
+        for (&i, outcome) in unknown.iter().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                decisions[i].delivery = outcome;
+            }
+        }
+    }
     let mut locations: Vec<_> = decisions.iter().map(|d| d.location_id.clone()).collect();
     locations.sort();
     locations.dedup();

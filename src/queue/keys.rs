@@ -143,6 +143,11 @@ impl PartitionKeys {
         format!("{}oauth:{location}", self.base)
     }
 
+    /// String with a TTL: what delivery made of an event, for status pages of other processes.
+    pub fn outcome(&self, event: &EventId) -> String {
+        format!("{}outcome:{event}", self.base)
+    }
+
     /// Set: followers followd added to the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
@@ -185,6 +190,7 @@ mod tests {
             p.tags(contact),
             p.stage(&location, "opp-1"),
             p.memo("tags", &EventId::parse("e").unwrap(), contact),
+            p.outcome(&EventId::parse("e}{").unwrap()),
             format!("{}pending:{contact}", p.base()),
         ];
         let tag = hash_tag(&all[0]).to_owned();

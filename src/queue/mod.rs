@@ -189,6 +189,9 @@ pub struct AuditEntry {
 /// Most audit entries kept per contact; older ones are dropped.
 pub const AUDIT_PER_CONTACT: usize = 100;
 
+/// How long a delivery outcome is kept for status pages (see [`Queue::note_outcome`]).
+pub const OUTCOME_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -340,6 +343,18 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Stores a location's OAuth tokens after a refresh (the old refresh token is spent).
     async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError>;
+
+    /// Notes what delivery made of a location's events, kept [`OUTCOME_TTL`], so that a status page served by
+    /// another process (a receiver, when workers run apart) can show it. The embedded store serves a single
+    /// process, whose page already knows: there it does nothing.
+    async fn note_outcome(&self, _location: &LocationId, _events: &[EventId], _result: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// What delivery made of these events, where a process noted it; `None` where nothing is known.
+    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<String>>, QueueError> {
+        Ok(vec![None; events.len()])
+    }
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;

@@ -54,6 +54,30 @@ async fn one_receiver_and_two_workers_deliver_every_contact_in_order_without_ove
 }
 
 #[tokio::test]
+async fn a_receiver_s_status_page_shows_what_a_separate_worker_delivered() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.fail_contact("c-refused", 422, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    let _worker = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+
+    assert_eq!(post(&receiver.addr, &tag_event("e-ok", "tag_added", "c-ok", "vip")).await.status(), 202);
+    assert_eq!(post(&receiver.addr, &tag_event("e-refused", "tag_added", "c-refused", "vip")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-ok", &["usr_alice", "usr_bob"], WAIT).await);
+    // The receiver recorded the decisions; only the worker knows what became of them.
+    let page = format!("{}/", receiver.addr);
+    let shows_both = eventually(WAIT, || async {
+        let html = reqwest::get(&page).await.unwrap().text().await.unwrap();
+        let row = |event: &str| html.split("<tr>").find(|row| row.contains(event)).unwrap_or_default().to_owned();
+        row("e-ok").contains("delivered") && row("e-refused").contains("dead-lettered")
+    })
+    .await;
+    assert!(shows_both, "{}", reqwest::get(&page).await.unwrap().text().await.unwrap());
+}
+
+#[tokio::test]
 async fn a_worker_killed_while_holding_leases_is_replaced_and_the_operations_arrive_in_order() {
     let redis = RedisServer::start().await;
     let upstream = FakeUpstream::start().await;

@@ -21,6 +21,7 @@
 //! - `letters.rs`: listing, replaying and purging dead letters
 //! - `contact_memory.rs`: tags, stages and known followers kept between events
 //! - `locations.rs`: a location's pause and OAuth tokens; `audit.rs`: the audit trail
+//! - `outcomes.rs`: what delivery made of each event, for status pages of other processes
 
 mod audit;
 mod conn;
@@ -29,6 +30,7 @@ mod enqueue;
 mod leases;
 mod letters;
 mod locations;
+mod outcomes;
 mod reply;
 mod scripts;
 
@@ -238,6 +240,14 @@ impl Queue for RedisQueue {
 
     async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
         self.write_oauth_tokens(location, tokens).await
+    }
+
+    async fn note_outcome(&self, location: &LocationId, events: &[EventId], result: &str) -> Result<(), QueueError> {
+        self.write_outcome(location, events, result).await
+    }
+
+    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<String>>, QueueError> {
+        self.read_outcomes(events).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
