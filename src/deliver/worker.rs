@@ -58,6 +58,31 @@ pub struct Deliverer {
     /// Locations this process paused because the CRM refused the token (or there is none): a configuration
     /// reload with new tokens lifts exactly these pauses.
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
+    /// Delivery results on their way to the queue's store, for status pages of other processes.
+    outcomes: tokio::sync::mpsc::UnboundedSender<Outcome>,
+}
+
+/// What became of a lease's events, as [`Queue::note_outcome`] stores it.
+type Outcome = (LocationId, Vec<crate::event::EventId>, String);
+
+/// Writes delivery results to the store in the background, a batch at a time: whatever arrived while the last
+/// write ran, one write per location. A status line must never hold up a delivery, and losing one (the store
+/// is down) costs only that line.
+async fn write_outcomes(queue: Arc<dyn Queue>, mut arriving: tokio::sync::mpsc::UnboundedReceiver<Outcome>) {
+    const BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH);
+    while arriving.recv_many(&mut batch, BATCH).await > 0 {
+        let mut by_location: std::collections::BTreeMap<(LocationId, String), Vec<crate::event::EventId>> =
+            std::collections::BTreeMap::new();
+        for (location, events, result) in batch.drain(..) {
+            by_location.entry((location, result)).or_default().extend(events);
+        }
+        for ((location, result), events) in by_location {
+            if let Err(e) = queue.note_outcome(&location, &events, &result).await {
+                tracing::debug!(error = %e, "cannot note delivery outcomes for status pages");
+            }
+        }
+    }
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -79,6 +104,8 @@ impl Deliverer {
         policy: Policy,
         decisions: Arc<Decisions>,
     ) -> Self {
+        let (outcomes, arriving) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_outcomes(Arc::clone(&queue), arriving));
         Self {
             queue,
             upstream,
@@ -87,6 +114,7 @@ impl Deliverer {
             policy,
             decisions,
             auth_paused: Default::default(),
+            outcomes,
         }
     }
 
@@ -112,18 +140,13 @@ impl Deliverer {
     }
 
     /// Tells the status page what became of the lease's events: this process's, and, through the queue's
-    /// store, a receiver's running apart. The store's copy is written in the background: a status line must
-    /// never hold up a delivery, and losing one costs only that line.
+    /// store (in the background, see [`write_outcomes`]), a receiver's running apart.
     fn report(&self, lease: &Lease, result: &str) {
         let mut events: Vec<crate::event::EventId> = lease.ops.iter().map(|op| op.event_id.clone()).collect();
         events.dedup();
         self.decisions.delivered(&events.iter().collect::<Vec<_>>(), result);
-        let (queue, location, result) = (Arc::clone(&self.queue), lease.contact.location_id.clone(), result.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = queue.note_outcome(&location, &events, &result).await {
-                tracing::debug!(error = %e, "cannot note the delivery outcome for status pages");
-            }
-        });
+        // Fails only once the writer has stopped, with the process.
+        let _ = self.outcomes.send((lease.contact.location_id.clone(), events, result.to_owned()));
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.
