@@ -388,3 +388,40 @@ macro_rules! contract {
 contract!(embedded_queue, super::embedded);
 contract!(redis_queue, super::redis);
 contract!(redis_cluster_queue, super::redis_cluster);
+
+/// Delivery outcomes are shared only by the Redis queues (the embedded store serves one process, whose status
+/// page already knows), so this case runs on those two: outcomes noted for events of several locations, hence
+/// several partitions (several Cluster slots), are read back, each with its own event's result.
+async fn delivery_outcomes_are_read_back_per_event_across_partitions(queue: &dyn Queue) {
+    let id = |s: &str| EventId::parse(s).unwrap();
+    let locations: Vec<LocationId> = (0..6).map(|i| LocationId::parse(&format!("loc-{i}")).unwrap()).collect();
+    for (i, location) in locations.iter().enumerate() {
+        queue
+            .note_outcome(location, &[id(&format!("e{i}a")), id(&format!("e{i}b"))], &format!("result {i}"))
+            .await
+            .unwrap();
+    }
+    let mut asked: Vec<(LocationId, EventId)> = Vec::new();
+    for (i, location) in locations.iter().enumerate().rev() {
+        asked.push((location.clone(), id(&format!("e{i}b"))));
+        asked.push((location.clone(), id(&format!("e{i}a"))));
+    }
+    asked.push((locations[0].clone(), id("never-noted")));
+    let outcomes = queue.outcomes(&asked).await.unwrap();
+    let expected: Vec<Option<String>> = (0..locations.len())
+        .rev()
+        .flat_map(|i| [Some(format!("result {i}")), Some(format!("result {i}"))])
+        .chain([None])
+        .collect();
+    assert_eq!(outcomes, expected);
+}
+
+#[tokio::test]
+async fn redis_queue_shares_delivery_outcomes() {
+    delivery_outcomes_are_read_back_per_event_across_partitions(&*redis().await.queue).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_queue_shares_delivery_outcomes() {
+    delivery_outcomes_are_read_back_per_event_across_partitions(&*redis_cluster().await.queue).await;
+}
