@@ -35,7 +35,7 @@ pub enum Decision {
 }
 
 fn after(now: Millis, wait: Duration) -> Millis {
-    now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+    now.saturating_add(crate::queue::millis(wait))
 }
 
 /// Decides what a failure means. `attempts`: failed leases so far; `oldest`: when the oldest operation of the

@@ -19,7 +19,7 @@ use super::limit::{Limits, MAX_WAIT_IN_PLACE, Smoothing};
 use super::retry::{Backoff, Decision, Policy, decide};
 use crate::decisions::Decisions;
 use crate::event::{LocationId, UserId};
-use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, now_ms};
+use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, millis, now_ms};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest a worker sleeps with nothing to do before it looks again (work from other processes, retries).
@@ -83,10 +83,6 @@ async fn write_outcomes(queue: Arc<dyn Queue>, mut arriving: tokio::sync::mpsc::
             }
         }
     }
-}
-
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Upstream calls a change makes at most: a GET and a DELETE for `remove_all`, a DELETE, a POST.
@@ -171,7 +167,7 @@ impl Deliverer {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the location's pause");
-                return self.give_back(&lease, now_ms() + ms(QUEUE_ERROR_RETRY)).await;
+                return self.give_back(&lease, now_ms() + millis(QUEUE_ERROR_RETRY)).await;
             }
         }
         let change = fold(lease.ops.iter().map(|queued| &queued.op));
@@ -189,7 +185,7 @@ impl Deliverer {
                 self.smoothing.check(location, u32::try_from(calls(&change)).unwrap_or(u32::MAX))
             };
             let budget = match in_process_wait {
-                Some(wait) => Ok(Some(now_ms() + ms(wait))),
+                Some(wait) => Ok(Some(now_ms() + millis(wait))),
                 None => {
                     smoothed = true;
                     self.queue.throttle(location, self.limits, calls(&change), now_ms()).await
@@ -197,7 +193,7 @@ impl Deliverer {
             };
             match budget {
                 Ok(None) => {}
-                Ok(Some(at)) if at.saturating_sub(now_ms()) <= ms(MAX_WAIT_IN_PLACE) => {
+                Ok(Some(at)) if at.saturating_sub(now_ms()) <= millis(MAX_WAIT_IN_PLACE) => {
                     metrics::counter!("followd_rate_limit_waits_total", "where" => "in_place").increment(1);
                     tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
                     continue;
@@ -214,7 +210,7 @@ impl Deliverer {
                 {
                     smoothed = false;
                     let delay = IN_PLACE_BACKOFF.delay(attempt, rand::random());
-                    tracing::debug!(error = %e, retry_in_ms = ms(delay), "upstream call failed; retrying");
+                    tracing::debug!(error = %e, retry_in_ms = millis(delay), "upstream call failed; retrying");
                     metrics::counter!("followd_delivery_retries_total", "where" => "in_place").increment(1);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -223,7 +219,8 @@ impl Deliverer {
             }
         };
         if let Some(window) = self.upstream.take_exhausted(location.as_str()) {
-            self.pause(location, now_ms() + ms(window), "the CRM's rate-limit headers say the budget is spent").await;
+            self.pause(location, now_ms() + millis(window), "the CRM's rate-limit headers say the budget is spent")
+                .await;
         }
         let now = now_ms();
         match result {
@@ -243,7 +240,7 @@ impl Deliverer {
             }
             Err(DeliverError::Queue(e)) => {
                 tracing::warn!(error = %e, "the queue failed during delivery; kept for later");
-                self.give_back(&lease, now + ms(QUEUE_ERROR_RETRY)).await;
+                self.give_back(&lease, now + millis(QUEUE_ERROR_RETRY)).await;
             }
             Err(DeliverError::Upstream(e)) => {
                 let oldest = lease.ops.iter().map(|op| op.enqueued_at).min().unwrap_or(now);
@@ -273,7 +270,7 @@ impl Deliverer {
 
     /// When a paused contact is looked at again: at the pause's end, or sooner, in case it is lifted.
     fn recheck(&self, until: Millis) -> Millis {
-        until.min(now_ms().saturating_add(ms(self.policy.pause_recheck)))
+        until.min(now_ms().saturating_add(millis(self.policy.pause_recheck)))
     }
 
     /// Returns the lease to the queue, operations kept in front, ready again at `at`.

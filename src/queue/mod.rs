@@ -33,8 +33,12 @@ pub type Millis = u64;
 
 /// The current time in [`Millis`], for callers at the edge (workers, handlers).
 pub fn now_ms() -> Millis {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+}
+
+/// A duration in milliseconds, saturating (a configured "forever" must not wrap).
+pub fn millis(duration: std::time::Duration) -> Millis {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One change to a contact's followers, as stored and delivered.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::UpstreamError;
 use crate::event::LocationId;
-use crate::queue::{Millis, OAuthTokens, Queue, now_ms};
+use crate::queue::{OAuthTokens, Queue, millis, now_ms};
 
 /// An access token this close to expiry is refreshed before use.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -48,10 +48,6 @@ impl std::fmt::Debug for OAuth {
     }
 }
 
-fn ms(duration: Duration) -> Millis {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl OAuth {
     /// Whether this location authenticates through OAuth.
     pub fn covers(&self, location: &str) -> bool {
@@ -71,7 +67,7 @@ impl OAuth {
         let _guard = lock.lock().await;
         let stored = self.store.oauth_tokens(&id).await.map_err(|e| UpstreamError::OAuth(e.to_string()))?;
         if let Some(tokens) = &stored {
-            let fresh = tokens.expires_at > now_ms() + ms(REFRESH_MARGIN);
+            let fresh = tokens.expires_at > now_ms() + millis(REFRESH_MARGIN);
             if fresh && rejected != Some(tokens.access_token.as_str()) {
                 return Ok(SecretString::from(tokens.access_token.clone()));
             }
@@ -122,7 +118,7 @@ impl OAuth {
         Ok(OAuthTokens {
             access_token: answer.access_token,
             refresh_token: answer.refresh_token,
-            expires_at: now_ms() + ms(lifetime),
+            expires_at: now_ms() + millis(lifetime),
         })
     }
 }

@@ -35,7 +35,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
 use self::tables::{DEAD, LEASES, OrQueue, PENDING, READY, contact_key};
 use super::{
     Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis,
-    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff, normalize_tag,
+    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff, millis, normalize_tag,
 };
 use crate::deliver::limit::{LimiterState, Limits};
 use crate::event::{ContactId, EventId, LocationId, UserId};
@@ -64,10 +64,6 @@ impl std::fmt::Debug for EmbeddedQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedQueue").field("lease_for", &self.lease_for).finish_non_exhaustive()
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl EmbeddedQueue {

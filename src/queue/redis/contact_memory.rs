@@ -1,10 +1,11 @@
 //! What the queue remembers about contacts and opportunities between events: a contact's tags and known
 //! followers, an opportunity's stage.
 
+use super::RedisQueue;
 use super::reply::corrupt;
-use super::{RedisQueue, millis};
 use crate::event::{EventId, LocationId, UserId};
 use crate::queue::keys::contact_member;
+use crate::queue::millis;
 use crate::queue::{ContactKey, QueueError, TagDiff, normalize_tag};
 
 impl RedisQueue {

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use super::RedisQueue;
 use super::reply::corrupt;
-use super::{RedisQueue, millis};
 use crate::event::UserId;
 use crate::queue::keys::{PartitionKeys, contact_member};
+use crate::queue::millis;
 use crate::queue::{EnqueueOutcome, EventOps, FollowerOp, Millis, PlannedOp, QueueError, QueuedOp, cursor_key};
 use crate::rules::Action;
 use QueuedOp as StoredOp;

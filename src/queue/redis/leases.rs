@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use redis::Value;
 
+use super::RedisQueue;
 use super::reply::{PartitionLease, parse_lease};
-use super::{RedisQueue, millis};
 use crate::queue::keys::{PartitionKeys, contact_member};
+use crate::queue::millis;
 use crate::queue::{AUDIT_PER_CONTACT, Applied, DeadLetter, Failure, Lease, LeaseOutcome, Millis, QueueError};
 
 /// Most operations handed out in one lease.

@@ -76,10 +76,6 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl RedisQueue {
     /// Connects (standalone or Cluster, detected from the server), then loads every script.
     pub async fn connect(url: &RedisUrl, options: RedisOptions) -> Result<Self, QueueError> {

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{RedisQueue, millis};
+use super::RedisQueue;
 use crate::event::{EventId, LocationId};
+use crate::queue::millis;
 use crate::queue::{OUTCOME_TTL, QueueError};
 
 impl RedisQueue {
