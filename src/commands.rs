@@ -15,34 +15,6 @@ use crate::queue::{ContactKey, EmbeddedQueue, Queue, Selection, now_ms};
 
 use crate::rules::{Case, CaseOutcome, OpLines, RuleSet, compare, load_cases};
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
-}
-
 /// `followd rules check`: every error as `file:line:column: message`, then a summary; exit 1 on any error.
 pub fn rules_check(dir: &Path) -> ExitCode {
     match RuleSet::load_dir(dir) {

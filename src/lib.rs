@@ -12,7 +12,7 @@
 //! - [`queue`]: the durable per-contact queue ([`queue::Queue`]): embedded (redb) or Redis.
 //! - [`deliver`]: workers, folding, retries.
 //! - [`upstream`]: the CRM API client, live or dry run.
-//! - [`config`], [`telemetry`]: configuration layers; logs and metrics.
+//! - [`config`], [`telemetry`], [`signals`]: configuration layers; logs and metrics; stop and reload signals.
 #![forbid(unsafe_code)]
 
 pub mod commands;
@@ -24,6 +24,7 @@ pub mod http;
 pub mod intake;
 pub mod queue;
 pub mod rules;
+pub mod signals;
 pub mod telemetry;
 pub mod upstream;
 pub mod verify;

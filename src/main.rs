@@ -146,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { role } => {
             let app = Application::build(config, role).await?;
-            app.run_until_stopped(commands::shutdown_signal()).await?;
+            app.run_until_stopped(followd::signals::shutdown()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(RulesCommand::Check { rules }) => {

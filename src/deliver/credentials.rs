@@ -19,21 +19,7 @@ use crate::config::Config;
 /// with, if any (the environment is read again too).
 #[cfg(unix)]
 pub async fn reload_on_sighup(deliverer: Arc<Deliverer>, file: Option<PathBuf>, cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP; upstream tokens change only with a restart");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            received = hangups.recv() => if received.is_none() { return },
-        }
-        reload(&deliverer, file.as_deref()).await;
-    }
+    crate::signals::on_hangup("upstream tokens", cancel, || reload(&deliverer, file.as_deref())).await;
 }
 
 /// One reload: logs what happened, counts it by result. Never returns an error: the tokens in use stay.

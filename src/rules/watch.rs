@@ -76,26 +76,7 @@ impl LiveRules {
     /// Reloads the rules on each SIGHUP until `cancel` is cancelled.
     #[cfg(unix)]
     pub async fn reload_on_sighup(self: Arc<Self>, cancel: CancellationToken) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGHUP; the rules reload only when their files change");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                received = hangups.recv() => {
-                    if received.is_none() {
-                        return;
-                    }
-                    tracing::info!(dir = %self.dir().display(), "SIGHUP received: reloading the rules");
-                    reload_in_background(&self).await;
-                }
-            }
-        }
+        crate::signals::on_hangup("rules", cancel, || reload_in_background(&self)).await;
     }
 }
 
