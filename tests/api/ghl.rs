@@ -289,26 +289,16 @@ async fn a_standard_webhooks_source_verifies_through_http_and_refuses_old_timest
         format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
     };
     let now = chrono::Utc::now().timestamp();
-    let headers = |ts: i64, sig: &str| {
-        vec![
-            ("webhook-id".to_owned(), "msg_1".to_owned()),
-            ("webhook-timestamp".to_owned(), ts.to_string()),
-            ("webhook-signature".to_owned(), sig.to_owned()),
-        ]
-    };
-    let send = |h: Vec<(String, String)>| {
-        let mut request = app
-            .client
-            .post(format!("{}/webhooks/std", app.addr))
-            .header("content-type", "application/json")
-            .body(body.clone());
-        for (name, value) in h {
-            request = request.header(name, value);
+    let send = |ts: i64, sig: String| {
+        let (app, body) = (&app, &body);
+        async move {
+            let ts = ts.to_string();
+            let headers = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", &sig)];
+            app.post("std", body, &headers).await.status()
         }
-        request.send()
     };
-    assert_eq!(send(headers(now - 400, &signed(now - 400))).await.unwrap().status(), 401, "older than 5 minutes");
-    assert_eq!(send(headers(now, &signed(now - 1))).await.unwrap().status(), 401, "signature over another time");
-    assert_eq!(send(headers(now, &signed(now))).await.unwrap().status(), 202);
+    assert_eq!(send(now - 400, signed(now - 400)).await, 401, "older than 5 minutes");
+    assert_eq!(send(now, signed(now - 1)).await, 401, "signature over another time");
+    assert_eq!(send(now, signed(now)).await, 202);
     assert!(app.upstream.wait_for_followers("c-1", &["usr_h1", "usr_h2"], WAIT).await);
 }
