@@ -58,8 +58,9 @@ pub struct Deliverer {
     /// Locations this process paused because the CRM refused the token (or there is none): a configuration
     /// reload with new tokens lifts exactly these pauses.
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
-    /// Delivery results on their way to the queue's store, for status pages of other processes.
-    outcomes: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    /// Delivery results on their way to the queue's store, for status pages of other processes; `None` when
+    /// no other process uses the store.
+    outcomes: Option<tokio::sync::mpsc::UnboundedSender<Outcome>>,
 }
 
 /// What became of a lease's events, as [`Queue::note_outcome`] stores it.
@@ -100,8 +101,11 @@ impl Deliverer {
         policy: Policy,
         decisions: Arc<Decisions>,
     ) -> Self {
-        let (outcomes, arriving) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_outcomes(Arc::clone(&queue), arriving));
+        let outcomes = queue.is_shared().then(|| {
+            let (outcomes, arriving) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(write_outcomes(Arc::clone(&queue), arriving));
+            outcomes
+        });
         Self {
             queue,
             upstream,
@@ -141,8 +145,10 @@ impl Deliverer {
         let mut events: Vec<crate::event::EventId> = lease.ops.iter().map(|op| op.event_id.clone()).collect();
         events.dedup();
         self.decisions.delivered(&events.iter().collect::<Vec<_>>(), result);
-        // Fails only once the writer has stopped, with the process.
-        let _ = self.outcomes.send((lease.contact.location_id.clone(), events, result.to_owned()));
+        if let Some(outcomes) = &self.outcomes {
+            // Fails only once the writer has stopped, with the process.
+            let _ = outcomes.send((lease.contact.location_id.clone(), events, result.to_owned()));
+        }
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.

@@ -171,7 +171,11 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
     let mut decisions = state.decisions.snapshot();
     // Workers running as other processes note their results in the queue's store; fill in what this process's
     // own workers did not report. Without the store the page still shows what this process knows.
-    let unknown: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].delivery == QUEUED).collect();
+    let unknown: Vec<usize> = if state.queue.is_shared() {
+        (0..decisions.len()).filter(|&i| decisions[i].delivery == QUEUED).collect()
+    } else {
+        Vec::new()
+    };
     let asked: Vec<_> =
         unknown.iter().map(|&i| (decisions[i].location_id.clone(), decisions[i].event_id.clone())).collect();
     if let Ok(outcomes) = state.queue.outcomes(&asked).await {

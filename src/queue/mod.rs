@@ -348,6 +348,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores a location's OAuth tokens after a refresh (the old refresh token is spent).
     async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError>;
 
+    /// Whether other processes use this store too (Redis). Work only they need, such as
+    /// [`Queue::note_outcome`], is skipped where it is not.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Notes what delivery made of a location's events, kept [`OUTCOME_TTL`], so that a status page served by
     /// another process (a receiver, when workers run apart) can show it. The embedded store serves a single
     /// process, whose page already knows: there it does nothing.

@@ -238,6 +238,10 @@ impl Queue for RedisQueue {
         self.write_oauth_tokens(location, tokens).await
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn note_outcome(&self, location: &LocationId, events: &[EventId], result: &str) -> Result<(), QueueError> {
         self.write_outcome(location, events, result).await
     }
