@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use followd::config::RedisUrl;
-use followd::deliver::limit::Limits;
+use followd::domain::clock::now_ms;
+use followd::domain::rate::Limits;
 use followd::event::LocationId;
-use followd::queue::{Queue, RedisOptions, RedisQueue, now_ms};
+use followd::queue::{LocationState, RedisOptions, RedisQueue};
 use serde_json::json;
 use support::app::TestApp;
 use support::redis::RedisServer;
@@ -64,7 +65,7 @@ async fn run() {
     let delivery = EVENTS as f64 / started.elapsed().as_secs_f64();
 
     // The limiter versus a raw round trip, sequential.
-    let url: RedisUrl = serde_json::from_value(json!(redis.url())).expect("a URL");
+    let url = RedisUrl::new(redis.url());
     let options = RedisOptions {
         prefix: "bench".into(),
         partitions: 8,

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use followd::config::RedisUrl;
+use followd::domain::clock::now_ms;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
-    Applied, ContactKey, EmbeddedQueue, EventOps, LeaseOutcome, PlannedOp, Queue, RedisOptions, RedisQueue, now_ms,
+    Applied, ContactKey, EmbeddedQueue, EventOps, LeaseOutcome, PlannedOp, Queue, RedisOptions, RedisQueue,
 };
 use followd::rules::Action;
 use support::redis::RedisServer;
@@ -98,7 +99,7 @@ fn main() {
 
 async fn run() {
     let server = RedisServer::start().await;
-    let url: RedisUrl = serde_json::from_value(serde_json::json!(server.url())).expect("a URL");
+    let url = RedisUrl::new(server.url());
     let options = RedisOptions {
         prefix: "bench".into(),
         partitions: 8,

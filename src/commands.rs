@@ -9,9 +9,10 @@ use anyhow::Context;
 use crate::config::Config;
 use std::time::Duration;
 
+use crate::domain::clock::now_ms;
 use crate::event::{ContactId, EventId, LocationId, Observation};
-use crate::intake::{Source, plan, resolve};
-use crate::queue::{ContactKey, EmbeddedQueue, Queue, Selection, now_ms};
+use crate::intake::{Names, Source, occurrences, plan};
+use crate::queue::{ContactKey, ContactMemory, EmbeddedQueue, Selection, Stores};
 
 use crate::rules::{Case, CaseOutcome, OpLines, RuleSet, compare, load_cases};
 
@@ -36,7 +37,7 @@ pub fn rules_check(dir: &Path) -> ExitCode {
 }
 
 /// `followd rules explain`: the events a payload yields, the rules that fire and the operations that would
-/// be queued. Runs the server's own code (`intake::resolve` and `plan`) against a throwaway embedded store, so
+/// be queued. Runs the server's own code (`intake::occurrences` and `plan`) against a throwaway embedded store, so
 /// whole-tag-list payloads are read as a first sight of the contact; verifies nothing, calls nothing, and
 /// writes nothing that outlives the command.
 pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file: &Path) -> anyhow::Result<ExitCode> {
@@ -56,7 +57,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     }
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
-    let occurrences = resolve(&store, parsed.observations, now_ms(), None).await?;
+    let occurrences = occurrences(&store, parsed.observations, now_ms(), &Names::new()).await?;
     for occurrence in &occurrences {
         println!("event {} for contact {}:", occurrence.id, occurrence.contact.contact_id);
         for event in &occurrence.events {
@@ -84,7 +85,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     Ok(ExitCode::SUCCESS)
 }
 
-/// `followd rules test`: runs each case's payload through the server's own intake (`resolve`, `plan`) on a
+/// `followd rules test`: runs each case's payload through the server's own intake (`occurrences`, `plan`) on a
 /// fresh throwaway store and compares the operations with the case's; prints a diff per failing case and
 /// exits 1 on any failure, or on any error in the rules or the case files.
 pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -132,7 +133,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    let occurrences = resolve(&store, parsed.observations, now, None).await?;
+    let occurrences = occurrences(&store, parsed.observations, now, &Names::new()).await?;
     let mut lines = OpLines::default();
     for event in plan(&occurrences, rules) {
         for planned in &event.ops {
@@ -144,8 +145,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
 
 /// `followd queue stats`.
 pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
-    let queue = crate::queue::open(config).await?;
-    let stats = queue.stats().await?;
+    let stats = Stores::open(&crate::http::store_options(config)).await?.queue.stats().await?;
     println!("ready contacts:     {}", stats.ready);
     println!("leased contacts:    {}", stats.leased);
     println!("pending operations: {}", stats.pending);
@@ -155,8 +155,7 @@ pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
 
 /// `followd dlq list [--json]`.
 pub async fn dlq_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let queue = crate::queue::open(config).await?;
-    let letters = queue.dead_letters().await?;
+    let letters = Stores::open(&crate::http::store_options(config)).await?.queue.dead_letters().await?;
     if json {
         let rows: Vec<serde_json::Value> = letters
             .iter()
@@ -194,16 +193,14 @@ pub async fn dlq_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `followd dlq replay ID|--all`.
 pub async fn dlq_replay(config: &Config, which: &Selection) -> anyhow::Result<ExitCode> {
-    let queue = crate::queue::open(config).await?;
-    let replayed = queue.replay(which, now_ms()).await?;
+    let replayed = Stores::open(&crate::http::store_options(config)).await?.queue.replay(which, now_ms()).await?;
     println!("replayed {replayed} dead letter(s)");
     Ok(if replayed == 0 && matches!(which, Selection::One(_)) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `followd dlq purge ID|--all`.
 pub async fn dlq_purge(config: &Config, which: &Selection) -> anyhow::Result<ExitCode> {
-    let queue = crate::queue::open(config).await?;
-    let purged = queue.purge(which).await?;
+    let purged = Stores::open(&crate::http::store_options(config)).await?.queue.purge(which).await?;
     println!("purged {purged} dead letter(s)");
     Ok(if purged == 0 && matches!(which, Selection::One(_)) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -218,8 +215,8 @@ fn rfc3339(ms: u64) -> String {
 pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let contact = ContactId::parse(contact).map_err(|e| anyhow::anyhow!("contact id: {e}"))?;
     let location = location.map(LocationId::parse).transpose().map_err(|e| anyhow::anyhow!("location id: {e}"))?;
-    let queue = crate::queue::open(config).await?;
-    let trail = queue.audit(location.as_ref(), &contact).await?;
+    let trail =
+        Stores::open(&crate::http::store_options(config)).await?.audit.audit(location.as_ref(), &contact).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&trail)?);
         return Ok(ExitCode::SUCCESS);
@@ -229,15 +226,15 @@ pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json:
     }
     for entry in &trail {
         let operation = match &entry.operation.op {
-            crate::queue::FollowerOp::Add(user) => format!("add {user}"),
-            crate::queue::FollowerOp::Remove(user) => format!("remove {user}"),
-            crate::queue::FollowerOp::RemoveAll => "remove all".to_owned(),
+            crate::domain::followers::FollowerOp::Add(user) => format!("add {user}"),
+            crate::domain::followers::FollowerOp::Remove(user) => format!("remove {user}"),
+            crate::domain::followers::FollowerOp::RemoveAll => "remove all".to_owned(),
         };
         println!(
             "{}  location {}  {operation:<24}  {:<14} rule `{}`  event {}",
             rfc3339(entry.at),
             entry.location_id,
-            entry.result,
+            entry.result.to_string(),
             entry.operation.rule,
             entry.operation.event_id
         );
@@ -249,12 +246,12 @@ pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json:
 /// keeps them in the serving process, where a restart clears them.
 pub async fn queue_resume(config: &Config, location: &str) -> anyhow::Result<ExitCode> {
     let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
-    let queue = crate::queue::open(config).await?;
+    let locations = Stores::open(&crate::http::store_options(config)).await?.locations;
     let now = now_ms();
-    match queue.paused_until(&location, now).await? {
-        Some((_, reason)) => {
-            queue.pause(&location, now, "resumed by an operator").await?;
-            println!("location {location} resumed (it was paused: {reason})");
+    match locations.paused(&location, now).await? {
+        Some(pause) => {
+            locations.pause(&location, now, "resumed by an operator", now).await?;
+            println!("location {location} resumed (it was paused: {})", pause.reason);
         }
         None => println!("location {location} is not paused"),
     }

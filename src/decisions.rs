@@ -5,13 +5,12 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::domain::clock::Millis;
+use crate::domain::outcome::Outcome;
 use crate::event::{ContactId, EventId, LocationId};
-use crate::queue::Millis;
 
 /// How many decisions are kept.
 pub const KEEP: usize = 50;
-/// The delivery result of a decision no worker has reported yet.
-pub const QUEUED: &str = "queued";
 
 /// One webhook event and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +24,9 @@ pub struct Decision {
     pub events: Vec<String>,
     pub rules: Vec<String>,
     pub operations: usize,
-    /// [`QUEUED`] until a worker reports (this process's, or another's through the queue's store, see
-    /// [`crate::queue::Queue::note_outcome`]); then `delivered`, `retrying: ...`, `dead-lettered: ...`.
-    pub delivery: String,
+    /// [`Outcome::Queued`] until a worker reports (this process's, or another's through the store, see
+    /// [`crate::queue::Outcomes`]).
+    pub delivery: Outcome,
 }
 
 /// The ring of recent decisions, newest first.
@@ -44,10 +43,10 @@ impl Decisions {
     }
 
     /// Sets the delivery result of the decisions behind these events.
-    pub fn delivered(&self, events: &[&EventId], result: &str) {
+    pub fn delivered(&self, events: &[EventId], outcome: &Outcome) {
         let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for decision in recent.iter_mut().filter(|d| events.contains(&&d.event_id)) {
-            decision.delivery = result.to_owned();
+        for decision in recent.iter_mut().filter(|d| events.contains(&d.event_id)) {
+            decision.delivery = outcome.clone();
         }
     }
 
@@ -70,7 +69,7 @@ mod tests {
             events: vec![],
             rules: vec![],
             operations: 1,
-            delivery: "queued".into(),
+            delivery: Outcome::Queued,
         }
     }
 
@@ -83,7 +82,7 @@ mod tests {
         let snapshot = decisions.snapshot();
         assert_eq!(snapshot.len(), KEEP);
         assert_eq!(snapshot[0].event_id.as_str(), format!("e{}", KEEP + 2));
-        decisions.delivered(&[&snapshot[0].event_id], "delivered");
-        assert_eq!(decisions.snapshot()[0].delivery, "delivered");
+        decisions.delivered(std::slice::from_ref(&snapshot[0].event_id), &Outcome::Delivered);
+        assert_eq!(decisions.snapshot()[0].delivery, Outcome::Delivered);
     }
 }

@@ -12,13 +12,21 @@
 //! - [`queue`]: the durable per-contact queue ([`queue::Queue`]): embedded (redb) or Redis.
 //! - [`deliver`]: workers, folding, retries.
 //! - [`upstream`]: the CRM API client, live or dry run.
+//! - [`domain`]: the vocabulary below every stage: time, rate-limit arithmetic, follower operations, outcomes.
+//! - [`decisions`]: the recent decisions the status page shows.
+//! - [`commands`]: the command line's subcommands other than `serve`.
 //! - [`config`], [`telemetry`], [`signals`]: configuration layers; logs and metrics; stop and reload signals.
+//!
+//! Imports point one way: the stages (`verify`, `event`, `rules`, `queue`, `upstream`) import only `domain`,
+//! `event` and each other's types, never the drivers (`http`, `intake`, `deliver`, `commands`) and never load
+//! configuration. `../shared/tools/import-graph src` prints the graph.
 #![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod config;
 pub mod decisions;
 pub mod deliver;
+pub mod domain;
 pub mod event;
 pub mod http;
 pub mod intake;

@@ -394,9 +394,9 @@ fn containers_listen_on_the_default_listen_port() {
 
 #[test]
 fn probes_use_the_health_and_readiness_routes_the_app_serves() {
-    let app = read("src/http/app.rs");
+    let app = read("src/http/routes.rs");
     for route in ["\"/healthz\"", "\"/readyz\""] {
-        assert!(app.contains(route), "src/http/app.rs no longer serves {route}");
+        assert!(app.contains(route), "src/http/routes.rs no longer serves {route}");
     }
     let port = listen_port();
     for deployment in deployments() {

@@ -1,7 +1,10 @@
-//! The queue contract: one behavioural suite, run against every `Queue` implementation.
+//! The store contract: one behavioural suite, run against every backend (embedded, single Redis, a real
+//! Redis Cluster), with cases for each of the store's traits: the queue, the contact memory, the location
+//! state, the audit log, the token store and the shared outcomes.
 //!
-//! Time is passed into the queue, so lease expiry and de-duplication windows are tested by choosing `now`,
-//! without waiting. Each case is a generic function; `contract!` instantiates every case per backend.
+//! Time is passed into the store, so lease expiry and de-duplication windows are tested by choosing `now`,
+//! without waiting. Each case takes the backend's [`Stores`] and uses the trait it is about; `contract!`
+//! instantiates every case per backend.
 
 mod support;
 
@@ -9,29 +12,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use followd::config::RedisUrl;
-use followd::deliver::limit::Limits;
+use followd::domain::outcome::Outcome;
+use followd::domain::rate::Limits;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
-    Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, PlannedOp, Queue,
-    QueueError, RedisOptions, RedisQueue, Selection,
+    Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, Pause, PlannedOp, Queue,
+    QueueError, RedisOptions, RedisQueue, Selection, Stores,
 };
 use followd::rules::Action;
+use followd::upstream::OAuthTokens;
 use support::redis::{RedisCluster, RedisServer};
 
 const LEASE: Duration = Duration::from_secs(30);
 const TTL: Duration = Duration::from_secs(3600);
 const T0: u64 = 1_800_000_000_000;
 
-/// A queue under test and whatever must live as long as it (a temporary directory, a Redis server).
+/// A store under test and whatever must live as long as it (a temporary directory, a Redis server).
 pub struct Backend {
-    pub queue: Arc<dyn Queue>,
+    pub stores: Stores,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
 async fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let queue = EmbeddedQueue::open(dir.path(), LEASE, TTL).unwrap();
-    Backend { queue: Arc::new(queue), _guard: Box::new(dir) }
+    Backend { stores: Stores::of(queue), _guard: Box::new(dir) }
 }
 
 fn redis_options() -> RedisOptions {
@@ -40,16 +45,14 @@ fn redis_options() -> RedisOptions {
 
 async fn redis() -> Backend {
     let server = RedisServer::start().await;
-    let url: RedisUrl = serde_json::from_value(serde_json::json!(server.url())).unwrap();
-    let queue = RedisQueue::connect(&url, redis_options()).await.unwrap();
-    Backend { queue: Arc::new(queue), _guard: Box::new(server) }
+    let queue = RedisQueue::connect(&RedisUrl::new(server.url()), redis_options()).await.unwrap();
+    Backend { stores: Stores::of(queue), _guard: Box::new(server) }
 }
 
 async fn redis_cluster() -> Backend {
     let cluster = RedisCluster::start().await;
-    let url: RedisUrl = serde_json::from_value(serde_json::json!(cluster.url())).unwrap();
-    let queue = RedisQueue::connect(&url, redis_options()).await.unwrap();
-    Backend { queue: Arc::new(queue), _guard: Box::new(cluster) }
+    let queue = RedisQueue::connect(&RedisUrl::new(cluster.url()), redis_options()).await.unwrap();
+    Backend { stores: Stores::of(queue), _guard: Box::new(cluster) }
 }
 
 fn key(location: &str, contact: &str) -> ContactKey {
@@ -94,7 +97,8 @@ fn ops(lease: &Lease) -> Vec<FollowerOp> {
     lease.ops.iter().map(|q| q.op.clone()).collect()
 }
 
-async fn a_lease_holds_every_pending_operation_of_the_contact_in_order(queue: &dyn Queue) {
+async fn a_lease_holds_every_pending_operation_of_the_contact_in_order(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     let outcome = queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
     assert_eq!(outcome.operations, 2);
@@ -106,7 +110,8 @@ async fn a_lease_holds_every_pending_operation_of_the_contact_in_order(queue: &d
     assert_eq!(lease.deadline, T0 + 2 + LEASE.as_millis() as u64);
 }
 
-async fn a_leased_contact_is_not_leased_again_until_acknowledged(queue: &dyn Queue) {
+async fn a_leased_contact_is_not_leased_again_until_acknowledged(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
     let first = lease(queue, T0).await;
@@ -121,7 +126,8 @@ async fn a_leased_contact_is_not_leased_again_until_acknowledged(queue: &dyn Que
     assert_eq!((stats.pending, stats.leased, stats.ready), (0, 0, 0));
 }
 
-async fn contacts_are_leased_oldest_first_and_independently(queue: &dyn Queue) {
+async fn contacts_are_leased_oldest_first_and_independently(stores: &Stores) {
+    let queue = &*stores.queue;
     let (a, b) = (key("loc", "a"), key("loc", "b"));
     queue.enqueue(vec![event("e1", &a, vec![add("u")])], T0).await.unwrap();
     queue.enqueue(vec![event("e2", &b, vec![add("u")])], T0 + 1).await.unwrap();
@@ -130,7 +136,8 @@ async fn contacts_are_leased_oldest_first_and_independently(queue: &dyn Queue) {
     assert_eq!((first.contact, second.contact), (a, b));
 }
 
-async fn an_expired_lease_is_reaped_and_its_operations_come_back_in_order(queue: &dyn Queue) {
+async fn an_expired_lease_is_reaped_and_its_operations_come_back_in_order(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a"), remove("b")])], T0).await.unwrap();
     let dead = lease(queue, T0).await;
@@ -145,7 +152,8 @@ async fn an_expired_lease_is_reaped_and_its_operations_come_back_in_order(queue:
     assert_eq!(queue.stats().await.unwrap().pending, 0);
 }
 
-async fn a_retry_keeps_the_operations_and_schedules_the_contact_later(queue: &dyn Queue) {
+async fn a_retry_keeps_the_operations_and_schedules_the_contact_later(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
     let first = lease(queue, T0).await;
@@ -156,7 +164,8 @@ async fn a_retry_keeps_the_operations_and_schedules_the_contact_later(queue: &dy
     assert_eq!(second.attempts, 1);
 }
 
-async fn a_duplicate_event_id_stores_nothing_until_the_window_passes(queue: &dyn Queue) {
+async fn a_duplicate_event_id_stores_nothing_until_the_window_passes(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     let first = queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
     assert_eq!(first.accepted.len(), 1);
@@ -169,7 +178,8 @@ async fn a_duplicate_event_id_stores_nothing_until_the_window_passes(queue: &dyn
     assert_eq!(after.accepted.len(), 1);
 }
 
-async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(queue: &dyn Queue) {
+async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     let outcome = queue.enqueue(vec![event("e1", &c, vec![])], T0).await.unwrap();
     assert_eq!((outcome.accepted.len(), outcome.operations), (1, 0));
@@ -178,7 +188,8 @@ async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(queue: &
     assert_eq!(again.duplicates.len(), 1);
 }
 
-async fn round_robin_rotates_per_rule_and_location(queue: &dyn Queue) {
+async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
+    let queue = &*stores.queue;
     let pool: Arc<[UserId]> = vec![user("s1"), user("s2")].into();
     let rr = || Action::RoundRobin { rule: Arc::from("rr"), pool: Arc::clone(&pool) };
     let picks = |lease: &Lease| ops(lease);
@@ -198,26 +209,8 @@ async fn round_robin_rotates_per_rule_and_location(queue: &dyn Queue) {
     );
 }
 
-async fn acknowledged_changes_update_the_followers_followd_added(queue: &dyn Queue) {
-    let c = key("loc", "c1");
-    queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
-    let l = lease(queue, T0).await;
-    queue
-        .ack(&l, &Applied { removed_all: false, removed: vec![], added: vec![user("a"), user("b")] }, T0)
-        .await
-        .unwrap();
-    assert_eq!(queue.known_followers(&c).await.unwrap(), [user("a"), user("b")]);
-    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0).await.unwrap();
-    let l = lease(queue, T0).await;
-    queue.ack(&l, &Applied { removed_all: false, removed: vec![user("a")], added: vec![] }, T0).await.unwrap();
-    assert_eq!(queue.known_followers(&c).await.unwrap(), [user("b")]);
-    queue.enqueue(vec![event("e3", &c, vec![Action::RemoveAll])], T0).await.unwrap();
-    let l = lease(queue, T0).await;
-    queue.ack(&l, &Applied { removed_all: true, removed: vec![], added: vec![] }, T0).await.unwrap();
-    assert!(queue.known_followers(&c).await.unwrap().is_empty());
-}
-
-async fn stats_count_ready_leased_and_pending(queue: &dyn Queue) {
+async fn stats_count_ready_leased_and_pending(stores: &Stores) {
+    let queue = &*stores.queue;
     queue.enqueue(vec![event("e1", &key("l", "a"), vec![add("u"), add("v")])], T0).await.unwrap();
     queue.enqueue(vec![event("e2", &key("l", "b"), vec![add("u")])], T0).await.unwrap();
     let _held = lease(queue, T0).await;
@@ -226,40 +219,8 @@ async fn stats_count_ready_leased_and_pending(queue: &dyn Queue) {
     queue.ping().await.unwrap();
 }
 
-fn tags(list: &[&str]) -> Vec<String> {
-    list.iter().map(|t| (*t).to_owned()).collect()
-}
-
-async fn the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set(queue: &dyn Queue) {
-    let c = key("loc", "c1");
-    let id = |s: &str| EventId::parse(s).unwrap();
-    // First sight: everything is added; tags compare trimmed and case-insensitively.
-    let first = queue.diff_tags(&c, &id("e1"), &tags(&["VIP", " new lead "]), T0).await.unwrap();
-    assert_eq!((first.added, first.removed), (tags(&["new lead", "vip"]), tags(&[])));
-    let second = queue.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 1).await.unwrap();
-    assert_eq!((second.added.clone(), second.removed.clone()), (tags(&["hot"]), tags(&["new lead"])));
-    // The same event again (a retry) gets the same answer, not an empty diff.
-    assert_eq!(queue.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 2).await.unwrap(), second);
-    let all_gone = queue.diff_tags(&c, &id("e3"), &[], T0 + 3).await.unwrap();
-    assert_eq!((all_gone.added, all_gone.removed), (tags(&[]), tags(&["hot", "vip"])));
-    // Forgetting a deleted contact makes its next tags new again.
-    queue.diff_tags(&c, &id("e4"), &tags(&["a"]), T0 + 4).await.unwrap();
-    queue.forget_contact(&c).await.unwrap();
-    let reborn = queue.diff_tags(&c, &id("e5"), &tags(&["a"]), T0 + 5).await.unwrap();
-    assert_eq!(reborn.added, tags(&["a"]));
-}
-
-async fn the_previous_stage_of_an_opportunity_is_remembered(queue: &dyn Queue) {
-    let location = LocationId::parse("loc").unwrap();
-    let id = |s: &str| EventId::parse(s).unwrap();
-    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e1"), "new", T0).await.unwrap(), None);
-    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
-    // A retry of e2 still sees "new" as the previous stage.
-    assert_eq!(queue.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
-    assert_eq!(queue.swap_stage(&location, "opp-2", &id("e3"), "new", T0).await.unwrap(), None);
-}
-
-async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(queue: &dyn Queue) {
+async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(stores: &Stores) {
+    let queue = &*stores.queue;
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a"), remove("b")])], T0).await.unwrap();
     let doomed = lease(queue, T0).await;
@@ -291,30 +252,119 @@ async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(qu
     assert_eq!(queue.stats().await.unwrap().pending, 0);
 }
 
-async fn the_rate_budget_spaces_calls_per_location_and_pauses_expire(queue: &dyn Queue) {
-    let limits = Limits { spacing_ms: 100, daily: 5 };
-    let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
-    assert_eq!(queue.limiter_state(&l1).await.unwrap(), None);
-    assert_eq!(queue.throttle(&l1, limits, 2, T0).await.unwrap(), None);
-    let state = queue.limiter_state(&l1).await.unwrap().unwrap();
-    assert_eq!((state.tat, state.count), (T0 + 200, 2));
-    assert_eq!(queue.throttle(&l1, limits, 1, T0 + 50).await.unwrap(), Some(T0 + 200));
-    // Another location has its own budget.
-    assert_eq!(queue.throttle(&l2, limits, 1, T0 + 50).await.unwrap(), None);
-    assert_eq!(queue.throttle(&l1, limits, 3, T0 + 200).await.unwrap(), None);
-    // Five calls today: the next waits for tomorrow (UTC).
-    let wait = queue.throttle(&l1, limits, 1, T0 + 10_000).await.unwrap().unwrap();
-    assert_eq!(wait % 86_400_000, 0);
+// --- ContactMemory ---
 
-    assert_eq!(queue.paused_until(&l1, T0).await.unwrap(), None);
-    let until = followd::queue::now_ms() + 60_000;
-    queue.pause(&l1, until, "429").await.unwrap();
-    assert_eq!(queue.paused_until(&l1, until - 1).await.unwrap(), Some((until, "429".to_owned())));
-    assert_eq!(queue.paused_until(&l2, until - 1).await.unwrap(), None);
-    assert_eq!(queue.paused_until(&l1, until).await.unwrap(), None);
+fn applied(removed_all: bool, removed: &[&str], added: &[&str]) -> Applied {
+    Applied {
+        removed_all,
+        removed: removed.iter().map(|u| user(u)).collect(),
+        added: added.iter().map(|u| user(u)).collect(),
+        dry_run: false,
+    }
 }
 
-async fn the_audit_trail_records_delivered_and_dead_lettered_operations_newest_first(queue: &dyn Queue) {
+async fn acknowledged_changes_update_the_followers_followd_added(stores: &Stores) {
+    let (queue, memory) = (&*stores.queue, &*stores.memory);
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &applied(false, &[], &["a", "b"]), T0).await.unwrap();
+    assert_eq!(memory.known_followers(&c).await.unwrap(), [user("a"), user("b")]);
+    queue.enqueue(vec![event("e2", &c, vec![remove("a")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &applied(false, &["a"], &[]), T0).await.unwrap();
+    assert_eq!(memory.known_followers(&c).await.unwrap(), [user("b")]);
+    queue.enqueue(vec![event("e3", &c, vec![Action::RemoveAll])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &applied(true, &[], &[]), T0).await.unwrap();
+    assert!(memory.known_followers(&c).await.unwrap().is_empty());
+}
+
+async fn a_dry_run_is_audited_as_one_and_changes_no_known_followers(stores: &Stores) {
+    let (queue, memory, audit) = (&*stores.queue, &*stores.memory, &*stores.audit);
+    let c = key("loc", "c1");
+    queue.enqueue(vec![event("e1", &c, vec![add("a")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    queue.ack(&l, &Applied { dry_run: true, ..applied(false, &[], &["a"]) }, T0 + 1).await.unwrap();
+    assert!(memory.known_followers(&c).await.unwrap().is_empty(), "nothing was sent, so nothing is followd's");
+    let trail = audit.audit(Some(&c.location_id), &c.contact_id).await.unwrap();
+    assert_eq!(trail.iter().map(|e| e.result.clone()).collect::<Vec<_>>(), [Outcome::DryRun]);
+}
+
+fn tags(list: &[&str]) -> Vec<String> {
+    list.iter().map(|t| (*t).to_owned()).collect()
+}
+
+async fn the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set(stores: &Stores) {
+    let memory = &*stores.memory;
+    let c = key("loc", "c1");
+    let id = |s: &str| EventId::parse(s).unwrap();
+    // First sight: everything is added; tags compare trimmed and case-insensitively.
+    let first = memory.diff_tags(&c, &id("e1"), &tags(&["VIP", " new lead "]), T0).await.unwrap();
+    assert_eq!((first.added, first.removed), (tags(&["new lead", "vip"]), tags(&[])));
+    let second = memory.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 1).await.unwrap();
+    assert_eq!((second.added.clone(), second.removed.clone()), (tags(&["hot"]), tags(&["new lead"])));
+    // The same event again (a retry) gets the same answer, not an empty diff.
+    assert_eq!(memory.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 2).await.unwrap(), second);
+    let all_gone = memory.diff_tags(&c, &id("e3"), &[], T0 + 3).await.unwrap();
+    assert_eq!((all_gone.added, all_gone.removed), (tags(&[]), tags(&["hot", "vip"])));
+    // Forgetting a deleted contact makes its next tags new again.
+    memory.diff_tags(&c, &id("e4"), &tags(&["a"]), T0 + 4).await.unwrap();
+    memory.forget_contact(&c).await.unwrap();
+    let reborn = memory.diff_tags(&c, &id("e5"), &tags(&["a"]), T0 + 5).await.unwrap();
+    assert_eq!(reborn.added, tags(&["a"]));
+}
+
+async fn the_previous_stage_of_an_opportunity_is_remembered(stores: &Stores) {
+    let memory = &*stores.memory;
+    let location = LocationId::parse("loc").unwrap();
+    let id = |s: &str| EventId::parse(s).unwrap();
+    assert_eq!(memory.swap_stage(&location, "opp-1", &id("e1"), "new", T0).await.unwrap(), None);
+    assert_eq!(memory.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
+    // A retry of e2 still sees "new" as the previous stage.
+    assert_eq!(memory.swap_stage(&location, "opp-1", &id("e2"), "won", T0).await.unwrap().as_deref(), Some("new"));
+    assert_eq!(memory.swap_stage(&location, "opp-2", &id("e3"), "new", T0).await.unwrap(), None);
+}
+
+// --- LocationState ---
+
+async fn the_rate_budget_spaces_calls_per_location(stores: &Stores) {
+    let locations = &*stores.locations;
+    let limits = Limits { spacing_ms: 100, daily: 5 };
+    let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
+    assert_eq!(locations.limiter_state(&l1).await.unwrap(), None);
+    assert_eq!(locations.throttle(&l1, limits, 2, T0).await.unwrap(), None);
+    let state = locations.limiter_state(&l1).await.unwrap().unwrap();
+    assert_eq!((state.tat, state.count), (T0 + 200, 2));
+    assert_eq!(locations.throttle(&l1, limits, 1, T0 + 50).await.unwrap(), Some(T0 + 200));
+    // Another location has its own budget.
+    assert_eq!(locations.throttle(&l2, limits, 1, T0 + 50).await.unwrap(), None);
+    assert_eq!(locations.throttle(&l1, limits, 3, T0 + 200).await.unwrap(), None);
+    // Five calls today: the next waits for tomorrow (UTC).
+    let wait = locations.throttle(&l1, limits, 1, T0 + 10_000).await.unwrap().unwrap();
+    assert_eq!(wait % 86_400_000, 0);
+}
+
+async fn a_pause_holds_one_location_until_it_ends_or_is_lifted(stores: &Stores) {
+    let locations = &*stores.locations;
+    let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
+    // Redis expires the key by its own clock, so the times here are near the real now.
+    let now = followd::domain::clock::now_ms();
+    let until = now + 60_000;
+    assert_eq!(locations.paused(&l1, now).await.unwrap(), None);
+    locations.pause(&l1, until, "429", now).await.unwrap();
+    assert_eq!(locations.paused(&l1, until - 1).await.unwrap(), Some(Pause { until, reason: "429".to_owned() }));
+    assert_eq!(locations.paused(&l2, until - 1).await.unwrap(), None);
+    assert_eq!(locations.paused(&l1, until).await.unwrap(), None);
+    // A pause ending now lifts it (an operator's resume, a reloaded token).
+    locations.pause(&l1, now, "resumed", now).await.unwrap();
+    assert_eq!(locations.paused(&l1, now).await.unwrap(), None);
+}
+
+// --- AuditLog ---
+
+async fn the_audit_trail_records_delivered_and_dead_lettered_operations_newest_first(stores: &Stores) {
+    let (queue, audit) = (&*stores.queue, &*stores.audit);
     let c = key("loc", "c1");
     queue.enqueue(vec![event("e1", &c, vec![add("a"), add("b")])], T0).await.unwrap();
     let first = lease(queue, T0).await;
@@ -323,17 +373,17 @@ async fn the_audit_trail_records_delivered_and_dead_lettered_operations_newest_f
     let second = lease(queue, T0 + 2).await;
     queue.dead_letter(&second, &Failure { status: Some(404), reason: "gone".into() }, T0 + 3).await.unwrap();
     for location in [Some(&c.location_id), None] {
-        let trail = queue.audit(location, &c.contact_id).await.unwrap();
-        let lines: Vec<(u64, &str, FollowerOp, &str)> = trail
+        let trail = audit.audit(location, &c.contact_id).await.unwrap();
+        let lines: Vec<(u64, Outcome, FollowerOp, &str)> = trail
             .iter()
-            .map(|e| (e.at, e.result.as_str(), e.operation.op.clone(), e.operation.event_id.as_str()))
+            .map(|e| (e.at, e.result.clone(), e.operation.op.clone(), e.operation.event_id.as_str()))
             .collect();
         assert_eq!(
             lines,
             [
-                (T0 + 3, "dead-lettered", FollowerOp::Remove(user("a")), "e2"),
-                (T0 + 1, "delivered", FollowerOp::Add(user("b")), "e1"),
-                (T0 + 1, "delivered", FollowerOp::Add(user("a")), "e1"),
+                (T0 + 3, Outcome::DeadLettered("gone".into()), FollowerOp::Remove(user("a")), "e2"),
+                (T0 + 1, Outcome::Delivered, FollowerOp::Add(user("b")), "e1"),
+                (T0 + 1, Outcome::Delivered, FollowerOp::Add(user("a")), "e1"),
             ]
         );
         assert_eq!(trail[0].operation.rule, "rule");
@@ -345,10 +395,52 @@ async fn the_audit_trail_records_delivered_and_dead_lettered_operations_newest_f
         queue.ack(&held, &Applied::default(), T0 + 10).await.unwrap();
     }
     assert_eq!(
-        queue.audit(Some(&c.location_id), &c.contact_id).await.unwrap().len(),
+        audit.audit(Some(&c.location_id), &c.contact_id).await.unwrap().len(),
         followd::queue::AUDIT_PER_CONTACT
     );
-    assert!(queue.audit(None, &ContactId::parse("nobody").unwrap()).await.unwrap().is_empty());
+    assert!(audit.audit(None, &ContactId::parse("nobody").unwrap()).await.unwrap().is_empty());
+}
+
+// --- TokenStore ---
+
+async fn oauth_tokens_are_kept_per_location_and_the_newest_pair_wins(stores: &Stores) {
+    let tokens = &*stores.tokens;
+    let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
+    let pair =
+        |n: u64| OAuthTokens { access_token: format!("a{n}"), refresh_token: format!("r{n}"), expires_at: T0 + n };
+    assert_eq!(tokens.load_tokens(&l1).await.unwrap(), None);
+    tokens.save_tokens(&l1, &pair(1)).await.unwrap();
+    tokens.save_tokens(&l1, &pair(2)).await.unwrap();
+    assert_eq!(tokens.load_tokens(&l1).await.unwrap(), Some(pair(2)));
+    assert_eq!(tokens.load_tokens(&l2).await.unwrap(), None);
+}
+
+// --- Outcomes ---
+
+/// A shared store (Redis) reads back outcomes noted for events of several locations, hence several
+/// partitions (several Cluster slots), each with its own event's result; the embedded store serves one
+/// process, whose status page already knows, and finds nothing.
+async fn delivery_outcomes_are_read_back_per_event_where_the_store_is_shared(stores: &Stores) {
+    let outcomes = &*stores.outcomes;
+    let id = |s: &str| EventId::parse(s).unwrap();
+    let result = |i: usize| Outcome::Retrying(format!("attempt {i}"));
+    let locations: Vec<LocationId> = (0..6).map(|i| LocationId::parse(&format!("loc-{i}")).unwrap()).collect();
+    for (i, location) in locations.iter().enumerate() {
+        outcomes.note_outcome(location, &[id(&format!("e{i}a")), id(&format!("e{i}b"))], &result(i)).await.unwrap();
+    }
+    let mut asked: Vec<(LocationId, EventId)> = Vec::new();
+    for (i, location) in locations.iter().enumerate().rev() {
+        asked.push((location.clone(), id(&format!("e{i}b"))));
+        asked.push((location.clone(), id(&format!("e{i}a"))));
+    }
+    asked.push((locations[0].clone(), id("never-noted")));
+    let found = outcomes.outcomes(&asked).await.unwrap();
+    let expected: Vec<Option<Outcome>> = if outcomes.is_shared() {
+        (0..locations.len()).rev().flat_map(|i| [Some(result(i)), Some(result(i))]).chain([None]).collect()
+    } else {
+        vec![None; asked.len()]
+    };
+    assert_eq!(found, expected);
 }
 
 /// Instantiates every contract case for one backend.
@@ -356,6 +448,7 @@ macro_rules! contract {
     ($backend:ident, $make:path) => {
         mod $backend {
             contract!(@cases $make;
+                // Queue
                 a_lease_holds_every_pending_operation_of_the_contact_in_order,
                 a_leased_contact_is_not_leased_again_until_acknowledged,
                 contacts_are_leased_oldest_first_and_independently,
@@ -364,13 +457,22 @@ macro_rules! contract {
                 a_duplicate_event_id_stores_nothing_until_the_window_passes,
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
-                acknowledged_changes_update_the_followers_followd_added,
                 stats_count_ready_leased_and_pending,
+                a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
+                // ContactMemory
+                acknowledged_changes_update_the_followers_followd_added,
+                a_dry_run_is_audited_as_one_and_changes_no_known_followers,
                 the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set,
                 the_previous_stage_of_an_opportunity_is_remembered,
-                a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
-                the_rate_budget_spaces_calls_per_location_and_pauses_expire,
+                // LocationState
+                the_rate_budget_spaces_calls_per_location,
+                a_pause_holds_one_location_until_it_ends_or_is_lifted,
+                // AuditLog
                 the_audit_trail_records_delivered_and_dead_lettered_operations_newest_first,
+                // TokenStore
+                oauth_tokens_are_kept_per_location_and_the_newest_pair_wins,
+                // Outcomes
+                delivery_outcomes_are_read_back_per_event_where_the_store_is_shared,
             );
         }
     };
@@ -379,7 +481,7 @@ macro_rules! contract {
             #[tokio::test]
             async fn $case() {
                 let backend = $make().await;
-                super::$case(&*backend.queue).await;
+                super::$case(&backend.stores).await;
             }
         )*
     };
@@ -388,40 +490,3 @@ macro_rules! contract {
 contract!(embedded_queue, super::embedded);
 contract!(redis_queue, super::redis);
 contract!(redis_cluster_queue, super::redis_cluster);
-
-/// Delivery outcomes are shared only by the Redis queues (the embedded store serves one process, whose status
-/// page already knows), so this case runs on those two: outcomes noted for events of several locations, hence
-/// several partitions (several Cluster slots), are read back, each with its own event's result.
-async fn delivery_outcomes_are_read_back_per_event_across_partitions(queue: &dyn Queue) {
-    let id = |s: &str| EventId::parse(s).unwrap();
-    let locations: Vec<LocationId> = (0..6).map(|i| LocationId::parse(&format!("loc-{i}")).unwrap()).collect();
-    for (i, location) in locations.iter().enumerate() {
-        queue
-            .note_outcome(location, &[id(&format!("e{i}a")), id(&format!("e{i}b"))], &format!("result {i}"))
-            .await
-            .unwrap();
-    }
-    let mut asked: Vec<(LocationId, EventId)> = Vec::new();
-    for (i, location) in locations.iter().enumerate().rev() {
-        asked.push((location.clone(), id(&format!("e{i}b"))));
-        asked.push((location.clone(), id(&format!("e{i}a"))));
-    }
-    asked.push((locations[0].clone(), id("never-noted")));
-    let outcomes = queue.outcomes(&asked).await.unwrap();
-    let expected: Vec<Option<String>> = (0..locations.len())
-        .rev()
-        .flat_map(|i| [Some(format!("result {i}")), Some(format!("result {i}"))])
-        .chain([None])
-        .collect();
-    assert_eq!(outcomes, expected);
-}
-
-#[tokio::test]
-async fn redis_queue_shares_delivery_outcomes() {
-    delivery_outcomes_are_read_back_per_event_across_partitions(&*redis().await.queue).await;
-}
-
-#[tokio::test]
-async fn redis_cluster_queue_shares_delivery_outcomes() {
-    delivery_outcomes_are_read_back_per_event_across_partitions(&*redis_cluster().await.queue).await;
-}

@@ -5,11 +5,12 @@
 //! reference and checks the whole configuration, reporting every problem at once; nothing here ever prints a
 //! secret (`Debug` on the resolved types redacts them).
 
+mod redis_url;
 mod secret;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use serde::Deserialize;
 
+pub use crate::domain::rate::Rate;
 use crate::event::Format;
+pub use redis_url::RedisUrl;
 pub use secret::{SecretError, SecretRef};
 
 const DEFAULTS: &str = include_str!("default.toml");
@@ -99,6 +102,12 @@ pub struct OAuthConfig {
 pub struct RateLimitConfig {
     pub per_location: Rate,
     pub daily_per_location: u64,
+}
+
+impl From<&RateLimitConfig> for crate::domain::rate::Limits {
+    fn from(config: &RateLimitConfig) -> Self {
+        Self::new(config.per_location, config.daily_per_location)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,64 +200,6 @@ fn default_hmac_header() -> String {
 
 fn default_token_header() -> String {
     "x-followd-token".to_owned()
-}
-
-/// A rate written `"N/Ds"`: at most N calls in any window of D, as the CRM counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub calls: NonZeroU32,
-    pub per: Duration,
-}
-
-impl std::str::FromStr for Rate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a rate; write it as calls/duration, e.g. \"100/10s\"");
-        let (calls, per) = s.split_once('/').ok_or_else(bad)?;
-        let calls = calls.trim().parse::<NonZeroU32>().map_err(|_| bad())?;
-        let per = humantime::parse_duration(per.trim()).map_err(|_| bad())?;
-        if per.is_zero() {
-            return Err(bad());
-        }
-        Ok(Self { calls, per })
-    }
-}
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A Redis URL. It may hold a password, so it only displays with the password masked.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    /// The full URL, password included: for the Redis client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match reqwest::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("****"));
-                write!(f, "{url}")
-            }
-            Ok(url) => write!(f, "{url}"),
-            Err(_) => f.write_str("[unparseable redis url]"),
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisUrl({self})")
-    }
 }
 
 /// Why the configuration cannot be used: every problem found, one per line.
@@ -459,12 +410,5 @@ mod tests {
             assert!(Config::load(None).is_err_and(|e| e.to_string().contains("tokne")));
             Ok(())
         });
-    }
-
-    #[test]
-    fn a_redis_password_is_masked() {
-        let url = RedisUrl("redis://user:hunter2@localhost:6379/0".into());
-        assert!(!url.to_string().contains("hunter2"));
-        assert!(!format!("{url:?}").contains("hunter2"));
     }
 }

@@ -56,6 +56,12 @@ impl SecretRef {
         }
         Ok(SecretString::from(value))
     }
+
+    /// Resolves the reference written under configuration `key`: the one way every part resolves its
+    /// secrets, so each error names the key and the reference (never the value) alike.
+    pub fn resolve_named(&self, key: &str, base: &Path) -> Result<SecretString, super::ConfigError> {
+        self.resolve(base).map_err(|e| super::ConfigError::Invalid(format!("{key} ({self:?}): {e}")))
+    }
 }
 
 #[cfg(test)]

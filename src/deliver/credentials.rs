@@ -13,19 +13,22 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Deliverer;
-use crate::config::Config;
+use crate::config::{ConfigError, UpstreamConfig};
 
-/// Reloads the upstream tokens on every SIGHUP until `cancel`. `file`: the configuration file `serve` started
-/// with, if any (the environment is read again too).
+/// Reads the configuration again: the `[upstream]` section and the folder `file:` references are relative to.
+/// The composition root passes one in, so delivery never loads configuration itself.
+pub type LoadUpstream = dyn Fn() -> Result<(UpstreamConfig, PathBuf), ConfigError> + Send + Sync;
+
+/// Reloads the upstream tokens on every SIGHUP until `cancel`.
 #[cfg(unix)]
-pub async fn reload_on_sighup(deliverer: Arc<Deliverer>, file: Option<PathBuf>, cancel: CancellationToken) {
-    crate::signals::on_hangup("upstream tokens", cancel, || reload(&deliverer, file.as_deref())).await;
+pub async fn reload_on_sighup(deliverer: Arc<Deliverer>, load: Arc<LoadUpstream>, cancel: CancellationToken) {
+    crate::signals::on_hangup("upstream tokens", cancel, || reload(&deliverer, &*load)).await;
 }
 
 /// One reload: logs what happened, counts it by result. Never returns an error: the tokens in use stay.
-pub async fn reload(deliverer: &Deliverer, file: Option<&std::path::Path>) {
-    let outcome = match Config::load(file) {
-        Ok(config) => deliverer.reload_credentials(&config).await,
+pub async fn reload(deliverer: &Deliverer, load: &LoadUpstream) {
+    let outcome = match load() {
+        Ok((upstream, base_dir)) => deliverer.reload_credentials(&upstream, &base_dir).await,
         Err(error) => Err(error),
     };
     match outcome {

@@ -2,11 +2,15 @@
 //!
 //! - [`fold`]: pending operations → the net change (pure).
 //! - [`retry`]: the backoff schedule (pure).
+//! - [`limit`]: in-process smoothing in front of the shared rate budget.
+//! - [`report`]: where each delivery's outcome goes (status page, metrics, other processes).
 //! - [`worker`]: the worker pool, the reaper, and one delivery's I/O.
+//! - [`credentials`]: taking new upstream tokens on SIGHUP.
 
 pub mod credentials;
 pub mod fold;
 pub mod limit;
+pub mod report;
 pub mod retry;
 pub mod worker;
 

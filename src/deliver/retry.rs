@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::queue::{Failure, Millis};
+use crate::domain::clock::{Millis, millis};
+use crate::queue::Failure;
 use crate::upstream::UpstreamError;
 
 /// How a process retries and pauses; from the `[delivery]` configuration.
@@ -23,6 +24,18 @@ pub struct Policy {
     pub pause_recheck: Duration,
 }
 
+impl From<&crate::config::DeliveryConfig> for Policy {
+    fn from(config: &crate::config::DeliveryConfig) -> Self {
+        Self {
+            backoff: Backoff { base: config.retry_base, cap: config.retry_max_delay },
+            give_up_after: config.give_up_after,
+            auth_pause: config.auth_pause,
+            throttle_pause: config.throttle_pause,
+            pause_recheck: config.pause_recheck,
+        }
+    }
+}
+
 /// What becomes of a lease whose delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -35,7 +48,7 @@ pub enum Decision {
 }
 
 fn after(now: Millis, wait: Duration) -> Millis {
-    now.saturating_add(crate::queue::millis(wait))
+    now.saturating_add(millis(wait))
 }
 
 /// Decides what a failure means. `attempts`: failed leases so far; `oldest`: when the oldest operation of the
@@ -61,8 +74,8 @@ pub fn decide(
             until: after(now, policy.auth_pause),
             reason: format!("no upstream token for location {location}"),
         },
-        UpstreamError::OAuth(reason) => {
-            Decision::Pause { until: after(now, policy.auth_pause), reason: format!("OAuth: {reason}") }
+        refused @ UpstreamError::OAuthRefused { .. } if refused.is_auth() => {
+            Decision::Pause { until: after(now, policy.auth_pause), reason: format!("OAuth: {refused}") }
         }
         UpstreamError::Status { status, message, .. } if *status < 500 => Decision::DeadLetter(Failure {
             status: Some(*status),
@@ -132,6 +145,25 @@ mod tests {
                 matches!(d(&status(permanent, None)), Decision::DeadLetter(Failure { status: Some(s), .. }) if s == permanent)
             );
         }
+    }
+
+    #[test]
+    fn a_token_store_failure_is_retried_and_pauses_nothing() {
+        let now = 1_000_000;
+        let store_down = UpstreamError::TokenStore(crate::upstream::TokenStoreError(Box::new(std::io::Error::other(
+            "connection refused",
+        ))));
+        assert!(!store_down.is_auth() && store_down.is_transient());
+        assert_eq!(decide(&store_down, 0, now, now, 1.0, &POLICY), Decision::Retry { at: now + 5_000 });
+        // The token endpoint refusing the refresh token is what pauses; its 5xx is retried.
+        assert!(matches!(
+            decide(&UpstreamError::OAuthRefused { status: 400 }, 0, now, now, 1.0, &POLICY),
+            Decision::Pause { .. }
+        ));
+        assert!(matches!(
+            decide(&UpstreamError::OAuthRefused { status: 502 }, 0, now, now, 1.0, &POLICY),
+            Decision::Retry { .. }
+        ));
     }
 
     #[test]

@@ -15,11 +15,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::fold::{NetChange, fold};
-use super::limit::{Limits, MAX_WAIT_IN_PLACE, Smoothing};
+use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
+use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
 use crate::decisions::Decisions;
+use crate::domain::clock::{Millis, millis, now_ms};
+use crate::domain::followers::MAX_FOLLOWERS;
+use crate::domain::outcome::Outcome;
+use crate::domain::rate::Limits;
 use crate::event::{LocationId, UserId};
-use crate::queue::{Applied, ContactKey, Failure, Lease, LeaseOutcome, Millis, Queue, QueueError, millis, now_ms};
+use crate::queue::{
+    Applied, ContactKey, ContactMemory, Failure, Lease, LeaseOutcome, LocationState, Queue, QueueError, Stores,
+};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest a worker sleeps with nothing to do before it looks again (work from other processes, retries).
@@ -32,8 +39,6 @@ const IN_PLACE_BACKOFF: Backoff = Backoff { base: Duration::from_millis(200), ca
 const MAX_QUEUE_ERROR_WAIT: Duration = Duration::from_secs(30);
 /// How soon a lease is given back after the queue failed mid-delivery.
 const QUEUE_ERROR_RETRY: Duration = Duration::from_secs(5);
-/// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
-pub const MAX_FOLLOWERS: usize = 10;
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,41 +54,19 @@ enum DeliverError {
 /// Delivers leased contacts. Shared by every worker of a process.
 pub struct Deliverer {
     queue: Arc<dyn Queue>,
+    /// The followers followd added: what `remove_all` removes when the CRM does not list them.
+    memory: Arc<dyn ContactMemory>,
+    /// Rate budgets and pauses, shared by every process that uses the store.
+    locations: Arc<dyn LocationState>,
     upstream: Arc<Upstream>,
     limits: Limits,
     smoothing: Smoothing,
     policy: Policy,
-    /// Told what became of each delivery, for the status page.
-    decisions: Arc<Decisions>,
+    /// Told what became of each delivery: status page, metrics, other processes.
+    reporter: Reporter,
     /// Locations this process paused because the CRM refused the token (or there is none): a configuration
     /// reload with new tokens lifts exactly these pauses.
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
-    /// Delivery results on their way to the queue's store, for status pages of other processes; `None` when
-    /// no other process uses the store.
-    outcomes: Option<tokio::sync::mpsc::UnboundedSender<Outcome>>,
-}
-
-/// What became of a lease's events, as [`Queue::note_outcome`] stores it.
-type Outcome = (LocationId, Vec<crate::event::EventId>, String);
-
-/// Writes delivery results to the store in the background, a batch at a time: whatever arrived while the last
-/// write ran, one write per location. A status line must never hold up a delivery, and losing one (the store
-/// is down) costs only that line.
-async fn write_outcomes(queue: Arc<dyn Queue>, mut arriving: tokio::sync::mpsc::UnboundedReceiver<Outcome>) {
-    const BATCH: usize = 256;
-    let mut batch = Vec::with_capacity(BATCH);
-    while arriving.recv_many(&mut batch, BATCH).await > 0 {
-        let mut by_location: std::collections::BTreeMap<(LocationId, String), Vec<crate::event::EventId>> =
-            std::collections::BTreeMap::new();
-        for (location, events, result) in batch.drain(..) {
-            by_location.entry((location, result)).or_default().extend(events);
-        }
-        for ((location, result), events) in by_location {
-            if let Err(e) = queue.note_outcome(&location, &events, &result).await {
-                tracing::debug!(error = %e, "cannot note delivery outcomes for status pages");
-            }
-        }
-    }
 }
 
 /// Upstream calls a change makes at most: a GET and a DELETE for `remove_all`, a DELETE, a POST.
@@ -94,28 +77,28 @@ fn calls(change: &NetChange) -> u64 {
 }
 
 impl Deliverer {
+    /// A deliverer over `stores`, and the writer of shared outcomes its owner must run (when the store is
+    /// shared with other processes).
     pub fn new(
-        queue: Arc<dyn Queue>,
+        stores: &Stores,
         upstream: Arc<Upstream>,
         limits: Limits,
         policy: Policy,
         decisions: Arc<Decisions>,
-    ) -> Self {
-        let outcomes = queue.is_shared().then(|| {
-            let (outcomes, arriving) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(write_outcomes(Arc::clone(&queue), arriving));
-            outcomes
-        });
-        Self {
-            queue,
+    ) -> (Self, Option<OutcomeWriter>) {
+        let (reporter, writer) = Reporter::new(decisions, Arc::clone(&stores.outcomes));
+        let deliverer = Self {
+            queue: Arc::clone(&stores.queue),
+            memory: Arc::clone(&stores.memory),
+            locations: Arc::clone(&stores.locations),
             upstream,
             limits,
             smoothing: Smoothing::new(limits),
             policy,
-            decisions,
+            reporter,
             auth_paused: Default::default(),
-            outcomes,
-        }
+        };
+        (deliverer, writer)
     }
 
     /// Takes the tokens of a reloaded configuration. When any changed, the locations this process paused for a
@@ -123,32 +106,22 @@ impl Deliverer {
     /// (`delivery.pause_recheck`). Returns how many locations resumed.
     pub async fn reload_credentials(
         &self,
-        config: &crate::config::Config,
+        upstream: &crate::config::UpstreamConfig,
+        base_dir: &std::path::Path,
     ) -> Result<usize, crate::config::ConfigError> {
-        if !self.upstream.reload_credentials(&config.upstream, &config.base_dir)? {
+        if !self.upstream.reload_credentials(upstream, base_dir)? {
             return Ok(0);
         }
         let locations: Vec<LocationId> =
             self.auth_paused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
         let now = now_ms();
         for location in &locations {
-            if let Err(e) = self.queue.pause(location, now, "resumed: the upstream tokens were reloaded").await {
+            if let Err(e) = self.locations.pause(location, now, "resumed: the upstream tokens were reloaded", now).await
+            {
                 tracing::warn!(%location, error = %e, "cannot lift the pause; it ends by itself");
             }
         }
         Ok(locations.len())
-    }
-
-    /// Tells the status page what became of the lease's events: this process's, and, through the queue's
-    /// store (in the background, see [`write_outcomes`]), a receiver's running apart.
-    fn report(&self, lease: &Lease, result: &str) {
-        let mut events: Vec<crate::event::EventId> = lease.ops.iter().map(|op| op.event_id.clone()).collect();
-        events.dedup();
-        self.decisions.delivered(&events.iter().collect::<Vec<_>>(), result);
-        if let Some(outcomes) = &self.outcomes {
-            // Fails only once the writer has stopped, with the process.
-            let _ = outcomes.send((lease.contact.location_id.clone(), events, result.to_owned()));
-        }
     }
 
     /// Delivers one lease and acknowledges it, or gives it back for a later attempt, or dead-letters it.
@@ -165,10 +138,10 @@ impl Deliverer {
 
     async fn deliver_in(&self, lease: Lease) {
         let location = &lease.contact.location_id;
-        match self.queue.paused_until(location, now_ms()).await {
-            Ok(Some((until, reason))) => {
-                tracing::debug!(reason, "location paused; contact rescheduled");
-                return self.give_back(&lease, self.recheck(until)).await;
+        match self.locations.paused(location, now_ms()).await {
+            Ok(Some(pause)) => {
+                tracing::debug!(reason = pause.reason, "location paused; contact rescheduled");
+                return self.give_back(&lease, self.recheck(pause.until)).await;
             }
             Ok(None) => {}
             Err(e) => {
@@ -194,7 +167,7 @@ impl Deliverer {
                 Some(wait) => Ok(Some(now_ms() + millis(wait))),
                 None => {
                     smoothed = true;
-                    self.queue.throttle(location, self.limits, calls(&change), now_ms()).await
+                    self.locations.throttle(location, self.limits, calls(&change), now_ms()).await
                 }
             };
             match budget {
@@ -224,18 +197,20 @@ impl Deliverer {
                 other => break other,
             }
         };
-        if let Some(window) = self.upstream.take_exhausted(location.as_str()) {
+        if let Some(window) = self.upstream.take_exhausted(location) {
             self.pause(location, now_ms() + millis(window), "the CRM's rate-limit headers say the budget is spent")
                 .await;
         }
         let now = now_ms();
         match result {
             Ok(applied) => {
-                metrics::counter!("followd_deliveries_total", "result" => "delivered").increment(1);
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
-                self.report(&lease, "delivered");
+                let outcome = applied.outcome();
+                self.reporter.report(&lease, &outcome);
                 match self.queue.ack(&lease, &applied, now).await {
-                    Ok(()) => tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "delivered"),
+                    Ok(()) => {
+                        tracing::info!(added = applied.added.len(), removed = applied.removed.len(), %outcome, "delivered")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "delivered, but the acknowledgement failed; it will be redelivered")
                     }
@@ -252,7 +227,7 @@ impl Deliverer {
                 let oldest = lease.ops.iter().map(|op| op.enqueued_at).min().unwrap_or(now);
                 match decide(&e, lease.attempts, oldest, now, rand::random(), &self.policy) {
                     Decision::Retry { at } => {
-                        self.report(&lease, &format!("retrying: {e}"));
+                        self.reporter.report(&lease, &Outcome::Retrying(e.to_string()));
                         metrics::counter!("followd_delivery_retries_total", "where" => "requeued").increment(1);
                         tracing::warn!(error = %e, retry_in_s = at.saturating_sub(now) / 1000, "delivery failed; kept in the queue");
                         self.give_back(&lease, at).await;
@@ -264,7 +239,7 @@ impl Deliverer {
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .insert(location.clone());
                         }
-                        self.report(&lease, &format!("paused: {reason}"));
+                        self.reporter.report(&lease, &Outcome::Paused(reason.clone()));
                         self.pause(location, until, &reason).await;
                         self.give_back(&lease, self.recheck(until)).await;
                     }
@@ -291,13 +266,13 @@ impl Deliverer {
         let seconds = until.saturating_sub(now_ms()) / 1000;
         tracing::warn!(%location, pause_s = seconds, reason, "sub-account paused");
         metrics::counter!("followd_location_pauses_total").increment(1);
-        if let Err(e) = self.queue.pause(location, until, reason).await {
+        if let Err(e) = self.locations.pause(location, until, reason, now_ms()).await {
             tracing::warn!(error = %e, "cannot record the pause");
         }
     }
 
     async fn dead_letter(&self, lease: &Lease, failure: Failure, now: Millis) {
-        self.report(lease, &format!("dead-lettered: {}", failure.reason));
+        self.reporter.report(lease, &Outcome::DeadLettered(failure.reason.clone()));
         tracing::error!(status = failure.status, reason = %failure.reason, "operations dead-lettered");
         metrics::counter!("followd_dead_letters_total").increment(1);
         if let Err(e) = self.queue.dead_letter(lease, &failure, now).await {
@@ -318,7 +293,7 @@ impl Deliverer {
             let current = match self.upstream.followers(contact).await? {
                 Some(current) => current,
                 None => {
-                    let known = self.queue.known_followers(contact).await?;
+                    let known = self.memory.known_followers(contact).await?;
                     tracing::info!(
                         known = known.len(),
                         "the CRM did not list the contact's followers; remove_all removes those followd added"
@@ -335,7 +310,8 @@ impl Deliverer {
         if !add.is_empty() {
             self.upstream.add_followers(contact, &add).await?;
         }
-        Ok(Applied { removed_all: change.remove_all, removed: remove, added: add })
+        let dry_run = self.upstream.is_dry_run();
+        Ok(Applied { removed_all: change.remove_all, removed: remove, added: add, dry_run })
     }
 }
 
@@ -346,14 +322,24 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers and one reaper that returns expired leases every `reap_every`.
-    pub fn spawn(deliverer: Arc<Deliverer>, count: usize, wake: Arc<Notify>, reap_every: Duration) -> Self {
+    /// Starts `count` workers, one reaper that returns expired leases every `reap_every`, and the writer of
+    /// shared outcomes, if any. All of them stop at [`Workers::shutdown`].
+    pub fn spawn(
+        deliverer: Arc<Deliverer>,
+        writer: Option<OutcomeWriter>,
+        count: usize,
+        wake: Arc<Notify>,
+        reap_every: Duration,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for _ in 0..count {
             tasks.spawn(work(Arc::clone(&deliverer), Arc::clone(&wake), cancel.clone()));
         }
         tasks.spawn(reap(Arc::clone(&deliverer.queue), reap_every, cancel.clone()));
+        if let Some(writer) = writer {
+            tasks.spawn(writer.run(cancel.clone()));
+        }
         Self { tasks, cancel }
     }
 

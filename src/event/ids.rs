@@ -93,6 +93,13 @@ id_type!(
     EventId
 );
 
+/// The contact an event or a queue entry is about. A contact id is only unique within its sub-account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContactKey {
+    pub location_id: LocationId,
+    pub contact_id: ContactId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,24 @@ pub mod generic;
 pub mod ghl;
 pub mod ghl_workflow;
 mod ids;
+pub mod normalize;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use ids::{ContactId, EventId, IdError, LocationId, UserId};
+pub use ids::{ContactId, ContactKey, EventId, IdError, LocationId, UserId};
+pub use normalize::{NameLookup, Occurrence, Stored, TagDiff};
+
+/// How the CRM compares tags, and how followd compares tags, sources, pipelines and stages everywhere (rules,
+/// stored tag sets, pipeline names): surrounding white space ignored, case ignored (Unicode lower case).
+pub fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = text.trim();
+    let changes = trimmed.chars().any(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() != Some(c) || lower.next().is_some()
+    });
+    if changes { std::borrow::Cow::Owned(trimmed.to_lowercase()) } else { std::borrow::Cow::Borrowed(trimmed) }
+}
 
 /// Payload formats a source can be configured with (`format = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]

@@ -1,29 +1,31 @@
-//! [`Application`]: builds every part from the configuration, binds the listener, and runs until told to stop.
+//! [`Application`]: the composition root. Builds every part from its section of the configuration, binds the
+//! listener, and runs until told to stop.
 //!
-//! `build` makes the embedded-default choices and says so at start: no `redis_url` → the redb queue in
+//! `build` makes the embedded-default choices and says so at start: no `redis_url` → the redb store in
 //! `data_dir`; no upstream token → the dry run; `--role` decides whether the webhook route, the workers or
 //! both run (health and metrics are served in every role, for probes). Port 0 picks a free port: tests read it
 //! back with [`Application::port`]. Two applications in one process share nothing but the metrics registry.
+//!
+//! Every background task (rules watcher, SIGHUP listeners, workers, the reaper, the outcome writer) is owned
+//! here and stopped at shutdown; none outlives the application.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
-use super::health::{self, HealthState};
-use super::status::{self, StatusState};
-use super::webhook::{self, WebhookState};
-use crate::config::{Config, ConfigError};
+use super::routes::{self, Routes};
+use crate::config::{Config, ConfigError, Origin};
 use crate::decisions::Decisions;
-use crate::deliver::limit::Limits;
-use crate::deliver::retry::{Backoff, Policy};
+use crate::deliver::retry::Policy;
 use crate::deliver::{Deliverer, Workers};
+use crate::domain::rate::Limits;
 use crate::intake::{Intake, Source};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{QueueError, StoreOptions, Stores};
 use crate::rules::{LiveRules, RulesError};
 use crate::upstream::Upstream;
 use crate::upstream::pipelines::PipelineNames;
@@ -58,145 +60,42 @@ pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
     workers: Option<Workers>,
-    queue: Arc<dyn Queue>,
+    stores: Stores,
+    /// The rules watcher and the SIGHUP listeners.
+    background: TaskTracker,
     shutdown_grace: Duration,
-    /// Stops the rules watcher and the SIGHUP handler when the application ends (or is dropped unstarted).
-    _stop_reloading: DropGuard,
+    /// Stops the background tasks when the application ends (or is dropped unstarted).
+    _stop_background: DropGuard,
 }
 
 impl Application {
-    /// Loads the rules, opens the queue, binds the listener and starts the workers (per `role`).
+    /// Loads the rules, opens the store, starts the workers (per `role`) and binds the listener.
     pub async fn build(config: Config, role: Role) -> Result<Self, StartupError> {
         let metrics = crate::telemetry::metrics();
-        let rules = LiveRules::load(&config.rules_dir)
-            .map_err(|source| StartupError::Rules { dir: config.rules_dir.clone(), source })?;
-        let reloading = CancellationToken::new();
-        // Dropped with the application, or by an early return below: either way the watcher and SIGHUP stop.
-        let stop_reloading = reloading.clone().drop_guard();
-        if let Err(error) = rules.watch(reloading.clone()) {
-            tracing::warn!(%error, "rule files are not watched; send SIGHUP to reload them");
-        }
-        #[cfg(unix)]
-        tokio::spawn(Arc::clone(&rules).reload_on_sighup(reloading.clone()));
-
-        let queue = crate::queue::open(&config).await?;
-
-        let upstream = Arc::new(Upstream::from_config(&config.upstream, &config.base_dir, Arc::clone(&queue))?);
-        if upstream.is_dry_run() {
-            tracing::warn!(
-                "no upstream token configured: dry run, follower calls are logged and counted, none is sent"
-            );
-        } else {
-            tracing::info!(base_url = %config.upstream.base_url, "upstream: live");
-        }
-
-        let sources = if config.source.is_empty() {
-            tracing::warn!(
-                "no [[source]] configured: POST /webhooks/ghl (GoHighLevel's signatures) and /webhooks/generic, \
-                 which accepts unsigned requests from loopback only"
-            );
-            Source::defaults()
-        } else {
-            config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<_, _>>()?
-        };
-        for source in &sources {
-            tracing::info!(source = %source.name, format = ?source.format, scheme = source.verifier.scheme(), "webhook source");
-        }
-
-        let wake = Arc::new(Notify::new());
+        let (background, stop) = (TaskTracker::new(), CancellationToken::new());
+        let rules = load_rules(&config, &background, &stop)?;
+        let stores = Stores::open(&store_options(&config)).await?;
+        let upstream = Arc::new(open_upstream(&config, &stores)?);
         let decisions = Arc::new(Decisions::default());
-        let admin_token = match &config.admin.token {
-            Some(token) => Some(
-                token
-                    .resolve(&config.base_dir)
-                    .map_err(|e| ConfigError::Invalid(format!("admin.token ({token:?}): {e}")))?,
-            ),
-            None => None,
-        };
-        let status_state = web::Data::new(StatusState {
-            queue: Arc::clone(&queue),
-            rules: Arc::clone(&rules),
-            decisions: Arc::clone(&decisions),
-            admin_token,
-            daily_budget: crate::deliver::limit::Limits::new(
-                config.rate_limit.per_location,
-                config.rate_limit.daily_per_location,
-            )
-            .daily,
-        });
-        let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(&upstream))));
-        let webhook_state = web::Data::new(WebhookState {
-            intake: Intake::new(
-                sources,
-                Arc::clone(&rules),
-                Arc::clone(&queue),
-                Arc::clone(&wake),
-                pipeline_names,
-                Arc::clone(&decisions),
-            ),
-            max_body_bytes: config.max_body_bytes.get(),
-            retry_after: config.queue.retry_after,
-        });
-        let health_state =
-            web::Data::new(HealthState { queue: Arc::clone(&queue), rules: Arc::clone(&rules), metrics });
-
-        let listener =
-            TcpListener::bind(config.listen).map_err(|source| StartupError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
-        let receive = role != Role::Worker;
-        let mut server = HttpServer::new(move || {
-            let app = App::new()
-                .app_data(health_state.clone())
-                .route("/healthz", web::get().to(health::healthz))
-                .route("/readyz", web::get().to(health::readyz))
-                .route("/metrics", web::get().to(health::metrics))
-                .app_data(status_state.clone())
-                .route("/", web::get().to(status::status))
-                .route("/login", web::post().to(status::login))
-                .default_service(web::to(super::error::not_found));
-            if receive {
-                app.app_data(webhook_state.clone()).route("/webhooks/{source}", web::post().to(webhook::receive))
-            } else {
-                app
-            }
-        })
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
-        if config.http_workers > 0 {
-            server = server.workers(config.http_workers);
-        }
-        let server = server.listen(listener).map_err(|source| StartupError::Bind { addr, source })?.run();
-        tracing::info!(%addr, ?role, "listening");
-
+        let wake = Arc::new(Notify::new());
         let workers = (role != Role::Receiver).then(|| {
-            let limits = Limits::new(config.rate_limit.per_location, config.rate_limit.daily_per_location);
-            let delivery = &config.delivery;
-            let policy = Policy {
-                backoff: Backoff { base: delivery.retry_base, cap: delivery.retry_max_delay },
-                give_up_after: delivery.give_up_after,
-                auth_pause: delivery.auth_pause,
-                throttle_pause: delivery.throttle_pause,
-                pause_recheck: delivery.pause_recheck,
-            };
-            let deliverer = Arc::new(Deliverer::new(Arc::clone(&queue), upstream, limits, policy, decisions));
-            #[cfg(unix)]
-            if let crate::config::Origin::Layers { file } = &config.origin {
-                tokio::spawn(crate::deliver::credentials::reload_on_sighup(
-                    Arc::clone(&deliverer),
-                    file.clone(),
-                    reloading.clone(),
-                ));
-            }
-            let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
-            Workers::spawn(deliverer, config.workers.get(), wake, reap_every)
+            start_workers(&config, &stores, Arc::clone(&upstream), Arc::clone(&decisions), &wake, &background, &stop)
         });
+        let intake = (role != Role::Worker)
+            .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
+            .transpose()?;
+        let routes = Routes::new(&config, &stores, rules, decisions, intake, metrics)?;
+        let (server, addr) = routes::serve(routes, &config)?;
+        tracing::info!(%addr, ?role, "listening");
+        background.close();
         Ok(Self {
             addr,
             server,
             workers,
-            queue,
+            stores,
+            background,
             shutdown_grace: config.shutdown_grace,
-            _stop_reloading: stop_reloading,
+            _stop_background: stop.drop_guard(),
         })
     }
 
@@ -208,39 +107,135 @@ impl Application {
         self.addr
     }
 
-    /// The queue this application uses, for tools and tests (e.g. waiting until it is idle).
-    pub fn queue(&self) -> Arc<dyn Queue> {
-        Arc::clone(&self.queue)
+    /// The stores this application uses, for tools and tests (e.g. waiting until the queue is idle).
+    pub fn stores(&self) -> Stores {
+        self.stores.clone()
     }
 
     /// Serves until `shutdown` completes; then stops taking webhooks, lets requests and deliveries in flight
-    /// finish within `shutdown_grace`, and returns. Work not finished stays in the queue.
+    /// finish within `shutdown_grace`, stops every background task, and returns. Work not finished stays in
+    /// the queue.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let mut server = tokio::spawn(self.server);
+        let Self { server, workers, stores, background, shutdown_grace, _stop_background: stop, .. } = self;
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
         let stopped_by_itself = tokio::select! {
             result = &mut server => Some(result),
             () = shutdown => None,
         };
-        if let Some(result) = stopped_by_itself {
-            if let Some(workers) = self.workers {
-                workers.shutdown(self.shutdown_grace).await;
-            }
-            self.queue.close().await;
-            return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if stopped_by_itself.is_none() {
+            tracing::info!(
+                grace_s = shutdown_grace.as_secs(),
+                "shutting down: no new webhooks, finishing work in flight"
+            );
         }
-        tracing::info!(
-            grace_s = self.shutdown_grace.as_secs(),
-            "shutting down: no new webhooks, finishing work in flight"
-        );
-        let (_, ()) = tokio::join!(handle.stop(true), async {
-            if let Some(workers) = self.workers {
-                workers.shutdown(self.shutdown_grace).await;
+        let stop_workers = async {
+            if let Some(workers) = workers {
+                workers.shutdown(shutdown_grace).await;
             }
-        });
-        let result = server.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        self.queue.close().await;
+        };
+        let result = match stopped_by_itself {
+            Some(result) => {
+                stop_workers.await;
+                result
+            }
+            None => {
+                let ((), ()) = tokio::join!(handle.stop(true), stop_workers);
+                server.await
+            }
+        };
+        drop(stop);
+        if tokio::time::timeout(shutdown_grace, background.wait()).await.is_err() {
+            tracing::warn!("background tasks still running at the end of the grace period");
+        }
+        stores.queue.close().await;
         tracing::info!("stopped");
-        result
+        result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
+}
+
+/// Where the store lives, from `redis_url`, `data_dir` and `[queue]`.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        redis_url: config.redis_url.clone(),
+        data_dir: config.data_dir.clone(),
+        prefix: config.queue.prefix.clone(),
+        partitions: config.queue.partitions.get(),
+        lease_for: config.queue.lease,
+        dedup_ttl: config.queue.dedup_ttl,
+    }
+}
+
+/// Loads the rules and keeps them current: a file watcher and SIGHUP, both stopped by `stop`.
+fn load_rules(config: &Config, tasks: &TaskTracker, stop: &CancellationToken) -> Result<Arc<LiveRules>, StartupError> {
+    let rules = LiveRules::load(&config.rules_dir)
+        .map_err(|source| StartupError::Rules { dir: config.rules_dir.clone(), source })?;
+    if let Err(error) = rules.watch(tasks, stop.clone()) {
+        tracing::warn!(%error, "rule files are not watched; send SIGHUP to reload them");
+    }
+    #[cfg(unix)]
+    tasks.spawn(Arc::clone(&rules).reload_on_sighup(stop.clone()));
+    Ok(rules)
+}
+
+/// The live CRM client, or the dry run without a token; says which at start.
+fn open_upstream(config: &Config, stores: &Stores) -> Result<Upstream, ConfigError> {
+    let upstream = Upstream::from_config(&config.upstream, &config.base_dir, Arc::clone(&stores.tokens))?;
+    if upstream.is_dry_run() {
+        tracing::warn!("no upstream token configured: dry run, follower calls are logged and counted, none is sent");
+    } else {
+        tracing::info!(base_url = %config.upstream.base_url, "upstream: live");
+    }
+    Ok(upstream)
+}
+
+/// The workers, the reaper, the outcome writer and, with a configuration file, the SIGHUP token reload.
+fn start_workers(
+    config: &Config,
+    stores: &Stores,
+    upstream: Arc<Upstream>,
+    decisions: Arc<Decisions>,
+    wake: &Arc<Notify>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Workers {
+    let limits = Limits::from(&config.rate_limit);
+    let (deliverer, writer) = Deliverer::new(stores, upstream, limits, Policy::from(&config.delivery), decisions);
+    let deliverer = Arc::new(deliverer);
+    #[cfg(unix)]
+    if let Origin::Layers { file } = &config.origin {
+        let file = file.clone();
+        let load: Arc<crate::deliver::credentials::LoadUpstream> = Arc::new(move || {
+            let config = Config::load(file.as_deref())?;
+            Ok((config.upstream, config.base_dir))
+        });
+        tasks.spawn(crate::deliver::credentials::reload_on_sighup(Arc::clone(&deliverer), load, stop.clone()));
+    }
+    let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
+    Workers::spawn(deliverer, writer, config.workers.get(), Arc::clone(wake), reap_every)
+}
+
+/// The receiving side: the configured sources (or the defaults, said at start) and the name lookups.
+fn open_intake(
+    config: &Config,
+    stores: &Stores,
+    rules: &Arc<LiveRules>,
+    upstream: &Arc<Upstream>,
+    decisions: &Arc<Decisions>,
+    wake: Arc<Notify>,
+) -> Result<Intake, ConfigError> {
+    let sources = if config.source.is_empty() {
+        tracing::warn!(
+            "no [[source]] configured: POST /webhooks/ghl (GoHighLevel's signatures) and /webhooks/generic, \
+             which accepts unsigned requests from loopback only"
+        );
+        Source::defaults()
+    } else {
+        config.source.iter().map(|s| Source::from_config(s, &config.base_dir)).collect::<Result<_, _>>()?
+    };
+    for source in &sources {
+        tracing::info!(source = %source.name, format = ?source.format, scheme = source.verifier.scheme(), "webhook source");
+    }
+    let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(upstream))));
+    Ok(Intake::new(sources, Arc::clone(rules), stores, wake, pipeline_names, Arc::clone(decisions)))
 }

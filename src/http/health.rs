@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::queue::Queue;
+
 use crate::rules::LiveRules;
 
 /// How long `/readyz` waits for the queue before calling it unavailable.

@@ -4,8 +4,9 @@
 mod app;
 mod error;
 mod health;
+mod routes;
 mod status;
 mod webhook;
 
-pub use app::{Application, Role, StartupError};
+pub use app::{Application, Role, StartupError, store_options};
 pub use error::ApiError;

@@ -13,14 +13,16 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::decisions::{Decisions, QUEUED};
-use crate::queue::{Queue, now_ms};
+use crate::decisions::Decisions;
+use crate::domain::clock::now_ms;
+use crate::domain::outcome::Outcome;
+use crate::queue::Stores;
 use crate::rules::LiveRules;
 
 const COOKIE: &str = "followd_admin";
 
 pub struct StatusState {
-    pub queue: Arc<dyn Queue>,
+    pub stores: Stores,
     pub rules: Arc<LiveRules>,
     pub decisions: Arc<Decisions>,
     pub admin_token: Option<SecretString>,
@@ -155,7 +157,7 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
         }
     }
     html.push_str("<h2>Queue</h2>");
-    match state.queue.stats().await {
+    match state.stores.queue.stats().await {
         Ok(stats) => {
             let _ = write!(
                 html,
@@ -171,14 +173,14 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
     let mut decisions = state.decisions.snapshot();
     // Workers running as other processes note their results in the queue's store; fill in what this process's
     // own workers did not report. Without the store the page still shows what this process knows.
-    let unknown: Vec<usize> = if state.queue.is_shared() {
-        (0..decisions.len()).filter(|&i| decisions[i].delivery == QUEUED).collect()
+    let unknown: Vec<usize> = if state.stores.outcomes.is_shared() {
+        (0..decisions.len()).filter(|&i| decisions[i].delivery == Outcome::Queued).collect()
     } else {
         Vec::new()
     };
     let asked: Vec<_> =
         unknown.iter().map(|&i| (decisions[i].location_id.clone(), decisions[i].event_id.clone())).collect();
-    if let Ok(outcomes) = state.queue.outcomes(&asked).await {
+    if let Ok(outcomes) = state.stores.outcomes.outcomes(&asked).await {
         for (&i, outcome) in unknown.iter().zip(outcomes) {
             if let Some(outcome) = outcome {
                 decisions[i].delivery = outcome;
@@ -193,14 +195,14 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
     );
     for location in &locations {
         let now = now_ms();
-        let state_text = match state.queue.paused_until(location, now).await {
-            Ok(Some((until, reason))) => {
-                format!("<span class=\"bad\">paused until {} ({})</span>", time(until), escape(&reason))
+        let state_text = match state.stores.locations.paused(location, now).await {
+            Ok(Some(pause)) => {
+                format!("<span class=\"bad\">paused until {} ({})</span>", time(pause.until), escape(&pause.reason))
             }
             Ok(None) => "<span class=\"ok\">delivering</span>".to_owned(),
             Err(e) => escape(&e.to_string()),
         };
-        let (today, next) = match state.queue.limiter_state(location).await {
+        let (today, next) = match state.stores.locations.limiter_state(location).await {
             Ok(Some(limiter)) if limiter.day == now / 86_400_000 => {
                 let next = if limiter.tat > now { time(limiter.tat) } else { "now".to_owned() };
                 (format!("{} of {}", limiter.count, state.daily_budget), next)
@@ -230,11 +232,11 @@ pub async fn status(request: HttpRequest, state: web::Data<StatusState>) -> Http
             escape(&d.events.join(", ")),
             escape(&d.rules.join(", ")),
             d.operations,
-            escape(&d.delivery)
+            escape(&d.delivery.to_string())
         );
     }
     html.push_str("</table><h2>Dead letters</h2>");
-    match state.queue.dead_letters().await {
+    match state.stores.queue.dead_letters().await {
         Ok(letters) if letters.is_empty() => html.push_str("<p class=\"ok\">None.</p>"),
         Ok(letters) => {
             html.push_str("<table><tr><th>id</th><th>failed</th><th>contact</th><th>operations</th><th>status</th><th>reason</th></tr>");
@@ -272,7 +274,7 @@ mod tests {
     #[test]
     fn without_a_token_only_loopback_may_look() {
         let state = StatusState {
-            queue: Arc::new(
+            stores: Stores::of(
                 crate::queue::EmbeddedQueue::open(
                     tempfile::tempdir().unwrap().path(),
                     std::time::Duration::from_secs(60),

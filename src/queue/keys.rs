@@ -6,8 +6,7 @@
 //! live together, and the partitions spread over the cluster's shards. Changing the partition function or the
 //! count moves every location: treat both as part of the stored format.
 
-use crate::event::{EventId, LocationId};
-use crate::queue::ContactKey;
+use crate::event::{ContactKey, EventId, LocationId};
 
 /// The key names of one queue (one prefix, one partition count).
 #[derive(Debug, Clone)]

@@ -10,53 +10,47 @@
 //!
 //! Invariant: an operation is in exactly one place — pending (possibly under a lease) or gone (acknowledged).
 //!
-//! Two implementations share the [`Queue`] trait and one behavioural test suite: [`EmbeddedQueue`] (redb, one
-//! process, the default) and the Redis one (many processes).
+//! The queue's store keeps more than the queue, because those things must live where every process finds
+//! them and sometimes change in the queue's own atomic steps. Each concern is a small trait of its own, so a
+//! part of the service asks only for what it uses, and a new stored concept adds one trait, its two
+//! implementations and its contract cases:
+//! - [`Queue`] (this file): enqueue, lease, ack, retry, dead letters, reap, stats;
+//! - [`ContactMemory`]: what is remembered between events (tags, stages, followers followd added);
+//! - [`LocationState`]: a location's rate budget and pause;
+//! - [`AuditLog`]: each contact's audit trail (written by `ack` and `dead_letter`, in their transaction);
+//! - [`Outcomes`]: delivery results shared with other processes' status pages;
+//! - [`crate::upstream::TokenStore`]: OAuth tokens (the trait is the upstream client's, which needs it).
+//!
+//! Two backends implement every one of them and pass one behavioural suite (`tests/queue_contract.rs`):
+//! [`EmbeddedQueue`] (redb, one process, the default) and [`RedisQueue`] (many processes). [`Stores`] holds
+//! one backend as all of its traits; the composition root hands each part the ones it needs.
 
+mod audit;
 mod embedded;
 pub mod keys;
+mod locations;
+mod memory;
+mod outcomes;
 mod redis;
+mod stores;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::limit::{LimiterState, Limits};
+pub use self::audit::{AUDIT_PER_CONTACT, AuditEntry, AuditLog};
+pub use self::locations::{LocationState, Pause};
+pub use self::memory::{ContactMemory, TagDiff};
+pub use self::outcomes::{OUTCOME_TTL, Outcomes};
+pub use self::stores::{StoreOptions, Stores};
+use crate::domain::clock::Millis;
+use crate::domain::followers::Action;
+pub use crate::domain::followers::FollowerOp;
+pub use crate::event::ContactKey;
 use crate::event::{ContactId, EventId, LocationId, UserId};
-use crate::rules::Action;
 pub use embedded::EmbeddedQueue;
 pub use redis::{RedisOptions, RedisQueue};
-
-/// Milliseconds since the Unix epoch. Time is always passed in, never read inside the queue, so tests control it.
-pub type Millis = u64;
-
-/// The current time in [`Millis`], for callers at the edge (workers, handlers).
-pub fn now_ms() -> Millis {
-    millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
-}
-
-/// A duration in milliseconds, saturating (a configured "forever" must not wrap).
-pub fn millis(duration: std::time::Duration) -> Millis {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// One change to a contact's followers, as stored and delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "op", content = "user", rename_all = "snake_case")]
-pub enum FollowerOp {
-    /// Remove every current follower.
-    RemoveAll,
-    Remove(UserId),
-    Add(UserId),
-}
-
-/// The contact a queue entry is about. A contact id is only unique within its sub-account.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ContactKey {
-    pub location_id: LocationId,
-    pub contact_id: ContactId,
-}
 
 /// An operation the rules planned, before the queue resolves round robin to one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,26 +113,23 @@ pub enum LeaseOutcome {
     },
 }
 
-/// The follower changes a delivery made, so the queue can remember which followers followd itself added
-/// (the fallback for `remove_all` when the CRM does not say who follows a contact).
+/// The follower changes a delivery made. The ack that ends the lease records them in the audit trail and in
+/// the contact's memory of the followers followd added, in the same atomic step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     pub removed_all: bool,
     pub removed: Vec<UserId>,
     pub added: Vec<UserId>,
+    /// Nothing was sent (dry run): the audit trail says so, and the followers followd added stay as they were.
+    pub dry_run: bool,
 }
 
-/// What changed in a contact's tag set, from its stored last-seen set. Tags are compared as the CRM treats
-/// them: trimmed and case-insensitively; they are reported in their normalized (lower-case) form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagDiff {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-}
-
-/// The normalized form a tag is stored and compared in.
-pub fn normalize_tag(tag: &str) -> String {
-    tag.trim().to_lowercase()
+impl Applied {
+    /// What the audit trail records for operations ended by this delivery.
+    pub fn outcome(&self) -> crate::domain::outcome::Outcome {
+        use crate::domain::outcome::Outcome;
+        if self.dry_run { Outcome::DryRun } else { Outcome::Delivered }
+    }
 }
 
 /// Why a contact's operations were given up on: what the CRM answered, and followd's reason.
@@ -160,41 +151,6 @@ pub struct DeadLetter {
     pub reason: String,
     pub failed_at: Millis,
 }
-
-/// A location's OAuth tokens (GoHighLevel marketplace apps). The refresh token rotates on every refresh, so
-/// the newest one must be kept where every process finds it: the queue's store.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OAuthTokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// When the access token stops working (ms).
-    pub expires_at: Millis,
-}
-
-impl std::fmt::Debug for OAuthTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthTokens").field("expires_at", &self.expires_at).finish_non_exhaustive()
-    }
-}
-
-/// One line of a contact's audit trail: a follower change followd made (or gave up on), when, and the rule
-/// and event that caused it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// When the delivery ended (ms).
-    pub at: Millis,
-    pub location_id: LocationId,
-    pub contact_id: ContactId,
-    /// `delivered` or `dead-lettered`.
-    pub result: String,
-    pub operation: QueuedOp,
-}
-
-/// Most audit entries kept per contact; older ones are dropped.
-pub const AUDIT_PER_CONTACT: usize = 100;
-
-/// How long a delivery outcome is kept for status pages (see [`Queue::note_outcome`]).
-pub const OUTCOME_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +181,7 @@ pub struct QueueStats {
     pub dead: u64,
 }
 
-/// Why the queue could not do what was asked. Lower layers never know about HTTP: the receiver maps
+/// Why the store could not do what was asked. Lower layers never know about HTTP: the receiver maps
 /// [`QueueError::is_unavailable`] to a retry answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -266,7 +222,8 @@ pub trait Queue: Send + Sync + 'static {
     /// Leases the contact that has been ready longest, if any is ready at `now`.
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError>;
 
-    /// Removes the leased operations; the contact is ready again if more arrived meanwhile.
+    /// Removes the leased operations, recording what was `applied` (audit trail, followers followd added);
+    /// the contact is ready again if more arrived meanwhile.
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError>;
 
     /// Moves the lease's operations to the dead letters, with `failure`; the contact goes on with any
@@ -288,83 +245,7 @@ pub trait Queue: Send + Sync + 'static {
     /// Returns expired leases to the ready set and forgets expired event ids. Returns the leases reaped.
     async fn reap(&self, now: Millis) -> Result<usize, QueueError>;
 
-    /// Replaces the contact's stored tag set with `tags` and returns what was added and removed, atomically.
-    /// A contact seen for the first time has all its tags added. Idempotent per event id: the same event asked
-    /// again (a sender's retry after a failed enqueue) gets the diff it got the first time, not an empty one.
-    async fn diff_tags(
-        &self,
-        contact: &ContactKey,
-        event_id: &EventId,
-        tags: &[String],
-        now: Millis,
-    ) -> Result<TagDiff, QueueError>;
-
-    /// Stores an opportunity's current stage and returns the previous one, if any. Idempotent per event id,
-    /// like [`Queue::diff_tags`].
-    async fn swap_stage(
-        &self,
-        location: &LocationId,
-        opportunity: &str,
-        event_id: &EventId,
-        stage: &str,
-        now: Millis,
-    ) -> Result<Option<String>, QueueError>;
-
-    /// Forgets the contact's stored tag set (it was deleted in the CRM).
-    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError>;
-
-    /// Followers that followd itself added to the contact and has not removed since, sorted.
-    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;
-
     async fn stats(&self) -> Result<QueueStats, QueueError>;
-
-    /// Takes `cost` calls from the location's rate budget: `None` when they may go now (they are reserved),
-    /// else when to ask again. Redis shares one budget among every process; the embedded store keeps it in
-    /// process.
-    async fn throttle(
-        &self,
-        location: &LocationId,
-        limits: Limits,
-        cost: u64,
-        now: Millis,
-    ) -> Result<Option<Millis>, QueueError>;
-
-    /// The location's rate budget as it stands (for the status page); `None` before its first call.
-    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError>;
-
-    /// Stops calls for a location until `until` (a 429, a rejected token), for every process.
-    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError>;
-
-    /// When a paused location may be called again, and why it was paused; `None` when it is not paused.
-    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError>;
-
-    /// The contact's audit trail, newest first. `location: None` searches every location (a command-line
-    /// convenience; CRM contact ids are unique in practice).
-    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError>;
-
-    /// The location's stored OAuth tokens, if any.
-    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError>;
-
-    /// Stores a location's OAuth tokens after a refresh (the old refresh token is spent).
-    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError>;
-
-    /// Whether other processes use this store too (Redis). Work only they need, such as
-    /// [`Queue::note_outcome`], is skipped where it is not.
-    fn is_shared(&self) -> bool {
-        false
-    }
-
-    /// Notes what delivery made of a location's events, kept [`OUTCOME_TTL`], so that a status page served by
-    /// another process (a receiver, when workers run apart) can show it. The embedded store serves a single
-    /// process, whose page already knows: there it does nothing.
-    async fn note_outcome(&self, _location: &LocationId, _events: &[EventId], _result: &str) -> Result<(), QueueError> {
-        Ok(())
-    }
-
-    /// What delivery made of these events, where a process noted it; `None` where nothing is known.
-    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<String>>, QueueError> {
-        Ok(vec![None; events.len()])
-    }
 
     /// Answers when the store is reachable: for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;
@@ -372,47 +253,4 @@ pub trait Queue: Send + Sync + 'static {
     /// Releases the store at shutdown (the embedded store's file lock), once calls in flight end; later calls
     /// fail with [`QueueError::Closed`].
     async fn close(&self) {}
-}
-
-/// Opens the queue the configuration names: Redis when `redis_url` is set, else the embedded store.
-pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Queue>, QueueError> {
-    let queue: Arc<dyn Queue> = match &config.redis_url {
-        Some(url) => {
-            let options = RedisOptions {
-                prefix: config.queue.prefix.clone(),
-                partitions: config.queue.partitions.get(),
-                lease_for: config.queue.lease,
-                dedup_ttl: config.queue.dedup_ttl,
-            };
-            let queue = RedisQueue::connect(url, options).await?;
-            tracing::info!(%url, partitions = config.queue.partitions.get(), "queue: Redis (shared by every process)");
-            Arc::new(queue)
-        }
-        None => {
-            let queue = EmbeddedQueue::open(&config.data_dir, config.queue.lease, config.queue.dedup_ttl)?;
-            tracing::info!(path = %EmbeddedQueue::path(&config.data_dir).display(), "queue: embedded store (one process)");
-            Arc::new(queue)
-        }
-    };
-    Ok(queue)
-}
-
-/// Resolves a planned operation to a stored one; `cursor` is the round-robin position for its rule and
-/// location, advanced by the caller only when the pick is stored. `None` only for an empty pool, which the
-/// rules already reject.
-pub(crate) fn resolve(action: &Action, cursor: u64) -> Option<FollowerOp> {
-    Some(match action {
-        Action::RemoveAll => FollowerOp::RemoveAll,
-        Action::Remove(user) => FollowerOp::Remove(user.clone()),
-        Action::Add(user) => FollowerOp::Add(user.clone()),
-        Action::RoundRobin { pool, .. } => {
-            let index = usize::try_from(cursor % u64::try_from(pool.len()).ok().filter(|&n| n > 0)?).ok()?;
-            FollowerOp::Add(pool.get(index)?.clone())
-        }
-    })
-}
-
-/// The key of a round-robin cursor: one per rule and location, so each sub-account rotates on its own.
-pub(crate) fn cursor_key(rule: &str, location: &LocationId) -> String {
-    format!("{rule}\u{1f}{location}")
 }

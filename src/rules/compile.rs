@@ -19,8 +19,7 @@ use super::model::{self, Kind, RawRule, Then, When};
 use super::{Action, Summary};
 use crate::event::{LocationId, UserId};
 
-/// The CRM allows at most this many followers on a contact, so one rule may not add more.
-pub const MAX_FOLLOWERS: usize = 10;
+pub use crate::domain::followers::MAX_FOLLOWERS;
 
 /// How many alias names an "unknown alias" message lists before it says "and N more".
 const LISTED_ALIASES: usize = 20;

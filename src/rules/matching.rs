@@ -20,16 +20,7 @@ use super::model::Kind;
 use super::{Action, Match};
 use crate::event::{Event, EventKind, LocationId};
 
-/// How the CRM compares tags, and how followd compares sources, pipelines and stages: surrounding white
-/// space ignored, case ignored (Unicode lower case).
-pub(super) fn normalize(text: &str) -> Cow<'_, str> {
-    let trimmed = text.trim();
-    let changes = trimmed.chars().any(|c| {
-        let mut lower = c.to_lowercase();
-        lower.next() != Some(c) || lower.next().is_some()
-    });
-    if changes { Cow::Owned(trimmed.to_lowercase()) } else { Cow::Borrowed(trimmed) }
-}
+pub(super) use crate::event::normalize;
 
 /// One valid rule, ready to match.
 pub(super) struct CompiledRule {

@@ -53,7 +53,8 @@ pub use explain::{Consideration, Outcome};
 pub use live::{LiveRules, ReloadStatus};
 pub use watch::{DEBOUNCE, WatchError};
 
-use crate::event::{Event, UserId};
+pub use crate::domain::followers::Action;
+use crate::event::Event;
 
 /// A compiled, validated rule set. Immutable and `Send + Sync`: share it in an `Arc` and swap it whole.
 pub struct RuleSet {
@@ -191,18 +192,4 @@ pub struct Match {
     pub rule: Arc<str>,
     /// In application order: remove_all, remove, add, round_robin.
     pub actions: Vec<Action>,
-}
-
-/// One follower change a rule asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Remove every current follower.
-    RemoveAll,
-    Remove(UserId),
-    Add(UserId),
-    /// Resolved to one Add at enqueue time by the queue, which keeps a cursor per (rule, location).
-    RoundRobin {
-        rule: Arc<str>,
-        pool: Arc<[UserId]>,
-    },
 }

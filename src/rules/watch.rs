@@ -15,6 +15,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::LiveRules;
 
@@ -32,9 +33,9 @@ pub enum WatchError {
 
 impl LiveRules {
     /// Starts watching the rules directory: any change to a `*.toml` file in it reloads the whole set once the
-    /// directory has been quiet for [`DEBOUNCE`]. Runs in a Tokio task until `cancel` is cancelled; returns
-    /// once the watch is in place, so a change made after it returns is seen.
-    pub fn watch(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), WatchError> {
+    /// directory has been quiet for [`DEBOUNCE`]. Runs in a task of `tasks` until `cancel` is cancelled;
+    /// returns once the watch is in place, so a change made after it returns is seen.
+    pub fn watch(self: &Arc<Self>, tasks: &TaskTracker, cancel: CancellationToken) -> Result<(), WatchError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
         let dir = self.dir().to_path_buf();
         // `Notify` keeps at most one pending wake-up: a burst of events costs one reload, and nothing queues
@@ -58,7 +59,7 @@ impl LiveRules {
             .map_err(|source| WatchError::Watch { dir: dir.clone(), source })?;
         tracing::info!(dir = %dir.display(), debounce_ms = DEBOUNCE.as_millis(), "watching the rules for changes");
         let live = Arc::clone(self);
-        runtime.spawn(async move {
+        tasks.spawn_on(async move {
             while settled(&changed, &cancel).await {
                 // Watch again before reading: a directory replaced whole is followed, and a change made while
                 // reloading still wakes us.
@@ -69,7 +70,7 @@ impl LiveRules {
                 reload_in_background(&live).await;
             }
             tracing::debug!(dir = %dir.display(), "stopped watching the rules");
-        });
+        }, &runtime);
         Ok(())
     }
 

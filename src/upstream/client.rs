@@ -8,10 +8,9 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{API_VERSION, OAuth, UpstreamError};
+use super::{API_VERSION, OAuth, TokenStore, UpstreamError};
 use crate::config::{ConfigError, UpstreamConfig};
-use crate::event::UserId;
-use crate::queue::ContactKey;
+use crate::event::{ContactKey, LocationId, UserId};
 
 /// Longest error body kept for logs and dead letters.
 const MAX_ERROR_MESSAGE: usize = 512;
@@ -26,7 +25,7 @@ pub struct LiveClient {
     oauth: Option<OAuth>,
     /// Locations whose last answer said the CRM's rate budget is spent (`X-RateLimit-Remaining: 0`), with how
     /// long its window lasts: the worker pauses them before the CRM has to answer 429.
-    exhausted: std::sync::Mutex<HashMap<String, Duration>>,
+    exhausted: std::sync::Mutex<HashMap<LocationId, Duration>>,
 }
 
 impl std::fmt::Debug for LiveClient {
@@ -38,18 +37,19 @@ impl std::fmt::Debug for LiveClient {
 /// The static tokens: `upstream.token` and `upstream.tokens.<location>`, resolved.
 struct Credentials {
     default_token: Option<SecretString>,
-    tokens: HashMap<String, SecretString>,
+    tokens: HashMap<LocationId, SecretString>,
 }
 
 impl Credentials {
     /// Resolves the tokens `config` names (`env:` and `file:` references are read now).
     fn resolve(config: &UpstreamConfig, base_dir: &std::path::Path) -> Result<Self, ConfigError> {
-        let default_token = config.token.as_ref().map(|t| resolve_secret("upstream.token", t, base_dir)).transpose()?;
+        let default_token = config.token.as_ref().map(|t| t.resolve_named("upstream.token", base_dir)).transpose()?;
         let tokens = config
             .tokens
             .iter()
             .map(|(location, token)| {
-                Ok((location.clone(), resolve_secret(&format!("upstream.tokens.{location}"), token, base_dir)?))
+                let secret = token.resolve_named(&format!("upstream.tokens.{location}"), base_dir)?;
+                Ok((location_id(location, "upstream.tokens")?, secret))
             })
             .collect::<Result<_, ConfigError>>()?;
         Ok(Self { default_token, tokens })
@@ -68,13 +68,9 @@ impl Credentials {
     }
 }
 
-/// Resolves one secret reference; the error names the key, never the value.
-fn resolve_secret(
-    name: &str,
-    secret: &crate::config::SecretRef,
-    base_dir: &std::path::Path,
-) -> Result<SecretString, ConfigError> {
-    secret.resolve(base_dir).map_err(|e| ConfigError::Invalid(format!("{name} ({secret:?}): {e}")))
+/// A location id written as a configuration key (`upstream.tokens.<location>`).
+fn location_id(location: &str, table: &str) -> Result<LocationId, ConfigError> {
+    LocationId::parse(location).map_err(|e| ConfigError::Invalid(format!("{table}: location id `{location}` {e}")))
 }
 
 #[derive(Serialize)]
@@ -130,9 +126,8 @@ impl LiveClient {
     pub fn new(
         config: &UpstreamConfig,
         base_dir: &std::path::Path,
-        store: std::sync::Arc<dyn crate::queue::Queue>,
+        store: std::sync::Arc<dyn TokenStore>,
     ) -> Result<Self, ConfigError> {
-        let resolve = |name: &str, secret: &crate::config::SecretRef| resolve_secret(name, secret, base_dir);
         let credentials = ArcSwap::from_pointee(Credentials::resolve(config, base_dir)?);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -153,14 +148,18 @@ impl LiveClient {
                     .refresh_tokens
                     .iter()
                     .map(|(location, token)| {
-                        Ok((location.clone(), resolve(&format!("upstream.oauth.refresh_tokens.{location}"), token)?))
+                        let key = format!("upstream.oauth.refresh_tokens.{location}");
+                        Ok((
+                            location_id(location, "upstream.oauth.refresh_tokens")?,
+                            token.resolve_named(&key, base_dir)?,
+                        ))
                     })
                     .collect::<Result<_, ConfigError>>()?;
                 Some(OAuth {
                     http: http.clone(),
                     token_url,
                     client_id: oauth.client_id.clone(),
-                    client_secret: resolve("upstream.oauth.client_secret", &oauth.client_secret)?,
+                    client_secret: oauth.client_secret.resolve_named("upstream.oauth.client_secret", base_dir)?,
                     seeds,
                     store,
                     locks: Default::default(),
@@ -184,8 +183,11 @@ impl LiveClient {
 
     /// The bearer token for a location: its own static token, else its OAuth token, else the default one.
     /// `rejected`: an OAuth token the CRM just refused with 401.
-    async fn token(&self, contact: &ContactKey, rejected: Option<&str>) -> Result<(SecretString, bool), UpstreamError> {
-        let location = contact.location_id.as_str();
+    async fn token(
+        &self,
+        location: &LocationId,
+        rejected: Option<&str>,
+    ) -> Result<(SecretString, bool), UpstreamError> {
         // An owned snapshot, not a guard: the OAuth branch awaits.
         let credentials = self.credentials.load_full();
         if let Some(token) = credentials.tokens.get(location) {
@@ -194,7 +196,11 @@ impl LiveClient {
         if let Some(oauth) = self.oauth.as_ref().filter(|o| o.covers(location)) {
             return Ok((oauth.access_token(location, rejected).await?, true));
         }
-        credentials.default_token.clone().map(|t| (t, false)).ok_or_else(|| UpstreamError::NoToken(location.to_owned()))
+        credentials
+            .default_token
+            .clone()
+            .map(|t| (t, false))
+            .ok_or_else(|| UpstreamError::NoToken(location.to_string()))
     }
 
     fn url(&self, contact: &ContactKey, followers: bool) -> Url {
@@ -214,13 +220,13 @@ impl LiveClient {
         &self,
         method: Method,
         url: Url,
-        contact: &ContactKey,
+        location: &LocationId,
         body: Option<&FollowersBody<'_>>,
         label: &'static str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut rejected: Option<SecretString> = None;
         loop {
-            let (token, refreshable) = self.token(contact, rejected.as_ref().map(|t| t.expose_secret())).await?;
+            let (token, refreshable) = self.token(location, rejected.as_ref().map(|t| t.expose_secret())).await?;
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -235,7 +241,7 @@ impl LiveClient {
                 rejected = Some(token);
                 continue;
             }
-            self.note_budget(contact, response.headers());
+            self.note_budget(location, response.headers());
             return Ok(response);
         }
     }
@@ -249,29 +255,26 @@ impl LiveClient {
     ) -> Result<(), UpstreamError> {
         let label = if method == Method::DELETE { "DELETE" } else { "POST" };
         let body = FollowersBody { followers: users };
-        let response = self.send_authorized(method, self.url(contact, true), contact, Some(&body), label).await?;
+        let url = self.url(contact, true);
+        let response = self.send_authorized(method, url, &contact.location_id, Some(&body), label).await?;
         check(response).await.map(drop)
     }
 
     /// `GET /opportunities/pipelines?locationId=...`: the location's pipelines with their stages.
-    pub async fn pipelines(&self, location: &str) -> Result<Vec<Pipeline>, UpstreamError> {
+    pub async fn pipelines(&self, location: &LocationId) -> Result<Vec<Pipeline>, UpstreamError> {
         let mut url = self.base_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push("opportunities").push("pipelines");
         }
-        url.query_pairs_mut().append_pair("locationId", location);
-        let contact = ContactKey {
-            location_id: crate::event::LocationId::parse(location)
-                .map_err(|e| UpstreamError::NoToken(format!("{location} ({e})")))?,
-            contact_id: crate::event::ContactId::parse("-").map_err(|e| UpstreamError::NoToken(e.to_string()))?,
-        };
-        let response = self.send_authorized(Method::GET, url, &contact, None, "GET").await?;
+        url.query_pairs_mut().append_pair("locationId", location.as_str());
+        let response = self.send_authorized(Method::GET, url, location, None, "GET").await?;
         let answer: PipelinesAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
         Ok(answer.pipelines)
     }
 
     pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
-        let response = self.send_authorized(Method::GET, self.url(contact, false), contact, None, "GET").await?;
+        let url = self.url(contact, false);
+        let response = self.send_authorized(Method::GET, url, &contact.location_id, None, "GET").await?;
         let response = check(response).await?;
         let envelope: ContactEnvelope = response.json().await.map_err(UpstreamError::Decode)?;
         Ok(envelope.contact.followers)
@@ -283,17 +286,17 @@ impl LiveClient {
     /// of one of the CRM's own slots (window ÷ max): the headers do not say when the window resets, and
     /// followd's own pacing empties the budget at the end of every window by design, so a longer pause would
     /// waste budget; a real 429 still pauses until `Retry-After` or the whole window.
-    fn note_budget(&self, contact: &ContactKey, headers: &reqwest::header::HeaderMap) {
+    fn note_budget(&self, location: &LocationId, headers: &reqwest::header::HeaderMap) {
         if header_number(headers, "x-ratelimit-remaining") == Some(0) {
             let window = header_number(headers, "x-ratelimit-interval-milliseconds").unwrap_or(10_000);
             let slot = window / header_number(headers, "x-ratelimit-max").unwrap_or(1).max(1);
             let mut exhausted = self.exhausted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            exhausted.insert(contact.location_id.to_string(), Duration::from_millis(slot));
+            exhausted.insert(location.clone(), Duration::from_millis(slot));
         }
     }
 
     /// Whether the last answer for `location` said its budget is spent, and for how long; clears the note.
-    pub fn take_exhausted(&self, location: &str) -> Option<Duration> {
+    pub fn take_exhausted(&self, location: &LocationId) -> Option<Duration> {
         self.exhausted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(location)
     }
 }

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::UserId;
-use crate::queue::ContactKey;
+use crate::event::{ContactKey, UserId};
 
 /// Counts the calls it was asked to make, for tests and the status page.
 #[derive(Debug, Default)]

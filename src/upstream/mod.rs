@@ -8,16 +8,17 @@ mod client;
 mod dry_run;
 mod oauth;
 pub mod pipelines;
+mod tokens;
 
 use std::time::Duration;
 
 pub use client::{LiveClient, Pipeline, Stage};
 pub use dry_run::DryRun;
 pub use oauth::OAuth;
+pub use tokens::{OAuthTokens, TokenStore, TokenStoreError};
 
 use crate::config::{ConfigError, UpstreamConfig};
-use crate::event::UserId;
-use crate::queue::ContactKey;
+use crate::event::{ContactKey, LocationId, UserId};
 
 /// The API version every call sends (`shared/ghl/API.md` §1: the only value the contacts spec lists).
 pub const API_VERSION: &str = "2021-07-28";
@@ -40,22 +41,32 @@ pub enum UpstreamError {
     Transport(#[source] reqwest::Error),
     #[error("the CRM's answer cannot be read: {0}")]
     Decode(#[source] reqwest::Error),
-    #[error("cannot refresh the location's OAuth token: {0}")]
-    OAuth(String),
+    #[error("the OAuth token endpoint answered {status}; the location's refresh token may be spent or revoked")]
+    OAuthRefused { status: u16 },
+    /// The store that keeps OAuth tokens failed: retried like any store failure, never read as a refused token.
+    #[error(transparent)]
+    TokenStore(#[from] TokenStoreError),
 }
 
 impl UpstreamError {
     /// The CRM refused the credentials, or there are none: only a new token (or an operator) fixes it.
     pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Status { status: 401 | 403, .. } | Self::NoToken(_) | Self::OAuth(_))
+        match self {
+            Self::Status { status, .. } => matches!(status, 401 | 403),
+            // OAuth refuses a spent or revoked refresh token with 400 (`invalid_grant`); 429 and 5xx pass.
+            Self::OAuthRefused { status } => *status < 500 && *status != 429,
+            Self::NoToken(_) => true,
+            Self::Transport(_) | Self::Decode(_) | Self::TokenStore(_) => false,
+        }
     }
 
     /// True when the same call may succeed later on its own: throttling, server errors, network failures.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
-            Self::Transport(_) | Self::Decode(_) => true,
-            Self::NoToken(_) | Self::OAuth(_) => false,
+            Self::OAuthRefused { status } => *status == 429 || *status >= 500,
+            Self::Transport(_) | Self::Decode(_) | Self::TokenStore(_) => true,
+            Self::NoToken(_) => false,
         }
     }
 
@@ -74,7 +85,7 @@ impl Upstream {
     pub fn from_config(
         config: &UpstreamConfig,
         base_dir: &std::path::Path,
-        store: std::sync::Arc<dyn crate::queue::Queue>,
+        store: std::sync::Arc<dyn TokenStore>,
     ) -> Result<Self, ConfigError> {
         if config.token.is_none() && config.tokens.is_empty() && config.oauth.is_none() {
             return Ok(Self::DryRun(DryRun::default()));
@@ -101,7 +112,7 @@ impl Upstream {
     }
 
     /// Whether the CRM's last answer for `location` said its rate budget is spent, and for how long.
-    pub fn take_exhausted(&self, location: &str) -> Option<Duration> {
+    pub fn take_exhausted(&self, location: &LocationId) -> Option<Duration> {
         match self {
             Self::Live(client) => client.take_exhausted(location),
             Self::DryRun(_) => None,
@@ -109,7 +120,7 @@ impl Upstream {
     }
 
     /// The location's pipelines; `None` in a dry run (names then match only where payloads carry them).
-    pub async fn pipelines(&self, location: &str) -> Result<Option<Vec<Pipeline>>, UpstreamError> {
+    pub async fn pipelines(&self, location: &LocationId) -> Result<Option<Vec<Pipeline>>, UpstreamError> {
         match self {
             Self::Live(client) => client.pipelines(location).await.map(Some),
             Self::DryRun(_) => Ok(None),

@@ -1,8 +1,8 @@
 //! OAuth for GoHighLevel marketplace apps: location access tokens that expire (~1 day) and are refreshed
 //! through the CRM's token endpoint (`shared/ghl/API.md` §5).
 //!
-//! Each refresh returns a new refresh token and spends the old one, so the newest pair is kept in the queue's
-//! store, where every process finds it; `upstream.oauth.refresh_tokens` only seeds a location the first time.
+//! Each refresh returns a new refresh token and spends the old one, so the newest pair is kept in the
+//! [`TokenStore`] (the queue's store), where every process finds it; `upstream.oauth.refresh_tokens` only seeds a location the first time.
 //! Refreshes of one location are serialised within a process; across processes, a refresh that fails re-reads
 //! the store, because the usual reason is that another process refreshed first.
 
@@ -14,8 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::UpstreamError;
+use super::tokens::{OAuthTokens, TokenStore};
+use crate::domain::clock::{millis, now_ms};
 use crate::event::LocationId;
-use crate::queue::{OAuthTokens, Queue, millis, now_ms};
 
 /// An access token this close to expiry is refreshed before use.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -36,10 +37,10 @@ pub struct OAuth {
     pub(super) client_id: String,
     pub(super) client_secret: SecretString,
     /// Refresh tokens from the configuration: used only while the store holds none for the location.
-    pub(super) seeds: HashMap<String, SecretString>,
-    pub(super) store: Arc<dyn Queue>,
+    pub(super) seeds: HashMap<LocationId, SecretString>,
+    pub(super) store: Arc<dyn TokenStore>,
     /// One refresh at a time per location in this process.
-    pub(super) locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) locks: std::sync::Mutex<HashMap<LocationId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for OAuth {
@@ -50,22 +51,26 @@ impl std::fmt::Debug for OAuth {
 
 impl OAuth {
     /// Whether this location authenticates through OAuth.
-    pub fn covers(&self, location: &str) -> bool {
+    pub fn covers(&self, location: &LocationId) -> bool {
         self.seeds.contains_key(location)
     }
 
-    fn lock(&self, location: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock(&self, location: &LocationId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(locks.entry(location.to_owned()).or_default())
+        Arc::clone(locks.entry(location.clone()).or_default())
     }
 
     /// A usable access token. `rejected`: a token the CRM just refused (401), which must not be handed out
-    /// again; a fresh one is fetched unless another process already replaced it.
-    pub async fn access_token(&self, location: &str, rejected: Option<&str>) -> Result<SecretString, UpstreamError> {
-        let id = LocationId::parse(location).map_err(|e| UpstreamError::OAuth(format!("location id: {e}")))?;
+    /// again; a fresh one is fetched unless another process already replaced it. A store failure stays one
+    /// ([`UpstreamError::TokenStore`]): it is retried, not read as a refused token.
+    pub async fn access_token(
+        &self,
+        location: &LocationId,
+        rejected: Option<&str>,
+    ) -> Result<SecretString, UpstreamError> {
         let lock = self.lock(location);
         let _guard = lock.lock().await;
-        let stored = self.store.oauth_tokens(&id).await.map_err(|e| UpstreamError::OAuth(e.to_string()))?;
+        let stored = self.store.load_tokens(location).await?;
         if let Some(tokens) = &stored {
             let fresh = tokens.expires_at > now_ms() + millis(REFRESH_MARGIN);
             if fresh && rejected != Some(tokens.access_token.as_str()) {
@@ -75,19 +80,19 @@ impl OAuth {
         let refresh_token = match (&stored, self.seeds.get(location)) {
             (Some(tokens), _) => tokens.refresh_token.clone(),
             (None, Some(seed)) => seed.expose_secret().to_owned(),
-            (None, None) => return Err(UpstreamError::NoToken(location.to_owned())),
+            (None, None) => return Err(UpstreamError::NoToken(location.to_string())),
         };
         match self.refresh(&refresh_token).await {
             Ok(tokens) => {
-                self.store.store_oauth_tokens(&id, &tokens).await.map_err(|e| UpstreamError::OAuth(e.to_string()))?;
+                self.store.save_tokens(location, &tokens).await?;
                 metrics::counter!("followd_oauth_refreshes_total", "result" => "ok").increment(1);
-                tracing::info!(location, "OAuth access token refreshed");
+                tracing::info!(%location, "OAuth access token refreshed");
                 Ok(SecretString::from(tokens.access_token))
             }
             Err(e) => {
                 metrics::counter!("followd_oauth_refreshes_total", "result" => "error").increment(1);
                 // Another process may have refreshed (and spent our refresh token) first: take its tokens.
-                let now_stored = self.store.oauth_tokens(&id).await.ok().flatten();
+                let now_stored = self.store.load_tokens(location).await.ok().flatten();
                 match now_stored {
                     Some(tokens) if Some(&tokens) != stored.as_ref() && tokens.expires_at > now_ms() => {
                         Ok(SecretString::from(tokens.access_token))
@@ -111,7 +116,7 @@ impl OAuth {
             self.http.post(self.token_url.clone()).form(&form).send().await.map_err(UpstreamError::Transport)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(UpstreamError::OAuth(format!("the token endpoint answered {status}")));
+            return Err(UpstreamError::OAuthRefused { status: status.as_u16() });
         }
         let answer: TokenAnswer = response.json().await.map_err(UpstreamError::Decode)?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(86_399));

@@ -2,16 +2,15 @@
 //!
 //! GoHighLevel's app webhooks carry only ids (`shared/ghl/API.md` §7), but people write rules with names
 //! ("Closed Won"). The receiver looks the names up here and adds them to the event, so a rule written with
-//! either matches. A rule whose pipeline or stage is neither an id nor a name in the location's pipelines can
-//! never fire there: that is logged and counted once per fetch, naming the rule and the location.
+//! either matches. Whoever asks may check something against each fresh fetch (the receiver checks its rules:
+//! a rule whose pipeline or stage is neither an id nor a name there can never fire in that location).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Pipeline, Upstream};
-use crate::event::{LocationId, StageNames};
-use crate::rules::RuleSet;
+use crate::event::{LocationId, NameLookup, StageNames};
 
 /// How long a location's pipelines are trusted before they are fetched again.
 pub const TTL: Duration = Duration::from_secs(600);
@@ -41,23 +40,25 @@ impl PipelineMap {
         map
     }
 
-    /// The names of an event's ids, where known.
-    pub fn names(&self, pipeline: &str, stage: &str, from_stage: Option<&str>) -> StageNames {
-        StageNames {
-            pipeline: self.pipelines.get(pipeline).cloned(),
-            stage: self.stages.get(stage).cloned(),
-            from_stage: from_stage.and_then(|id| self.stages.get(id)).cloned(),
-        }
-    }
-
     /// Whether a rule's value (normalized) is an id or a name here.
     pub fn knows(&self, value: &str) -> bool {
         self.known.contains(value)
     }
 }
 
+impl NameLookup for PipelineMap {
+    /// The names of an event's ids, where known.
+    fn names(&self, pipeline: &str, stage: &str, from_stage: Option<&str>) -> StageNames {
+        StageNames {
+            pipeline: self.pipelines.get(pipeline).cloned(),
+            stage: self.stages.get(stage).cloned(),
+            from_stage: from_stage.and_then(|id| self.stages.get(id)).cloned(),
+        }
+    }
+}
+
 fn normalize(value: &str) -> String {
-    value.trim().to_lowercase()
+    crate::event::normalize(value).into_owned()
 }
 
 enum Cached {
@@ -77,8 +78,8 @@ impl PipelineNames {
     }
 
     /// The location's map, fetched when missing or older than [`TTL`]; `None` in a dry run or while the CRM
-    /// cannot be asked. A fresh fetch also checks `rules` for names the location does not have.
-    pub async fn map(&self, location: &LocationId, rules: &RuleSet) -> Option<Arc<PipelineMap>> {
+    /// cannot be asked. `on_fetch` sees each freshly fetched map once.
+    pub async fn map(&self, location: &LocationId, on_fetch: impl FnOnce(&PipelineMap)) -> Option<Arc<PipelineMap>> {
         {
             let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match cache.get(location) {
@@ -87,12 +88,12 @@ impl PipelineNames {
                 _ => {}
             }
         }
-        let fetched = self.upstream.pipelines(location.as_str()).await;
+        let fetched = self.upstream.pipelines(location).await;
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match fetched {
             Ok(Some(pipelines)) => {
                 let map = Arc::new(PipelineMap::new(&pipelines));
-                warn_unresolved(&map, location, rules);
+                on_fetch(&map);
                 cache.insert(location.clone(), Cached::Ready(Instant::now(), Arc::clone(&map)));
                 Some(map)
             }
@@ -106,24 +107,10 @@ impl PipelineNames {
     }
 }
 
-/// Logs and counts each rule value that is neither an id nor a name in the location's pipelines.
-fn warn_unresolved(map: &PipelineMap, location: &LocationId, rules: &RuleSet) {
-    for (rule, value) in rules.stage_values(location) {
-        if !map.knows(&value) {
-            tracing::warn!(
-                rule = %rule,
-                %location,
-                value,
-                "a pipeline or stage in this rule is no id or name in the location's pipelines; it cannot fire there"
-            );
-            metrics::counter!("followd_rule_unresolved_names_total", "rule" => rule.to_string()).increment(1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::NameLookup;
     use crate::upstream::Stage;
 
     #[test]

@@ -123,7 +123,7 @@ async fn a_422_dead_letters_the_operations_with_the_crm_s_reason_and_a_replay_de
     assert_eq!(letters[0].status, Some(422));
     assert!(letters[0].reason.contains("followers must be an array"), "{}", letters[0].reason);
     assert_eq!(app.upstream.calls_for("c-1").len(), 1, "a 422 is not retried");
-    let replayed = app.queue.replay(&followd::queue::Selection::All, followd::queue::now_ms()).await.unwrap();
+    let replayed = app.queue.replay(&followd::queue::Selection::All, followd::domain::clock::now_ms()).await.unwrap();
     assert_eq!(replayed, 1);
     // The worker is woken by enqueues; a replay from another process is found by its next poll.
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
@@ -147,7 +147,7 @@ async fn a_refused_token_pauses_the_location_and_keeps_its_jobs() {
     let location = followd::event::LocationId::parse("loc-1").unwrap();
     assert!(
         eventually(WAIT, || async {
-            app.queue.paused_until(&location, followd::queue::now_ms()).await.is_ok_and(|p| p.is_some())
+            app.stores.locations.paused(&location, followd::domain::clock::now_ms()).await.is_ok_and(|p| p.is_some())
         })
         .await
     );

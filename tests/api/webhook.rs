@@ -61,6 +61,8 @@ async fn a_signature_over_other_bytes_is_rejected_even_when_the_json_is_equal() 
     let pretty = serde_json::to_vec_pretty(&reserialized).unwrap();
     let response = app.post("test", &pretty, &[(SIGNATURE_HEADER, &sign(SECRET, &body))]).await;
     assert_eq!(response.status(), 401);
+    app.assert_nothing_queued().await;
+    assert!(app.upstream.calls().is_empty());
 }
 
 #[tokio::test]
@@ -78,6 +80,9 @@ async fn the_token_scheme_accepts_the_configured_bearer_token_only() {
     assert_eq!(app.post("tokened", &body, &[("authorization", "Bearer sesame")]).await.status(), 202);
     assert_eq!(app.post("tokened", &body, &[("authorization", "Bearer open")]).await.status(), 401);
     assert_eq!(app.post("tokened", &body, &[]).await.status(), 401);
+    // Only the first, with the right token, was queued and delivered.
+    app.wait_until_idle().await;
+    assert_eq!(app.upstream.calls().len(), 1);
 }
 
 #[tokio::test]
@@ -87,6 +92,7 @@ async fn malformed_json_is_rejected_with_400_saying_what_is_wrong() {
     let (status, code, message) = error_code(app.post_signed(body).await).await;
     assert_eq!((status, code.as_str()), (400, "payload_invalid"));
     assert!(message.contains("JSON"), "{message}");
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -104,6 +110,7 @@ async fn a_body_over_the_limit_is_rejected_with_413() {
     let body = vec![b' '; 4096];
     let (status, code, _) = error_code(app.post_signed(&body).await).await;
     assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -131,6 +138,7 @@ async fn an_unknown_source_is_404() {
     let (status, code, message) = error_code(app.post("nope", b"{}", &[]).await).await;
     assert_eq!((status, code.as_str()), (404, "unknown_source"));
     assert!(message.contains("nope"));
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -146,6 +154,7 @@ async fn a_body_that_is_not_json_is_415() {
         .unwrap();
     let (status, code, _) = error_code(response).await;
     assert_eq!((status, code.as_str()), (415, "unsupported_media_type"));
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -191,6 +200,7 @@ async fn arbitrary_bytes_never_crash_the_server() {
         assert_eq!(status, 400, "body {:?}", String::from_utf8_lossy(&body[..body.len().min(40)]));
     }
     assert_eq!(app.get("/healthz").await.status(), 200);
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test]

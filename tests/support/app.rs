@@ -1,18 +1,30 @@
 //! `TestApp`: the real [`followd::Application`] on port 0 with a temporary `data_dir` and rules, its upstream
-//! pointed at a [`FakeUpstream`], and request helpers that sign like a real sender.
+//! pointed at a [`FakeUpstream`], and request helpers that sign like a real sender. It runs on the embedded
+//! store by default, or on a private `redis-server` of its own ([`TestAppBuilder::store`]), so a scenario can
+//! run on both backends.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use followd::config::Config;
-use followd::queue::Queue;
+use followd::queue::{Queue, Stores};
 use followd::{Application, Role};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+use super::redis::RedisServer;
 use super::upstream::{FakeUpstream, TOKEN};
+
+/// Which backend a test app's store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded redb store in the app's `data_dir` (the default).
+    Embedded,
+    /// A private `redis-server` started for this app.
+    Redis,
+}
 
 pub const SECRET: &str = "test-webhook-secret";
 pub const SIGNATURE_HEADER: &str = "x-signature";
@@ -67,9 +79,16 @@ pub struct TestAppBuilder {
     token: bool,
     ghl_keys: Vec<String>,
     tail: String,
+    store: Store,
 }
 
 impl TestAppBuilder {
+    /// Runs the app's store on `store`.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
     pub fn rules(mut self, rules: &str) -> Self {
         self.rules = rules.to_owned();
         self
@@ -121,6 +140,11 @@ impl TestAppBuilder {
         std::fs::create_dir_all(&rules_dir).expect("rules dir");
         std::fs::write(rules_dir.join("rules.toml"), &self.rules).expect("write rules");
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
+        let redis = match self.store {
+            Store::Embedded => None,
+            Store::Redis => Some(RedisServer::start().await),
+        };
+        let redis_url = redis.as_ref().map(|r| format!("redis_url = \"{}\"", r.url())).unwrap_or_default();
         let token = if self.token { format!("token = \"{TOKEN}\"") } else { String::new() };
         let ghl_verify = if self.ghl_keys.is_empty() {
             "{ scheme = \"ghl\" }".to_owned()
@@ -136,6 +160,7 @@ rules_dir = "{rules}"
 workers = 4
 http_workers = 2
 shutdown_grace = "3s"
+{redis_url}
 {extra}
 
 [upstream]
@@ -177,11 +202,22 @@ verify = {{ scheme = "token", header = "authorization", tokens = ["wf-secret"] }
         let config = Config::from_toml(&text, dir.path()).expect("test configuration");
         let app = Application::build(config, self.role).await.expect("application builds");
         let addr = format!("http://{}", app.local_addr());
-        let queue = app.queue();
+        let stores = app.stores();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let handle = tokio::spawn(app.run_until_stopped(async move { stopped.cancelled().await }));
-        TestApp { addr, client: reqwest::Client::new(), upstream, queue, stop, handle: Some(handle), dir, data_dir }
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            upstream,
+            queue: Arc::clone(&stores.queue),
+            stores,
+            stop,
+            handle: Some(handle),
+            dir,
+            data_dir,
+            _redis: redis,
+        }
     }
 }
 
@@ -190,10 +226,14 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub upstream: Arc<FakeUpstream>,
     pub queue: Arc<dyn Queue>,
+    /// Every trait of the app's store, for assertions on what it holds.
+    pub stores: Stores,
     stop: CancellationToken,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub dir: tempfile::TempDir,
     pub data_dir: PathBuf,
+    /// The app's own Redis, when it runs on one; stopped with the app.
+    _redis: Option<RedisServer>,
 }
 
 impl TestApp {
@@ -206,6 +246,7 @@ impl TestApp {
             token: true,
             ghl_keys: Vec::new(),
             tail: String::new(),
+            store: Store::Embedded,
         }
     }
 
@@ -232,6 +273,12 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.addr)).send().await.expect("request reaches the app")
+    }
+
+    /// Asserts that the store holds nothing queued: no pending operation, no ready or leased contact.
+    pub async fn assert_nothing_queued(&self) {
+        let stats = self.queue.stats().await.expect("the store answers");
+        assert_eq!((stats.pending, stats.ready, stats.leased), (0, 0, 0), "something was queued: {stats:?}");
     }
 
     /// Waits until nothing is pending or leased; panics after 15 s.

@@ -1,11 +1,24 @@
 //! Each contact's audit trail in the embedded queue: what every ended lease did to its followers, the newest
 //! [`AUDIT_PER_CONTACT`] entries per contact.
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::EmbeddedQueue;
 use super::tables::{AUDIT, META, OrQueue, contact_key};
-use crate::event::{ContactId, LocationId};
-use crate::queue::{AUDIT_PER_CONTACT, AuditEntry, ContactKey, Lease, Millis, QueueError};
+use crate::domain::clock::Millis;
+use crate::domain::outcome::Outcome;
+use crate::event::{ContactId, ContactKey, LocationId};
+use crate::queue::{AUDIT_PER_CONTACT, AuditEntry, AuditLog, Lease, QueueError};
+
+#[async_trait]
+impl AuditLog for EmbeddedQueue {
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
+        let location = location.cloned();
+        let contact = contact.clone();
+        self.blocking(move |db| audit(db, location.as_ref(), &contact)).await
+    }
+}
 
 /// Records the lease's operations in the contact's audit trail with `result`, dropping the oldest entries
 /// beyond [`AUDIT_PER_CONTACT`].
@@ -14,7 +27,7 @@ pub(super) fn record_audit(
     key: &str,
     lease: &Lease,
     now: Millis,
-    result: &str,
+    result: &Outcome,
 ) -> Result<(), QueueError> {
     let mut meta = tx.open_table(META).q()?;
     let mut seq = meta.get("audit_seq").q()?.map(|v| v.value()).unwrap_or(0);
@@ -25,7 +38,7 @@ pub(super) fn record_audit(
             at: now,
             location_id: lease.contact.location_id.clone(),
             contact_id: lease.contact.contact_id.clone(),
-            result: result.to_owned(),
+            result: result.clone(),
             operation: op.clone(),
         };
         audit.insert((key, seq), serde_json::to_vec(&entry)?.as_slice()).q()?;
@@ -43,11 +56,7 @@ pub(super) fn record_audit(
 }
 
 /// The contact's audit trail, newest first; `location: None` matches the contact id in every location.
-pub(super) fn audit(
-    db: &Database,
-    location: Option<&LocationId>,
-    contact: &ContactId,
-) -> Result<Vec<AuditEntry>, QueueError> {
+fn audit(db: &Database, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
     let tx = db.begin_read().q()?;
     let audit = tx.open_table(AUDIT).q()?;
     let mut entries = Vec::new();

@@ -4,7 +4,8 @@
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::tables::{CONTACTS, LEASES, MEMO, MEMO_EXPIRY, OrQueue, READY, SEEN, SEEN_EXPIRY, read_state, write_state};
-use crate::queue::{Millis, QueueError};
+use crate::domain::clock::Millis;
+use crate::queue::QueueError;
 
 /// Most expired event ids forgotten per reap, so one reap never holds the write lock for long.
 const MAX_SWEEP: usize = 10_000;

@@ -5,7 +5,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::lifecycle::finish;
 use super::tables::{CONTACTS, DEAD, META, OrQueue, PENDING, READY, contact_key, read_state, write_state};
-use crate::queue::{ContactKey, DeadLetter, Failure, Lease, Millis, QueueError, QueuedOp};
+use crate::domain::clock::Millis;
+use crate::domain::outcome::Outcome;
+use crate::queue::{ContactKey, DeadLetter, Failure, Lease, QueueError, QueuedOp};
 
 /// The dead letter that holds the lease's operations, failed with `failure` at `now`.
 pub(super) fn letter_for(lease: &Lease, failure: &Failure, now: Millis) -> DeadLetter {
@@ -23,7 +25,7 @@ pub(super) fn letter_for(lease: &Lease, failure: &Failure, now: Millis) -> DeadL
 /// Ends the lease as dead-lettered and stores `letter`.
 pub(super) fn dead_letter(db: &Database, lease: &Lease, letter: &DeadLetter, now: Millis) -> Result<(), QueueError> {
     let tx = db.begin_write().q()?;
-    finish(&tx, lease, now, "dead-lettered")?;
+    finish(&tx, lease, now, &Outcome::DeadLettered(letter.reason.clone()))?;
     tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(letter)?.as_slice()).q()?;
     tx.commit().q()?;
     Ok(())

@@ -10,9 +10,9 @@ use super::tables::{
     CONTACTS, CURSORS, ContactState, LEASES, LeaseState, META, OrQueue, PENDING, READY, SEEN, SEEN_EXPIRY, contact_key,
     parse_contact_key, read_state, write_state,
 };
-use crate::queue::{
-    Applied, EnqueueOutcome, EventOps, Lease, LeaseOutcome, Millis, QueueError, QueuedOp, cursor_key, resolve,
-};
+use crate::domain::clock::Millis;
+use crate::domain::outcome::Outcome;
+use crate::queue::{Applied, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp};
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -51,15 +51,12 @@ pub(super) fn enqueue(
             let key = contact_key(&event.contact);
             let mut stored = 0;
             for planned in &event.ops {
-                let cursor_name = match &planned.action {
-                    crate::rules::Action::RoundRobin { rule, .. } => Some(cursor_key(rule, &event.contact.location_id)),
-                    _ => None,
-                };
+                let cursor_name = planned.action.cursor_key(&event.contact.location_id);
                 let cursor = match &cursor_name {
                     Some(name) => cursors.get(name.as_str()).q()?.map(|v| v.value()).unwrap_or(0),
                     None => 0,
                 };
-                let Some(op) = resolve(&planned.action, cursor) else { continue };
+                let Some(op) = planned.action.resolve(cursor) else { continue };
                 if let Some(name) = &cursor_name {
                     cursors.insert(name.as_str(), cursor.wrapping_add(1)).q()?;
                 }
@@ -139,7 +136,7 @@ pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Resu
 /// Ends the lease as delivered and remembers the followers the delivery changed.
 pub(super) fn ack(db: &Database, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
     let tx = db.begin_write().q()?;
-    finish(&tx, lease, now, "delivered")?;
+    finish(&tx, lease, now, &applied.outcome())?;
     note_followers(&tx, &contact_key(&lease.contact), applied)?;
     tx.commit().q()?;
     Ok(())
@@ -174,7 +171,7 @@ fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result
 
 /// Ends a lease: removes its operations, records them in the contact's audit trail with `result`, and makes
 /// the contact ready again if more arrived meanwhile.
-pub(super) fn finish(tx: &WriteTransaction, lease: &Lease, now: Millis, result: &str) -> Result<(), QueueError> {
+pub(super) fn finish(tx: &WriteTransaction, lease: &Lease, now: Millis, result: &Outcome) -> Result<(), QueueError> {
     let key = contact_key(&lease.contact);
     let key = key.as_str();
     let mut contacts = tx.open_table(CONTACTS).q()?;

@@ -4,16 +4,62 @@
 
 use std::collections::BTreeSet;
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 
-use super::tables::{KNOWN, MEMO, MEMO_EXPIRY, OrQueue, STAGES, TAGS};
-use crate::event::UserId;
-use crate::queue::{Applied, Millis, QueueError, TagDiff};
+use super::EmbeddedQueue;
+use super::tables::{KNOWN, MEMO, MEMO_EXPIRY, OrQueue, STAGES, TAGS, contact_key};
+use crate::domain::clock::{Millis, millis};
+use crate::event::{ContactKey, EventId, LocationId, UserId};
+use crate::queue::memory::tag_set;
+use crate::queue::{Applied, ContactMemory, QueueError, TagDiff};
+
+#[async_trait]
+impl ContactMemory for EmbeddedQueue {
+    async fn diff_tags(
+        &self,
+        contact: &ContactKey,
+        event_id: &EventId,
+        tags: &[String],
+        now: Millis,
+    ) -> Result<TagDiff, QueueError> {
+        let key = contact_key(contact);
+        let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
+        let current = tag_set(tags);
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| diff_tags(db, &key, &memo_key, &current, now, expires)).await
+    }
+
+    async fn swap_stage(
+        &self,
+        location: &LocationId,
+        opportunity: &str,
+        event_id: &EventId,
+        stage: &str,
+        now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        let key = format!("{location}\u{1f}{opportunity}");
+        let memo_key = format!("stage\u{1f}{event_id}\u{1f}{key}");
+        let stage = stage.to_owned();
+        let expires = now.saturating_add(millis(self.dedup_ttl));
+        self.blocking(move |db| swap_stage(db, &key, &memo_key, &stage, now, expires)).await
+    }
+
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| forget_contact(db, &key)).await
+    }
+
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+        let key = contact_key(contact);
+        self.blocking(move |db| known_followers(db, &key)).await
+    }
+}
 
 /// Replaces the contact's (`key`) stored tags with `current` and returns the difference, or the answer already
 /// given to the same event (`memo_key`); that answer is remembered until `expires`.
-pub(super) fn diff_tags(
+fn diff_tags(
     db: &Database,
     key: &str,
     memo_key: &str,
@@ -47,7 +93,7 @@ pub(super) fn diff_tags(
 
 /// Stores `stage` as the opportunity's (`key`) stage and returns the previous one, or the answer already given
 /// to the same event (`memo_key`); that answer is remembered until `expires`.
-pub(super) fn swap_stage(
+fn swap_stage(
     db: &Database,
     key: &str,
     memo_key: &str,
@@ -73,7 +119,7 @@ pub(super) fn swap_stage(
 }
 
 /// Forgets the contact's stored tags.
-pub(super) fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError> {
+fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError> {
     let tx = db.begin_write().q()?;
     tx.open_table(TAGS).q()?.remove(key).q()?;
     tx.commit().q()?;
@@ -81,7 +127,7 @@ pub(super) fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError>
 }
 
 /// The followers followd added to the contact and has not removed since, sorted.
-pub(super) fn known_followers(db: &Database, key: &str) -> Result<Vec<UserId>, QueueError> {
+fn known_followers(db: &Database, key: &str) -> Result<Vec<UserId>, QueueError> {
     let tx = db.begin_read().q()?;
     let known = tx.open_table(KNOWN).q()?;
     let mut users: Vec<UserId> = match known.get(key).q()? {
@@ -92,8 +138,11 @@ pub(super) fn known_followers(db: &Database, key: &str) -> Result<Vec<UserId>, Q
     Ok(users)
 }
 
-/// Updates the contact's known followers with what a delivery `applied`.
+/// Updates the contact's known followers with what a delivery `applied` (nothing, in a dry run).
 pub(super) fn note_followers(tx: &WriteTransaction, key: &str, applied: &Applied) -> Result<(), QueueError> {
+    if applied.dry_run {
+        return Ok(());
+    }
     let mut known = tx.open_table(KNOWN).q()?;
     let mut followers: Vec<UserId> = match known.get(key).q()? {
         Some(bytes) => serde_json::from_slice(bytes.value())?,

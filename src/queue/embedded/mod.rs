@@ -5,15 +5,17 @@
 //! lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
 //! redb's API is blocking; each call runs on Tokio's blocking pool so the async request path never blocks.
 //!
-//! This file holds the queue itself and its [`Queue`] implementation, which delegates each call to the module
-//! that owns its concern:
+//! This file holds the store itself and its [`Queue`] implementation, which delegates each call to the module
+//! that owns its concern; each other trait is implemented in its own module:
 //! - `tables`: the tables (and what each holds), the records stored in them, shared read and write helpers
 //! - `lifecycle`: the life of a contact: enqueue, lease, ack, retry
 //! - `expiry`: the reap: expired leases back to ready, expired event ids and answers forgotten
 //! - `letters`: dead letters: set aside, listed, replayed, purged
-//! - `memory`: what is remembered between events: tags, stages, followers followd added, answers given
-//! - `locations`: per location: the rate budget and pause (in memory), the OAuth tokens
-//! - `audit`: each contact's audit trail
+//! - `memory`: [`super::ContactMemory`]: tags, stages, followers followd added, answers given
+//! - `locations`: [`super::LocationState`] (budget and pause, in memory) and the OAuth [`TokenStore`]
+//! - `audit`: [`super::AuditLog`], each contact's audit trail
+//!
+//! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
 mod audit;
 mod expiry;
@@ -23,7 +25,6 @@ mod locations;
 mod memory;
 mod tables;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,20 +33,21 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
 
-use self::tables::{DEAD, LEASES, OrQueue, PENDING, READY, contact_key};
+use self::tables::{DEAD, LEASES, OrQueue, PENDING, READY};
 use super::{
-    Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis,
-    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff, millis, normalize_tag,
+    Applied, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Outcomes, Queue, QueueError,
+    QueueStats, Selection,
 };
-use crate::deliver::limit::{LimiterState, Limits};
-use crate::event::{ContactId, EventId, LocationId, UserId};
+use crate::domain::clock::{Millis, millis};
+use crate::domain::outcome::Outcome;
+use crate::event::{EventId, LocationId};
 
 /// Longest `close` waits for calls in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file inside `data_dir`.
 const FILE_NAME: &str = "followd.redb";
 
-/// The redb-backed [`Queue`]. Cheap to clone; clones share the database.
+/// The redb-backed store: [`Queue`] and every other store trait. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
     /// `None` once closed: the database (and its file lock) is released when the last call in flight ends,
@@ -151,68 +153,6 @@ impl Queue for EmbeddedQueue {
         self.blocking(move |db| expiry::reap(db, now)).await
     }
 
-    async fn diff_tags(
-        &self,
-        contact: &ContactKey,
-        event_id: &EventId,
-        tags: &[String],
-        now: Millis,
-    ) -> Result<TagDiff, QueueError> {
-        let key = contact_key(contact);
-        let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
-        let current: BTreeSet<String> = tags.iter().map(|t| normalize_tag(t)).filter(|t| !t.is_empty()).collect();
-        let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| memory::diff_tags(db, &key, &memo_key, &current, now, expires)).await
-    }
-
-    async fn swap_stage(
-        &self,
-        location: &LocationId,
-        opportunity: &str,
-        event_id: &EventId,
-        stage: &str,
-        now: Millis,
-    ) -> Result<Option<String>, QueueError> {
-        let key = format!("{location}\u{1f}{opportunity}");
-        let memo_key = format!("stage\u{1f}{event_id}\u{1f}{key}");
-        let stage = stage.to_owned();
-        let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| memory::swap_stage(db, &key, &memo_key, &stage, now, expires)).await
-    }
-
-    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
-        let key = contact_key(contact);
-        self.blocking(move |db| memory::forget_contact(db, &key)).await
-    }
-
-    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
-        let key = contact_key(contact);
-        self.blocking(move |db| memory::known_followers(db, &key)).await
-    }
-
-    async fn throttle(
-        &self,
-        location: &LocationId,
-        limits: Limits,
-        cost: u64,
-        now: Millis,
-    ) -> Result<Option<Millis>, QueueError> {
-        Ok(locations::throttle(&self.limiter, location, limits, cost, now))
-    }
-
-    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
-        Ok(locations::limiter_state(&self.limiter, location))
-    }
-
-    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
-        locations::pause(&self.pauses, location, until, reason);
-        Ok(())
-    }
-
-    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
-        Ok(locations::paused_until(&self.pauses, location, now))
-    }
-
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.blocking(|db| {
             let tx = db.begin_read().q()?;
@@ -224,23 +164,6 @@ impl Queue for EmbeddedQueue {
             })
         })
         .await
-    }
-
-    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
-        let location = location.cloned();
-        let contact = contact.clone();
-        self.blocking(move |db| audit::audit(db, location.as_ref(), &contact)).await
-    }
-
-    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
-        let key = location.to_string();
-        self.blocking(move |db| locations::oauth_tokens(db, &key)).await
-    }
-
-    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
-        let key = location.to_string();
-        let value = serde_json::to_vec(tokens)?;
-        self.blocking(move |db| locations::store_oauth_tokens(db, &key, &value)).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
@@ -267,5 +190,20 @@ impl Queue for EmbeddedQueue {
                 }
             }
         }
+    }
+}
+
+#[async_trait]
+impl Outcomes for EmbeddedQueue {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn note_outcome(&self, _: &LocationId, _: &[EventId], _: &Outcome) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<Outcome>>, QueueError> {
+        Ok(vec![None; events.len()])
     }
 }

@@ -19,8 +19,9 @@
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::clock::Millis;
 use crate::event::{ContactId, LocationId};
-use crate::queue::{ContactKey, Millis, QueueError};
+use crate::queue::{ContactKey, QueueError};
 
 pub(super) const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
 pub(super) const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");

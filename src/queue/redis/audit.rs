@@ -1,17 +1,16 @@
 //! The audit trail: what happened to a contact's operations, newest first, read back from each contact's
 //! capped list (written by `ack.lua` as a lease ends).
 
-use super::RedisQueue;
-use crate::event::{ContactId, LocationId};
-use crate::queue::keys::contact_member;
-use crate::queue::{AuditEntry, ContactKey, QueueError};
+use async_trait::async_trait;
 
-impl RedisQueue {
-    pub(super) async fn audit_entries(
-        &self,
-        location: Option<&LocationId>,
-        contact: &ContactId,
-    ) -> Result<Vec<AuditEntry>, QueueError> {
+use super::RedisQueue;
+use crate::event::{ContactId, ContactKey, LocationId};
+use crate::queue::keys::contact_member;
+use crate::queue::{AuditEntry, AuditLog, QueueError};
+
+#[async_trait]
+impl AuditLog for RedisQueue {
+    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
         let keys: Vec<String> = match location {
             Some(location) => {
                 let member = contact_member(&ContactKey { location_id: location.clone(), contact_id: contact.clone() });

@@ -1,25 +1,28 @@
 //! What the queue remembers about contacts and opportunities between events: a contact's tags and known
 //! followers, an opportunity's stage.
 
+use async_trait::async_trait;
+
 use super::RedisQueue;
 use super::reply::corrupt;
-use crate::event::{EventId, LocationId, UserId};
+use crate::domain::clock::{Millis, millis};
+use crate::event::{ContactKey, EventId, LocationId, UserId};
 use crate::queue::keys::contact_member;
-use crate::queue::millis;
-use crate::queue::{ContactKey, QueueError, TagDiff, normalize_tag};
+use crate::queue::memory::tag_set;
+use crate::queue::{ContactMemory, QueueError, TagDiff};
 
-impl RedisQueue {
-    pub(super) async fn diff_contact_tags(
+#[async_trait]
+impl ContactMemory for RedisQueue {
+    async fn diff_tags(
         &self,
         contact: &ContactKey,
         event_id: &EventId,
         tags: &[String],
+        _now: Millis,
     ) -> Result<TagDiff, QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
         let member = contact_member(contact);
-        let mut tags: Vec<String> = tags.iter().map(|t| normalize_tag(t)).filter(|t| !t.is_empty()).collect();
-        tags.sort();
-        tags.dedup();
+        let tags = tag_set(tags);
         let mut invocation = self.scripts.diff_tags.prepare_invoke();
         invocation.key(partition.tags(&member)).key(partition.memo("tags", event_id, &member));
         invocation.arg(millis(self.dedup_ttl));
@@ -33,12 +36,13 @@ impl RedisQueue {
         Ok(diff)
     }
 
-    pub(super) async fn swap_opportunity_stage(
+    async fn swap_stage(
         &self,
         location: &LocationId,
         opportunity: &str,
         event_id: &EventId,
         stage: &str,
+        _now: Millis,
     ) -> Result<Option<String>, QueueError> {
         let partition = self.keys.for_location(location);
         let answer: String = self
@@ -53,14 +57,14 @@ impl RedisQueue {
         Ok(answer.strip_prefix('=').map(str::to_owned))
     }
 
-    pub(super) async fn forget_contact_tags(&self, contact: &ContactKey) -> Result<(), QueueError> {
+    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
         let _: () =
             redis::cmd("DEL").arg(partition.tags(&contact_member(contact))).query_async(&mut self.conn()).await?;
         Ok(())
     }
 
-    pub(super) async fn known_followers_of(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
+    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
         let members: Vec<String> =
             redis::cmd("SMEMBERS").arg(partition.known(&contact_member(contact))).query_async(&mut self.conn()).await?;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use super::RedisQueue;
 use super::reply::corrupt;
+use crate::domain::clock::{Millis, millis};
+use crate::domain::followers::Action;
 use crate::event::UserId;
 use crate::queue::keys::{PartitionKeys, contact_member};
-use crate::queue::millis;
-use crate::queue::{EnqueueOutcome, EventOps, FollowerOp, Millis, PlannedOp, QueueError, QueuedOp, cursor_key};
-use crate::rules::Action;
+use crate::queue::{EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError, QueuedOp};
 use QueuedOp as StoredOp;
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
@@ -80,9 +80,9 @@ impl RedisQueue {
                     event_id: event.event_id.clone(),
                     enqueued_at: now,
                 };
-                match &planned.action {
-                    Action::RoundRobin { rule, pool } => {
-                        let cursor = partition.cursor(&cursor_key(rule, &event.contact.location_id));
+                match (&planned.action, planned.action.cursor_key(&event.contact.location_id)) {
+                    (Action::RoundRobin { pool, .. }, Some(cursor_key)) => {
+                        let cursor = partition.cursor(&cursor_key);
                         let index = cursors.iter().position(|c| *c == cursor).unwrap_or_else(|| {
                             cursors.push(cursor);
                             cursors.len() - 1
@@ -101,8 +101,8 @@ impl RedisQueue {
                             args.push(quoted[1..quoted.len() - 1].to_owned());
                         }
                     }
-                    action => {
-                        if let Some(op) = crate::queue::resolve(action, 0) {
+                    (action, _) => {
+                        if let Some(op) = action.resolve(0) {
                             args.push(serde_json::to_string(&stored(op))?);
                         }
                     }

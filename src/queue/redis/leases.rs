@@ -7,9 +7,10 @@ use redis::Value;
 
 use super::RedisQueue;
 use super::reply::{PartitionLease, parse_lease};
+use crate::domain::clock::{Millis, millis};
+use crate::domain::outcome::Outcome;
 use crate::queue::keys::{PartitionKeys, contact_member};
-use crate::queue::millis;
-use crate::queue::{AUDIT_PER_CONTACT, Applied, DeadLetter, Failure, Lease, LeaseOutcome, Millis, QueueError};
+use crate::queue::{AUDIT_PER_CONTACT, Applied, DeadLetter, Failure, Lease, LeaseOutcome, QueueError};
 
 /// Most operations handed out in one lease.
 const MAX_LEASE_OPS: usize = 1000;
@@ -84,12 +85,19 @@ impl RedisQueue {
             .arg(now)
             .arg(&member)
             .arg(lease.id.to_string())
-            .arg(lease.ops.len())
-            .arg(if applied.removed_all { "1" } else { "0" })
-            .arg(serde_json::to_string(&applied.removed)?)
-            .arg(serde_json::to_string(&applied.added)?);
+            .arg(lease.ops.len());
+        // A dry run sent nothing: the followers followd added stay as they were.
+        let nothing = Applied::default();
+        let changed = if applied.dry_run { &nothing } else { applied };
+        invocation
+            .arg(if changed.removed_all { "1" } else { "0" })
+            .arg(serde_json::to_string(&changed.removed)?)
+            .arg(serde_json::to_string(&changed.added)?);
         // The script appends each stored operation and the closing brace to this prefix.
-        let result = if failure.is_some() { "dead-lettered" } else { "delivered" };
+        let result = match failure {
+            Some(failure) => Outcome::DeadLettered(failure.reason.clone()),
+            None => applied.outcome(),
+        };
         let prefix = serde_json::json!({
             "at": now,
             "location_id": lease.contact.location_id,

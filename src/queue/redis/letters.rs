@@ -2,8 +2,9 @@
 //! (A lease becomes a dead letter in `leases.rs`, where every lease ends.)
 
 use super::RedisQueue;
+use crate::domain::clock::Millis;
 use crate::queue::keys::{PartitionKeys, contact_member};
-use crate::queue::{ContactKey, DeadLetter, Millis, QueueError, QueuedOp, Selection};
+use crate::queue::{ContactKey, DeadLetter, QueueError, QueuedOp, Selection};
 
 impl RedisQueue {
     /// The partition a dead letter id names (`<partition>-<hex>`).

@@ -13,15 +13,15 @@
 //! a Redis that cannot run them fails at start) and run with EVALSHA; `redis::Script` reloads them on NOSCRIPT,
 //! e.g. after a Redis restart. Time comes in as an argument, never from Redis's clock, like the embedded queue.
 //!
-//! The code is split by concern, and the [`Queue`] implementation below hands each call to its part (a call that
-//! is one short command or script, like `stats` or `throttle`, stays here):
+//! The code is split by concern. The [`Queue`] implementation below hands each call to its part (a call that
+//! is one short command, like `stats`, stays here); each other store trait is implemented in its own file:
 //! - `conn.rs`: the connection, standalone or Cluster; `scripts.rs`: the scripts; `reply.rs`: decoding replies
 //! - `enqueue.rs`: a batch, per partition, and `enqueue.lua`'s argument layout (round robin included)
 //! - `leases.rs`: taking, ending (ack or dead letter), retrying and reaping leases
 //! - `letters.rs`: listing, replaying and purging dead letters
-//! - `contact_memory.rs`: tags, stages and known followers kept between events
-//! - `locations.rs`: a location's pause and OAuth tokens; `audit.rs`: the audit trail
-//! - `outcomes.rs`: what delivery made of each event, for status pages of other processes
+//! - `contact_memory.rs`: [`super::ContactMemory`], tags, stages and known followers kept between events
+//! - `locations.rs`: [`super::LocationState`] (budget and pause) and the OAuth [`crate::upstream::TokenStore`]
+//! - `audit.rs`: [`super::AuditLog`]; `outcomes.rs`: [`super::Outcomes`], for status pages of other processes
 
 mod audit;
 mod conn;
@@ -43,12 +43,11 @@ use self::conn::Conn;
 use self::scripts::Scripts;
 use super::keys::Keys;
 use super::{
-    Applied, AuditEntry, ContactKey, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Millis,
-    OAuthTokens, Queue, QueueError, QueueStats, Selection, TagDiff,
+    Applied, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Queue, QueueError, QueueStats,
+    Selection,
 };
 use crate::config::RedisUrl;
-use crate::deliver::limit::{LimiterState, Limits};
-use crate::event::{ContactId, EventId, LocationId, UserId};
+use crate::domain::clock::Millis;
 
 /// How the Redis queue is laid out and timed.
 #[derive(Debug, Clone)]
@@ -59,7 +58,7 @@ pub struct RedisOptions {
     pub dedup_ttl: Duration,
 }
 
-/// The Redis-backed [`super::Queue`].
+/// The Redis-backed store: [`super::Queue`] and every other store trait.
 pub struct RedisQueue {
     conn: Conn,
     keys: Keys,
@@ -138,35 +137,6 @@ impl Queue for RedisQueue {
         self.reap_expired(now).await
     }
 
-    async fn diff_tags(
-        &self,
-        contact: &ContactKey,
-        event_id: &EventId,
-        tags: &[String],
-        _now: Millis,
-    ) -> Result<TagDiff, QueueError> {
-        self.diff_contact_tags(contact, event_id, tags).await
-    }
-
-    async fn swap_stage(
-        &self,
-        location: &LocationId,
-        opportunity: &str,
-        event_id: &EventId,
-        stage: &str,
-        _now: Millis,
-    ) -> Result<Option<String>, QueueError> {
-        self.swap_opportunity_stage(location, opportunity, event_id, stage).await
-    }
-
-    async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
-        self.forget_contact_tags(contact).await
-    }
-
-    async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
-        self.known_followers_of(contact).await
-    }
-
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = QueueStats::default();
         for n in 0..self.keys.partitions() {
@@ -188,66 +158,6 @@ impl Queue for RedisQueue {
             stats.pending += u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
         }
         Ok(stats)
-    }
-
-    async fn throttle(
-        &self,
-        location: &LocationId,
-        limits: Limits,
-        cost: u64,
-        now: Millis,
-    ) -> Result<Option<Millis>, QueueError> {
-        let partition = self.keys.for_location(location);
-        let wait: u64 = self
-            .scripts
-            .throttle
-            .key(partition.limiter(location))
-            .arg(now)
-            .arg(limits.spacing_ms)
-            .arg(limits.daily)
-            .arg(cost)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok((wait > 0).then_some(wait))
-    }
-
-    async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
-        let key = self.keys.for_location(location).limiter(location);
-        let (tat, day, count): (Option<u64>, Option<u64>, Option<u64>) =
-            redis::cmd("HMGET").arg(key).arg("tat").arg("day").arg("count").query_async(&mut self.conn()).await?;
-        Ok(tat.map(|tat| LimiterState { tat, day: day.unwrap_or(0), count: count.unwrap_or(0) }))
-    }
-
-    async fn pause(&self, location: &LocationId, until: Millis, reason: &str) -> Result<(), QueueError> {
-        self.pause_location(location, until, reason).await
-    }
-
-    async fn paused_until(&self, location: &LocationId, now: Millis) -> Result<Option<(Millis, String)>, QueueError> {
-        self.read_pause(location, now).await
-    }
-
-    async fn audit(&self, location: Option<&LocationId>, contact: &ContactId) -> Result<Vec<AuditEntry>, QueueError> {
-        self.audit_entries(location, contact).await
-    }
-
-    async fn oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
-        self.read_oauth_tokens(location).await
-    }
-
-    async fn store_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
-        self.write_oauth_tokens(location, tokens).await
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    async fn note_outcome(&self, location: &LocationId, events: &[EventId], result: &str) -> Result<(), QueueError> {
-        self.write_outcome(location, events, result).await
-    }
-
-    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<String>>, QueueError> {
-        self.read_outcomes(events).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

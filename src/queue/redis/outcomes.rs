@@ -4,31 +4,37 @@
 
 use std::collections::BTreeMap;
 
-use super::RedisQueue;
-use crate::event::{EventId, LocationId};
-use crate::queue::millis;
-use crate::queue::{OUTCOME_TTL, QueueError};
+use async_trait::async_trait;
 
-impl RedisQueue {
-    pub(super) async fn write_outcome(
+use super::RedisQueue;
+use crate::domain::clock::millis;
+use crate::domain::outcome::Outcome;
+use crate::event::{EventId, LocationId};
+use crate::queue::{OUTCOME_TTL, Outcomes, QueueError};
+
+#[async_trait]
+impl Outcomes for RedisQueue {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn note_outcome(
         &self,
         location: &LocationId,
         events: &[EventId],
-        result: &str,
+        outcome: &Outcome,
     ) -> Result<(), QueueError> {
+        let result = outcome.to_string();
         let partition = self.keys.for_location(location);
         let mut pipeline = redis::pipe();
         for event in events {
-            pipeline.cmd("SET").arg(partition.outcome(event)).arg(result).arg("PX").arg(millis(OUTCOME_TTL)).ignore();
+            pipeline.cmd("SET").arg(partition.outcome(event)).arg(&result).arg("PX").arg(millis(OUTCOME_TTL)).ignore();
         }
         let _: () = pipeline.query_async(&mut self.conn()).await?;
         Ok(())
     }
 
-    pub(super) async fn read_outcomes(
-        &self,
-        events: &[(LocationId, EventId)],
-    ) -> Result<Vec<Option<String>>, QueueError> {
+    async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<Outcome>>, QueueError> {
         let mut by_partition: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, (location, _)) in events.iter().enumerate() {
             by_partition.entry(self.keys.partition_of(location)).or_default().push(i);
@@ -39,7 +45,7 @@ impl RedisQueue {
             let keys: Vec<String> = indices.iter().map(|&i| partition.outcome(&events[i].1)).collect();
             let found: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn()).await?;
             for (&i, outcome) in indices.iter().zip(found) {
-                outcomes[i] = outcome;
+                outcomes[i] = outcome.map(Outcome::from);
             }
         }
         Ok(outcomes)

@@ -2,8 +2,9 @@
 
 use redis::Value;
 
+use crate::domain::clock::Millis;
 use crate::event::{ContactId, LocationId};
-use crate::queue::{ContactKey, Lease, Millis, QueueError, QueuedOp};
+use crate::queue::{ContactKey, Lease, QueueError, QueuedOp};
 
 pub(super) fn corrupt(what: String) -> QueueError {
     QueueError::Corrupt(serde::de::Error::custom(what))

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::valid;
+use crate::domain::clock::now_ms;
 use crate::event::{EventId, LocationId, Observation};
-use crate::intake::{plan, resolve};
-use crate::queue::{ContactKey, EmbeddedQueue, Queue, now_ms};
+use crate::intake::{Names, occurrences, plan};
+use crate::queue::{ContactKey, ContactMemory, EmbeddedQueue};
 use crate::rules::{Action, Case, CaseOutcome, OpLines, RuleSet, compare, load_cases};
 
 fn shipped() -> PathBuf {
@@ -34,7 +35,7 @@ async fn run(case: &Case, rules: &RuleSet) -> (CaseOutcome, Vec<String>) {
             }
         }
     }
-    let occurrences = match resolve(&store, parsed.observations, now, None).await {
+    let occurrences = match occurrences(&store, parsed.observations, now, &Names::new()).await {
         Ok(occurrences) => occurrences,
         Err(error) => return (CaseOutcome::failed(case, &error), vec![]),
     };

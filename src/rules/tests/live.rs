@@ -162,7 +162,7 @@ async fn the_watcher_reloads_after_an_editor_saves_and_keeps_the_rules_on_a_brok
     let dir = rules_dir(&rule("before", "alice"));
     let live = LiveRules::load(dir.path()).unwrap();
     let cancel = CancellationToken::new();
-    live.watch(cancel.clone()).unwrap();
+    live.watch(&tokio_util::task::TaskTracker::new(), cancel.clone()).unwrap();
 
     save_by_rename(dir.path(), "rules.toml", &rule("after", "bob"));
     assert!(eventually(|| live_fires(&live) == ["after"]).await, "the watcher did not reload: {:?}", live.status());

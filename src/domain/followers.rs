@@ -1,0 +1,88 @@
+//! What can be asked of a contact's followers: by a rule ([`Action`]) and, once round robin has picked a user,
+//! by a stored operation ([`FollowerOp`]).
+//!
+//! Rules produce actions and the queue stores operations; both speak this vocabulary, so neither imports the
+//! other. The round-robin pick lives here once: the embedded store calls [`Action::resolve`] inside its
+//! transaction, and `enqueue.lua` does the same modulo inside its script (a Redis cursor must advance in the
+//! same atomic step as the store).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{LocationId, UserId};
+
+/// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
+pub const MAX_FOLLOWERS: usize = 10;
+
+/// One follower change a rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Remove every current follower.
+    RemoveAll,
+    Remove(UserId),
+    Add(UserId),
+    /// Resolved to one Add at enqueue time by the queue, which keeps a cursor per (rule, location).
+    RoundRobin {
+        rule: Arc<str>,
+        pool: Arc<[UserId]>,
+    },
+}
+
+impl Action {
+    /// The stored operation this action becomes; `cursor` is the round-robin position for its rule and
+    /// location (advanced by the caller only when the pick is stored). `None` only for an empty pool, which
+    /// the rules already reject.
+    pub fn resolve(&self, cursor: u64) -> Option<FollowerOp> {
+        Some(match self {
+            Self::RemoveAll => FollowerOp::RemoveAll,
+            Self::Remove(user) => FollowerOp::Remove(user.clone()),
+            Self::Add(user) => FollowerOp::Add(user.clone()),
+            Self::RoundRobin { pool, .. } => {
+                let size = u64::try_from(pool.len()).ok().filter(|&n| n > 0)?;
+                FollowerOp::Add(pool.get(usize::try_from(cursor % size).ok()?)?.clone())
+            }
+        })
+    }
+
+    /// The key of this action's round-robin cursor in `location`, for a round robin only: one cursor per rule
+    /// and location, so each sub-account rotates on its own.
+    pub fn cursor_key(&self, location: &LocationId) -> Option<String> {
+        match self {
+            Self::RoundRobin { rule, .. } => Some(format!("{rule}\u{1f}{location}")),
+            _ => None,
+        }
+    }
+}
+
+/// One change to a contact's followers, as stored and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", content = "user", rename_all = "snake_case")]
+pub enum FollowerOp {
+    /// Remove every current follower.
+    RemoveAll,
+    Remove(UserId),
+    Add(UserId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(ids: &[&str]) -> Arc<[UserId]> {
+        ids.iter().map(|id| UserId::parse(id).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_round_robin_picks_by_cursor_modulo_the_team_and_an_empty_team_picks_nobody() {
+        let action = Action::RoundRobin { rule: Arc::from("r"), pool: users(&["a", "b", "c"]) };
+        let picks: Vec<_> = (0..4).map(|cursor| action.resolve(cursor)).collect();
+        let add = |id: &str| Some(FollowerOp::Add(UserId::parse(id).unwrap()));
+        assert_eq!(picks, vec![add("a"), add("b"), add("c"), add("a")]);
+        let empty = Action::RoundRobin { rule: Arc::from("r"), pool: users(&[]) };
+        assert_eq!(empty.resolve(0), None);
+        let location = LocationId::parse("loc").unwrap();
+        assert_eq!(action.cursor_key(&location).as_deref(), Some("r\u{1f}loc"));
+        assert_eq!(Action::RemoveAll.cursor_key(&location), None);
+    }
+}

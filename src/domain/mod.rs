@@ -1,0 +1,13 @@
+//! The vocabulary every stage shares, below all of them: time, the rate limit's arithmetic, what can be asked
+//! of a contact's followers, and what became of it. Nothing here does I/O or imports another part of the
+//! crate except the typed ids of [`crate::event`].
+//!
+//! - [`clock`]: [`clock::Millis`], always passed in; only drivers read the clock.
+//! - [`rate`]: the per-location limit (GCRA without burst, daily count), pure.
+//! - [`followers`]: [`followers::Action`] (what a rule asks), [`followers::FollowerOp`] (what is stored).
+//! - [`outcome`]: [`outcome::Outcome`], the one delivery result.
+
+pub mod clock;
+pub mod followers;
+pub mod outcome;
+pub mod rate;

@@ -1,0 +1,207 @@
+//! What a webhook becomes: verified, parsed into events, matched against the live rules and queued durably.
+//!
+//! This is the request path without HTTP: `http/webhook.rs` reads the body and maps [`IntakeError`] to a
+//! status; `followd rules explain` and `rules test` run the same [`occurrences`] and [`plan`] without
+//! queueing. A webhook is answered only after [`Intake::accept`] returns, i.e. after its operations are
+//! committed. The steps, in order:
+//! 1. verify the raw body and parse it into observations (`verify`, `event`);
+//! 2. look up pipeline and stage names at the CRM, under their own bound (`names.rs`);
+//! 3. under the store's bound: read and update the contact memory, normalize into events
+//!    (`occurrences.rs`), match the rules ([`plan`]) and enqueue, all or nothing.
+
+mod names;
+mod occurrences;
+mod source;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use self::names::LOOKUP_TIMEOUT;
+pub use self::occurrences::{Names, OccurrenceError, occurrences};
+pub use self::source::Source;
+use crate::decisions::{Decision, Decisions};
+use crate::domain::clock::{Millis, now_ms};
+use crate::domain::outcome::Outcome;
+use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError};
+use crate::queue::{ContactMemory, EventOps, PlannedOp, Queue, QueueError};
+use crate::rules::{LiveRules, RuleSet};
+use crate::upstream::pipelines::PipelineNames;
+use crate::verify::{Headers, Request, VerifyError};
+
+/// What an accepted webhook led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly accepted events (ids already seen are skipped) and the operations queued for them.
+    Queued { event_ids: Vec<EventId>, operations: usize },
+    /// Every event id was seen before: nothing was done.
+    Duplicate,
+    /// A payload type followd does not use (the CRM sends every subscribed type to one URL).
+    Ignored { kind: String },
+}
+
+/// Why a webhook was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("no source named `{0}`")]
+    UnknownSource(String),
+    #[error("invalid signature")]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("the queue is unavailable")]
+    Queue(#[from] QueueError),
+    #[error("the queue did not answer within {0:?}")]
+    QueueTimeout(Duration),
+}
+
+impl From<OccurrenceError> for IntakeError {
+    fn from(error: OccurrenceError) -> Self {
+        match error {
+            OccurrenceError::Payload(e) => Self::Payload(e),
+            OccurrenceError::Queue(e) => Self::Queue(e),
+        }
+    }
+}
+
+/// Longest the store may take with one webhook before the sender is told to retry (`DESIGN.md`: within 5 s).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The receiving side of the pipeline, shared by every HTTP worker.
+pub struct Intake {
+    sources: HashMap<String, Source>,
+    /// The rules in service, read once per webhook: a reload never splits one webhook's events.
+    rules: Arc<LiveRules>,
+    queue: Arc<dyn Queue>,
+    /// Tags and stages remembered between events, to turn whole-state payloads into changes.
+    memory: Arc<dyn ContactMemory>,
+    /// Poked after each enqueue so idle workers of this process start at once.
+    wake: Arc<Notify>,
+    /// Bound on one enqueue, so a sender gets its retry answer quickly when the queue hangs.
+    queue_timeout: Duration,
+    /// Names for GoHighLevel's pipeline and stage ids; `None` without the CRM (dry run).
+    pipeline_names: Option<Arc<PipelineNames>>,
+    /// What the status page shows of recent webhooks.
+    decisions: Arc<Decisions>,
+}
+
+impl Intake {
+    pub fn new(
+        sources: Vec<Source>,
+        rules: Arc<LiveRules>,
+        stores: &crate::queue::Stores,
+        wake: Arc<Notify>,
+        pipeline_names: Option<Arc<PipelineNames>>,
+        decisions: Arc<Decisions>,
+    ) -> Self {
+        let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
+        Self {
+            sources,
+            rules,
+            queue: Arc::clone(&stores.queue),
+            memory: Arc::clone(&stores.memory),
+            wake,
+            queue_timeout: QUEUE_TIMEOUT,
+            pipeline_names,
+            decisions,
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.get(name)
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.sources.values()
+    }
+
+    /// Verifies the raw body, parses it, matches the rules and queues the operations.
+    pub async fn accept(
+        &self,
+        source: &Source,
+        headers: &dyn Headers,
+        body: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Result<Accepted, IntakeError> {
+        let now = now_ms();
+        let now_unix = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        source.verifier.verify(&Request { headers, body, peer, now_unix })?;
+        let parsed = source.format.parse(body)?;
+        // Replay protection on top of de-duplication, where the scheme has a window and the payload a time.
+        if let (Some(tolerance), Some(sent_at)) = (source.verifier.replay_tolerance(), parsed.sent_at) {
+            crate::verify::check_timestamp(sent_at.timestamp(), now_unix, tolerance)?;
+        }
+        if let [Observation::Ignored { kind }] = parsed.observations.as_slice() {
+            tracing::debug!(kind, "payload type not used by followd; acknowledged");
+            metrics::counter!("followd_webhooks_ignored_total", "source" => source.name.clone()).increment(1);
+            return Ok(Accepted::Ignored { kind: kind.clone() });
+        }
+        let rules = self.rules.current();
+        let names = names::look_up(self.pipeline_names.as_deref(), &parsed.observations, &rules).await;
+        let bounded = tokio::time::timeout(self.queue_timeout, async {
+            let occurrences = occurrences(&*self.memory, parsed.observations, now, &names).await?;
+            let batch = plan(&occurrences, &rules);
+            for event in occurrences.iter().flat_map(|o| &o.events) {
+                metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
+            }
+            let summaries: Vec<_> = occurrences.iter().zip(&batch).map(|(o, b)| summarize(o, b, now)).collect();
+            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries))
+        });
+        let (outcome, summaries) = bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+        if outcome.accepted.is_empty() {
+            return Ok(Accepted::Duplicate);
+        }
+        for summary in summaries.into_iter().filter(|d| outcome.accepted.contains(&d.event_id)) {
+            self.decisions.record(Decision { source: source.name.clone(), ..summary });
+        }
+        if outcome.operations > 0 {
+            self.wake.notify_waiters();
+        }
+        metrics::counter!("followd_operations_enqueued_total").increment(outcome.operations as u64);
+        Ok(Accepted::Queued { event_ids: outcome.accepted, operations: outcome.operations })
+    }
+}
+
+/// A decision for the status page: the events, the rules that fired and the operations queued.
+fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
+    let describe = |kind: &EventKind| match kind {
+        EventKind::TagAdded { tag } => format!("tag_added {tag}"),
+        EventKind::TagRemoved { tag } => format!("tag_removed {tag}"),
+        EventKind::ContactCreated { source } => format!("contact_created {}", source.as_deref().unwrap_or("-")),
+        EventKind::StageChanged { pipeline, stage, .. } => format!("stage_changed {pipeline} / {stage}"),
+    };
+    let mut rules: Vec<String> = ops.ops.iter().map(|op| op.rule.to_string()).collect();
+    rules.dedup();
+    Decision {
+        at: now,
+        source: String::new(),
+        event_id: occurrence.id.clone(),
+        location_id: occurrence.contact.location_id.clone(),
+        contact_id: occurrence.contact.contact_id.clone(),
+        events: occurrence.events.iter().map(|e| describe(&e.kind)).collect(),
+        rules,
+        operations: ops.ops.len(),
+        delivery: if ops.ops.is_empty() { Outcome::NothingToDo } else { Outcome::Queued },
+    }
+}
+
+/// Matches each occurrence's events against the rules: the operations to queue, per event id, in order.
+pub fn plan(occurrences: &[Occurrence], rules: &RuleSet) -> Vec<EventOps> {
+    occurrences
+        .iter()
+        .map(|occurrence| {
+            let mut ops = Vec::new();
+            for event in &occurrence.events {
+                for matched in rules.evaluate(event) {
+                    metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
+                    let rule = &matched.rule;
+                    ops.extend(matched.actions.into_iter().map(|action| PlannedOp { rule: Arc::clone(rule), action }));
+                }
+            }
+            EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops }
+        })
+        .collect()
+}
