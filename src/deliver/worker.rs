@@ -406,3 +406,40 @@ async fn reap(queue: Arc<dyn Queue>, every: Duration, cancel: CancellationToken)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ContactId, EventId};
+    use crate::queue::{EmbeddedQueue, EventOps, PlannedOp};
+
+    /// Tokio's clock is paused: the in-place backoff is measured in virtual time, and the test takes none.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_delivery_is_retried_in_place_with_backoff_then_given_back_to_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores =
+            Stores::of(EmbeddedQueue::open(dir.path(), Duration::from_secs(60), Duration::from_secs(60)).unwrap());
+        // Nothing listens on the discard port: every call fails at once (refused, or its 10 ms timeout).
+        let text = "[upstream]\nbase_url = \"http://127.0.0.1:9\"\ntoken = \"t\"\ntimeout = \"10ms\"";
+        let config = crate::config::Config::from_toml(text, dir.path()).unwrap();
+        let upstream = Upstream::from_config(&config.upstream, dir.path(), Arc::clone(&stores.tokens)).unwrap();
+        let limits = Limits { spacing_ms: 1, daily: 1_000 };
+        let policy = Policy::from(&config.delivery);
+        let (deliverer, _) = Deliverer::new(&stores, Arc::new(upstream), limits, policy, Arc::default());
+        let contact =
+            ContactKey { location_id: LocationId::parse("loc").unwrap(), contact_id: ContactId::parse("c").unwrap() };
+        let add = PlannedOp { rule: Arc::from("r"), action: crate::rules::Action::Add(UserId::parse("u").unwrap()) };
+        let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add] };
+        stores.queue.enqueue(vec![event], now_ms()).await.unwrap();
+        let LeaseOutcome::Leased(lease) = stores.queue.lease(now_ms()).await.unwrap() else { panic!("nothing leased") };
+
+        let started = tokio::time::Instant::now();
+        deliverer.deliver(lease).await;
+        let waited = started.elapsed();
+        // Three attempts, two waits between them: 200 ms and 400 ms, each half fixed and half jitter.
+        assert!(waited >= Duration::from_millis(300), "no backoff between attempts: {waited:?}");
+        assert!(waited <= Duration::from_millis(600 + 3 * 10 + 50), "{waited:?}");
+        let stats = stores.queue.stats().await.unwrap();
+        assert_eq!((stats.ready, stats.leased, stats.pending, stats.dead), (1, 0, 1, 0), "kept for a later attempt");
+    }
+}

@@ -1,11 +1,12 @@
-//! The pipeline end to end: what reaches the fake CRM after a webhook.
+//! The pipeline end to end: what reaches the fake CRM after a webhook. Every scenario runs twice, on the
+//! embedded store and on a private Redis (`on_both_stores!`), since users run either.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::app::{TestApp, tag_event};
+use crate::support::app::{Store, TestApp, tag_event};
 use crate::support::upstream::TOKEN;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -28,9 +29,8 @@ fn lead_event(id: &str, contact: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test]
-async fn a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_user_ids() {
-    let app = TestApp::spawn().await;
+async fn a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_user_ids(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     assert_eq!(app.post_signed(&tag_event("evt-1", "tag_added", "c-1", "VIP ")).await.status(), 202);
     assert!(app.upstream.wait_for_calls(1, WAIT).await, "no upstream call");
     let call = &app.upstream.calls()[0];
@@ -41,9 +41,8 @@ async fn a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_u
     assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_alice", "usr_bob"]));
 }
 
-#[tokio::test]
-async fn a_tag_added_then_removed_ends_with_the_users_not_following() {
-    let app = TestApp::spawn().await;
+async fn a_tag_added_then_removed_ends_with_the_users_not_following(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     app.upstream.set_followers("c-1", &["usr_other"]);
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     assert_eq!(app.post_signed(&tag_event("e2", "tag_removed", "c-1", "vip")).await.status(), 202);
@@ -54,9 +53,8 @@ async fn a_tag_added_then_removed_ends_with_the_users_not_following() {
     assert_eq!(calls.last().map(|c| c.method.as_str()), Some("DELETE"));
 }
 
-#[tokio::test]
-async fn remove_all_learns_the_current_followers_from_the_crm() {
-    let app = TestApp::spawn().await;
+async fn remove_all_learns_the_current_followers_from_the_crm(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     app.upstream.set_followers("c-1", &["usr_x", "usr_y", "usr_alice"]);
     assert_eq!(app.post_signed(&stage_event("e1", "c-1", "closed won")).await.status(), 202);
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice"], WAIT).await);
@@ -68,9 +66,8 @@ async fn remove_all_learns_the_current_followers_from_the_crm() {
     assert_eq!(calls[2], ("POST".to_owned(), vec!["usr_alice".to_owned()]));
 }
 
-#[tokio::test]
-async fn remove_all_falls_back_to_the_followers_followd_added_when_the_crm_does_not_list_them() {
-    let app = TestApp::spawn().await;
+async fn remove_all_falls_back_to_the_followers_followd_added_when_the_crm_does_not_list_them(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     app.upstream.omit_followers_in_get();
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
@@ -81,9 +78,8 @@ async fn remove_all_falls_back_to_the_followers_followd_added_when_the_crm_does_
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_by_hand"], WAIT).await);
 }
 
-#[tokio::test]
-async fn round_robin_rotates_through_the_team() {
-    let app = TestApp::spawn().await;
+async fn round_robin_rotates_through_the_team(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     for (i, contact) in ["c-1", "c-2", "c-3", "c-4"].iter().enumerate() {
         assert_eq!(app.post_signed(&lead_event(&format!("lead-{i}"), contact)).await.status(), 202);
     }
@@ -93,9 +89,8 @@ async fn round_robin_rotates_through_the_team() {
     assert_eq!(picks, [set(&["usr_s1"]), set(&["usr_s2"]), set(&["usr_s3"]), set(&["usr_s1"])]);
 }
 
-#[tokio::test]
-async fn a_transient_upstream_failure_is_retried_until_delivered() {
-    let app = TestApp::spawn().await;
+async fn a_transient_upstream_failure_is_retried_until_delivered(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     app.upstream.fail_next(503, 2);
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
@@ -103,9 +98,8 @@ async fn a_transient_upstream_failure_is_retried_until_delivered() {
     assert_eq!(statuses, [503, 503, 201]);
 }
 
-#[tokio::test]
-async fn a_delivery_that_keeps_failing_is_kept_in_the_queue_and_delivered_later() {
-    let app = TestApp::spawn().await;
+async fn a_delivery_that_keeps_failing_is_kept_in_the_queue_and_delivered_later(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     // More failures than one lease retries in place: the contact goes back to the queue, not away.
     app.upstream.fail_next(500, 3);
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
@@ -115,19 +109,24 @@ async fn a_delivery_that_keeps_failing_is_kept_in_the_queue_and_delivered_later(
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
 }
 
-#[tokio::test]
-async fn the_dry_run_calls_nothing_and_drains_the_queue() {
-    let app = TestApp::builder().dry_run().spawn().await;
+async fn the_dry_run_calls_nothing_and_drains_the_queue(store: Store) {
+    let app = TestApp::builder().store(store).dry_run().spawn().await;
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     app.wait_until_idle().await;
     assert!(app.upstream.calls().is_empty());
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("followd_upstream_dry_run_calls_total"), "{metrics}");
+    // Recorded as what it was: not a delivery, and nobody became followd's follower.
+    let contact = followd::event::ContactId::parse("c-1").unwrap();
+    let trail = app.stores.audit.audit(None, &contact).await.unwrap();
+    assert_eq!(trail.len(), 2);
+    assert!(trail.iter().all(|e| e.result == followd::domain::outcome::Outcome::DryRun), "{trail:?}");
+    let key = followd::event::ContactKey { location_id: trail[0].location_id.clone(), contact_id: contact };
+    assert!(app.stores.memory.known_followers(&key).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn events_for_one_contact_never_overlap_at_the_upstream() {
-    let app = TestApp::spawn().await;
+async fn events_for_one_contact_never_overlap_at_the_upstream(store: Store) {
+    let app = TestApp::builder().store(store).spawn().await;
     app.upstream.set_latency(Duration::from_millis(50));
     for i in 0..20 {
         let kind = if i % 2 == 0 { "tag_added" } else { "tag_removed" };
@@ -138,3 +137,27 @@ async fn events_for_one_contact_never_overlap_at_the_upstream() {
     // The last event removed the tag: nobody follows.
     assert!(app.upstream.followers_of("c-1").is_empty());
 }
+
+/// Runs each scenario on the embedded store and on a private Redis.
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Embedded).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Redis).await })*
+        }
+    };
+}
+
+on_both_stores!(
+    a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_user_ids,
+    a_tag_added_then_removed_ends_with_the_users_not_following,
+    remove_all_learns_the_current_followers_from_the_crm,
+    remove_all_falls_back_to_the_followers_followd_added_when_the_crm_does_not_list_them,
+    round_robin_rotates_through_the_team,
+    a_transient_upstream_failure_is_retried_until_delivered,
+    a_delivery_that_keeps_failing_is_kept_in_the_queue_and_delivered_later,
+    the_dry_run_calls_nothing_and_drains_the_queue,
+    events_for_one_contact_never_overlap_at_the_upstream,
+);

@@ -57,3 +57,63 @@ async fn a_refused_oauth_token_is_refreshed_once_and_the_call_sent_again() {
     assert_eq!(upstream.calls_for("oauth").len(), 2);
     assert_eq!(app.queue.stats().await.unwrap().dead, 0);
 }
+
+/// A store failure while the OAuth token is read is a store failure, not a refused token: the delivery is
+/// retried and the location is not paused. The failure is real: the Redis user followd connects as may not
+/// touch the OAuth keys (an ACL), until the test grants it.
+#[tokio::test]
+async fn a_redis_failure_during_an_oauth_refresh_is_retried_and_pauses_nothing() {
+    use followd::event::{ContactId, ContactKey, LocationId};
+    use followd::queue::keys::{Keys, contact_member};
+
+    let redis = crate::support::redis::RedisServer::start().await;
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    // Every key of partition n is `{followd:n}:<name>`; OAuth's is `{followd:n}:oauth:<location>`. The only
+    // other names starting with "o" are `outcome:` ones.
+    let acl = |keys: &[&str]| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("followd").arg("reset").arg("on").arg(">pw").arg("+@all");
+        for pattern in keys {
+            cmd.arg(format!("~{pattern}"));
+        }
+        cmd
+    };
+    let _: () = acl(&["{followd:?}:[^o]*", "{followd:?}:ou*"]).query_async(&mut admin).await.unwrap();
+    let url = redis.url().replacen("redis://", "redis://followd:pw@", 1);
+
+    let upstream = std::sync::Arc::new(FakeUpstream::start().await);
+    let seed = upstream.oauth_seed();
+    let config = format!(
+        "redis_url = \"{url}\"\n[delivery]\nretry_base = \"100ms\"\nretry_max_delay = \"200ms\"\n\
+         [upstream.oauth]\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+         [upstream.oauth.refresh_tokens]\nloc-oauth = \"{seed}\""
+    );
+    let app = TestApp::builder().config(&config).spawn_with(std::sync::Arc::clone(&upstream)).await;
+    assert_eq!(app.post_signed(&at_oauth_location("e1", "c-1")).await.status(), 202);
+
+    let location = LocationId::parse("loc-oauth").unwrap();
+    let contact = ContactKey { location_id: location.clone(), contact_id: ContactId::parse("c-1").unwrap() };
+    let state = Keys::new("followd", 8).for_location(&location).state(&contact_member(&contact));
+    let retried = crate::support::eventually(WAIT, || {
+        let (mut admin, state) = (admin.clone(), state.clone());
+        async move {
+            let attempts: Option<u32> =
+                redis::cmd("HGET").arg(&state).arg("attempts").query_async(&mut admin).await.unwrap();
+            attempts.is_some_and(|n| n >= 2)
+        }
+    })
+    .await;
+    if !retried {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut admin).await.unwrap();
+        let log: redis::Value = redis::cmd("ACL").arg("LOG").query_async(&mut admin).await.unwrap();
+        panic!("the delivery was not retried; keys {keys:?} {:?} acl log {log:?}", app.queue.stats().await);
+    }
+    assert_eq!(app.stores.locations.paused(&location, followd::domain::clock::now_ms()).await.unwrap(), None);
+    assert!(upstream.calls_for("oauth").is_empty(), "no token was refreshed: the store could not be read");
+    assert_eq!(app.queue.stats().await.unwrap().dead, 0);
+
+    let _: () = acl(&["*"]).query_async(&mut admin).await.unwrap();
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    assert_eq!(upstream.calls_for("oauth").len(), 1);
+}
