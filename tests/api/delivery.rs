@@ -115,7 +115,11 @@ async fn the_dry_run_calls_nothing_and_drains_the_queue(store: Store) {
     app.wait_until_idle().await;
     assert!(app.upstream.calls().is_empty());
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("followd_upstream_dry_run_calls_total"), "{metrics}");
+    // Counted, not only present: the counter is exposed at 0 from the start.
+    assert!(
+        metrics.lines().any(|l| l.starts_with("followd_upstream_dry_run_calls_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     // Recorded as what it was: not a delivery, and nobody became followd's follower.
     let contact = followd::event::ContactId::parse("c-1").unwrap();
     let trail = app.stores.audit.audit(None, &contact).await.unwrap();

@@ -159,7 +159,8 @@ async fn a_refused_token_pauses_the_location_and_keeps_its_jobs() {
     assert_eq!(app.queue.stats().await.unwrap().dead, 0);
     assert!(app.upstream.calls_for("c-2").is_empty());
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("followd_location_pauses_total"), "{metrics}");
+    // Counted, not only present: the counter is exposed at 0 from the start.
+    assert!(metrics.lines().any(|l| l.starts_with("followd_location_pauses_total") && !l.ends_with(" 0")), "{metrics}");
 }
 
 #[tokio::test]

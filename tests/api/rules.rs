@@ -69,5 +69,9 @@ async fn a_broken_edit_keeps_the_old_rules_live_and_shows_on_readyz_until_fixed(
     assert_eq!(app.post_signed(&tag_event("e2", "tag_added", "c-2", "vip")).await.status(), 202);
     assert!(app.upstream.wait_for_followers("c-2", &["usr_bob"], Duration::from_secs(15)).await);
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("followd_rules_reload_failures_total"), "{metrics}");
+    // Counted, not only present: the counter is exposed at 0 from the start.
+    assert!(
+        metrics.lines().any(|l| l.starts_with("followd_rules_reload_failures_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
