@@ -4,7 +4,10 @@
 //! - signature verification per scheme for a 1 KiB body, against HMAC-SHA256 (the cheapest real scheme);
 //! - webhooks per second through the whole receive path of the real application (HTTP, verify, parse, tag-set
 //!   diff, match, enqueue on a local Redis; receiver role, 32 concurrent senders): a signed GoHighLevel
-//!   `ContactTagUpdate` against the generic HMAC path.
+//!   `ContactTagUpdate` against the generic HMAC path;
+//! - the stale check: signed `ContactTagUpdate`s with a `timestamp` (compared with and stored as the contact's
+//!   last whole-state time, in the diff's own script) against the same payloads without one (no time to
+//!   compare: the path before the check existed), in alternating rounds.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,6 +28,8 @@ use support::redis::RedisServer;
 const VERIFICATIONS: usize = 2000;
 const WEBHOOKS: usize = 4000;
 const SENDERS: usize = 32;
+/// Alternating rounds of the stale-check comparison.
+const ROUNDS: usize = 5;
 
 fn per_call(verifier: &Verifier, headers: &[(&str, &str); 3], body: &[u8]) -> Duration {
     let request = Request { headers, body, peer: None, now_unix: chrono::Utc::now().timestamp() };
@@ -144,11 +149,43 @@ async fn receive_path() {
         .collect();
     let generic_rate = throughput(&app, "test", generic).await;
     let ghl_rate = throughput(&app, "ghl", ghl).await;
+    // The stale check, in alternating rounds so the machine's drift falls on both.
+    let tag_update = |round: usize, i: usize, timed: bool| {
+        let mut value: serde_json::Value = serde_json::from_slice(&fresh(
+            "ContactTagUpdate",
+            &format!("st-{round}-{i}-{timed}"),
+            Some(&format!("s-{i}")),
+            Some(&["vip", if round % 2 == 0 { "a" } else { "b" }]),
+        ))
+        .expect("JSON");
+        if !timed {
+            value.as_object_mut().expect("an object").remove("timestamp");
+        }
+        let body = serde_json::to_vec(&value).expect("JSON");
+        let signature = ed25519_signature(&body);
+        (body, signature, "x-ghl-signature")
+    };
+    let (mut timed, mut untimed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        untimed.push(throughput(&app, "ghl", (0..WEBHOOKS).map(|i| tag_update(round, i, false)).collect()).await);
+        timed.push(throughput(&app, "ghl", (0..WEBHOOKS).map(|i| tag_update(round, i, true)).collect()).await);
+    }
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (timed, untimed) = (median(timed), median(untimed));
     println!("receive path, receiver role, Redis queue, {SENDERS} concurrent senders, {WEBHOOKS} webhooks each");
     println!("  generic + hmac-sha256 (baseline)          {generic_rate:>8.0} webhooks/s");
     println!(
         "  ghl ContactTagUpdate + Ed25519 + diff     {ghl_rate:>8.0} webhooks/s   {:.2}x the baseline's time",
         generic_rate / ghl_rate
+    );
+    println!("stale check, ContactTagUpdate + Ed25519, median of {ROUNDS} alternating rounds");
+    println!("  without a time (no check, baseline)       {untimed:>8.0} webhooks/s");
+    println!(
+        "  with a timestamp (stale check)            {timed:>8.0} webhooks/s   {:.2}x the baseline's time",
+        untimed / timed
     );
 }
 

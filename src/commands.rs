@@ -57,7 +57,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     }
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
-    let occurrences = occurrences(&store, parsed.observations, now_ms(), &Names::new()).await?;
+    let occurrences = occurrences(&store, parsed, now_ms(), &Names::new()).await?;
     for occurrence in &occurrences {
         println!("event {} for contact {}:", occurrence.id, occurrence.contact.contact_id);
         for event in &occurrence.events {
@@ -72,7 +72,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
         }
     }
     let mut lines = OpLines::default();
-    for event in plan(&occurrences, &rules) {
+    for event in plan(&occurrences, &rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);
         }
@@ -129,13 +129,13 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
         for observation in &parsed.observations {
             if let Observation::Tags { location_id, contact_id, .. } = observation {
                 let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
-                store.diff_tags(&contact, &seed, known, now).await?;
+                store.diff_tags(&contact, &seed, Some(known), None, now).await?;
             }
         }
     }
-    let occurrences = occurrences(&store, parsed.observations, now, &Names::new()).await?;
+    let occurrences = occurrences(&store, parsed, now, &Names::new()).await?;
     let mut lines = OpLines::default();
-    for event in plan(&occurrences, rules) {
+    for event in plan(&occurrences, rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);
         }
@@ -211,14 +211,25 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// `followd audit CONTACT_ID [--location LOC] [--json]`.
+/// `followd audit CONTACT_ID [--location LOC] [--json]`: the contact's trail, newest first, then which of its
+/// followers are followd's (it added them; a person's are never among them).
 pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let contact = ContactId::parse(contact).map_err(|e| anyhow::anyhow!("contact id: {e}"))?;
     let location = location.map(LocationId::parse).transpose().map_err(|e| anyhow::anyhow!("location id: {e}"))?;
-    let trail =
-        Stores::open(&crate::http::store_options(config)).await?.audit.audit(location.as_ref(), &contact).await?;
+    let stores = Stores::open(&crate::http::store_options(config)).await?;
+    let trail = stores.audit.audit(location.as_ref(), &contact).await?;
+    let mut locations: Vec<LocationId> = trail.iter().map(|e| e.location_id.clone()).chain(location).collect();
+    locations.sort();
+    locations.dedup();
+    let mut owned = std::collections::BTreeMap::new();
+    for location_id in locations {
+        let key = ContactKey { location_id, contact_id: contact.clone() };
+        let followers = stores.memory.known_followers(&key).await?;
+        owned.insert(key.location_id, followers);
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&trail)?);
+        let answer = serde_json::json!({ "contact_id": contact, "trail": trail, "followd_followers": owned });
+        println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
     }
     if trail.is_empty() {
@@ -237,6 +248,13 @@ pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json:
             entry.result.to_string(),
             entry.operation.rule,
             entry.operation.event_id
+        );
+    }
+    for (location_id, followers) in &owned {
+        let names: Vec<&str> = followers.iter().map(|u| u.as_str()).collect();
+        let list = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        println!(
+            "followd's followers of {contact} in location {location_id} (oldest first): {list}; any other is a person's"
         );
     }
     Ok(ExitCode::SUCCESS)

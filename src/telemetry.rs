@@ -75,6 +75,11 @@ const METRICS: &[(&str, Kind, &str)] = &[
         "Webhooks acknowledged without effect: a payload type followd does not use.",
     ),
     ("followd_events_total", Kind::Counter, "Events parsed from accepted webhooks, by kind."),
+    (
+        "followd_events_stale_total",
+        Kind::Counter,
+        "Whole-state payloads older than the state applied for their contact: acknowledged, nothing done.",
+    ),
     ("followd_rule_matches_total", Kind::Counter, "Rules that fired, by rule."),
     (
         "followd_rule_unresolved_names_total",
@@ -137,7 +142,7 @@ const RARE_COUNTERS: &[(&str, Option<LabelValues>)] = &[
     ("followd_rules_reloads_total", Some(("result", &["ok", "error"]))),
     ("followd_delivery_retries_total", Some(("where", &["in_place", "requeued"]))),
     ("followd_rate_limit_waits_total", Some(("where", &["in_place", "rescheduled"]))),
-    ("followd_upstream_dry_run_calls_total", Some(("method", &["POST", "DELETE", "GET"]))),
+    ("followd_upstream_dry_run_calls_total", Some(("method", &["POST", "DELETE", "SEARCH"]))),
     ("followd_upstream_token_reloads_total", Some(("result", &["ok", "error"]))),
     ("followd_oauth_refreshes_total", Some(("result", &["ok", "error"]))),
 ];

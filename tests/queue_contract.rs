@@ -67,7 +67,10 @@ fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
     EventOps {
         event_id: EventId::parse(id).unwrap(),
         contact: contact.clone(),
-        ops: actions.into_iter().map(|action| PlannedOp { rule: Arc::from("rule"), action }).collect(),
+        ops: actions
+            .into_iter()
+            .map(|action| PlannedOp { rule: Arc::from("rule"), action, ownership: Default::default() })
+            .collect(),
     }
 }
 
@@ -259,6 +262,7 @@ fn applied(removed_all: bool, removed: &[&str], added: &[&str]) -> Applied {
         removed_all,
         removed: removed.iter().map(|u| user(u)).collect(),
         added: added.iter().map(|u| user(u)).collect(),
+        seen: None,
         dry_run: false,
     }
 }
@@ -300,19 +304,61 @@ async fn the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_s
     let c = key("loc", "c1");
     let id = |s: &str| EventId::parse(s).unwrap();
     // First sight: everything is added; tags compare trimmed and case-insensitively.
-    let first = memory.diff_tags(&c, &id("e1"), &tags(&["VIP", " new lead "]), T0).await.unwrap();
-    assert_eq!((first.added, first.removed), (tags(&["new lead", "vip"]), tags(&[])));
-    let second = memory.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 1).await.unwrap();
+    let first = memory.diff_tags(&c, &id("e1"), Some(&tags(&["VIP", " new lead "])), None, T0).await.unwrap();
+    assert_eq!((first.added, first.removed, first.stale), (tags(&["new lead", "vip"]), tags(&[]), false));
+    let second = memory.diff_tags(&c, &id("e2"), Some(&tags(&["vip", "hot"])), None, T0 + 1).await.unwrap();
     assert_eq!((second.added.clone(), second.removed.clone()), (tags(&["hot"]), tags(&["new lead"])));
     // The same event again (a retry) gets the same answer, not an empty diff.
-    assert_eq!(memory.diff_tags(&c, &id("e2"), &tags(&["vip", "hot"]), T0 + 2).await.unwrap(), second);
-    let all_gone = memory.diff_tags(&c, &id("e3"), &[], T0 + 3).await.unwrap();
+    assert_eq!(memory.diff_tags(&c, &id("e2"), Some(&tags(&["vip", "hot"])), None, T0 + 2).await.unwrap(), second);
+    let all_gone = memory.diff_tags(&c, &id("e3"), Some(&[]), None, T0 + 3).await.unwrap();
     assert_eq!((all_gone.added, all_gone.removed), (tags(&[]), tags(&["hot", "vip"])));
     // Forgetting a deleted contact makes its next tags new again.
-    memory.diff_tags(&c, &id("e4"), &tags(&["a"]), T0 + 4).await.unwrap();
+    memory.diff_tags(&c, &id("e4"), Some(&tags(&["a"])), None, T0 + 4).await.unwrap();
     memory.forget_contact(&c).await.unwrap();
-    let reborn = memory.diff_tags(&c, &id("e5"), &tags(&["a"]), T0 + 5).await.unwrap();
+    let reborn = memory.diff_tags(&c, &id("e5"), Some(&tags(&["a"])), None, T0 + 5).await.unwrap();
     assert_eq!(reborn.added, tags(&["a"]));
+}
+
+async fn a_whole_state_older_than_the_one_applied_is_stale_and_changes_nothing(stores: &Stores) {
+    let memory = &*stores.memory;
+    let c = key("loc", "c1");
+    let id = |s: &str| EventId::parse(s).unwrap();
+    let newer = memory.diff_tags(&c, &id("new"), Some(&tags(&["vip", "hot"])), Some(2_000), T0).await.unwrap();
+    assert_eq!((newer.added, newer.stale), (tags(&["hot", "vip"]), false));
+    // The older one arrives later (a sender's retry): refused, and the tags stay as the newer one left them.
+    let older = memory.diff_tags(&c, &id("old"), Some(&tags(&["vip"])), Some(1_000), T0 + 1).await.unwrap();
+    assert!(older.stale && older.added.is_empty() && older.removed.is_empty(), "{older:?}");
+    // Its retry gets the same answer; a payload without a time is applied; an equal time is not older.
+    let again = memory.diff_tags(&c, &id("old"), Some(&tags(&["vip"])), Some(1_000), T0 + 2).await.unwrap();
+    assert!(again.stale);
+    let untimed = memory.diff_tags(&c, &id("untimed"), Some(&tags(&["vip"])), None, T0 + 3).await.unwrap();
+    assert_eq!((untimed.removed, untimed.stale), (tags(&["hot"]), false));
+    let same = memory.diff_tags(&c, &id("same"), Some(&tags(&["vip", "x"])), Some(2_000), T0 + 4).await.unwrap();
+    assert_eq!((same.added, same.stale), (tags(&["x"]), false));
+    // A time alone (a workflow body) is checked and remembered the same way.
+    assert!(memory.diff_tags(&c, &id("wf-old"), None, Some(1_999), T0 + 5).await.unwrap().stale);
+    assert!(!memory.diff_tags(&c, &id("wf-new"), None, Some(3_000), T0 + 6).await.unwrap().stale);
+    assert!(memory.diff_tags(&c, &id("late"), Some(&tags(&[])), Some(2_500), T0 + 7).await.unwrap().stale);
+    // Another contact has its own time.
+    let other = memory.diff_tags(&key("loc", "c2"), &id("o"), Some(&tags(&["a"])), Some(1), T0).await.unwrap();
+    assert!(!other.stale);
+}
+
+async fn followd_s_followers_are_kept_oldest_first_and_forgotten_when_a_read_misses_them(stores: &Stores) {
+    let (queue, memory) = (&*stores.queue, &*stores.memory);
+    let c = key("loc", "c1");
+    for (i, added) in [["b"], ["a"], ["c"]].iter().enumerate() {
+        queue.enqueue(vec![event(&format!("e{i}"), &c, vec![add(added[0])])], T0 + i as u64).await.unwrap();
+        let l = lease(queue, T0 + i as u64).await;
+        queue.ack(&l, &applied(false, &[], added), T0 + i as u64).await.unwrap();
+    }
+    assert_eq!(memory.known_followers(&c).await.unwrap(), [user("b"), user("a"), user("c")], "oldest first");
+    // A read that no longer lists "a": a person removed it, so it is not followd's any more.
+    queue.enqueue(vec![event("e9", &c, vec![add("d")])], T0 + 9).await.unwrap();
+    let l = lease(queue, T0 + 9).await;
+    let seen = Some(vec![user("b"), user("c"), user("someone")]);
+    queue.ack(&l, &Applied { seen, ..applied(false, &[], &["d"]) }, T0 + 9).await.unwrap();
+    assert_eq!(memory.known_followers(&c).await.unwrap(), [user("b"), user("c"), user("d")]);
 }
 
 async fn the_previous_stage_of_an_opportunity_is_remembered(stores: &Stores) {
@@ -463,6 +509,8 @@ macro_rules! contract {
                 acknowledged_changes_update_the_followers_followd_added,
                 a_dry_run_is_audited_as_one_and_changes_no_known_followers,
                 the_tag_set_diff_reports_added_and_removed_tags_against_the_last_seen_set,
+                a_whole_state_older_than_the_one_applied_is_stale_and_changes_nothing,
+                followd_s_followers_are_kept_oldest_first_and_forgotten_when_a_read_misses_them,
                 the_previous_stage_of_an_opportunity_is_remembered,
                 // LocationState
                 the_rate_budget_spaces_calls_per_location,

@@ -46,6 +46,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub queue: QueueConfig,
     pub delivery: DeliveryConfig,
+    pub followers: FollowersConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -123,6 +124,18 @@ pub struct QueueConfig {
     pub prefix: String,
     /// Redis only: how many partitions (hash tags) the queue is split into; spreads it over a Cluster.
     pub partitions: std::num::NonZeroU16,
+}
+
+/// Whose followers removals may touch, and what to do at the CRM's cap of 10 followers per contact.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowersConfig {
+    /// `"any"` (default) or `"managed"`; a rule's own `ownership` wins.
+    #[serde(default)]
+    pub ownership: crate::domain::followers::Ownership,
+    /// `"dead_letter"` (default) or `"evict_managed"`.
+    #[serde(default)]
+    pub at_cap: crate::domain::followers::AtCap,
 }
 
 /// The status page's protection.
@@ -316,6 +329,7 @@ const ENV_KEYS: &[&str] = &[
     "rate_limit",
     "queue",
     "delivery",
+    "followers",
     "admin",
     "upstream_url",
     "upstream_token",

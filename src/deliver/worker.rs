@@ -14,13 +14,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::calls::{self, max_calls};
 use super::fold::{NetChange, fold};
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
 use crate::decisions::Decisions;
 use crate::domain::clock::{Millis, millis, now_ms};
-use crate::domain::followers::MAX_FOLLOWERS;
+use crate::domain::followers::{AtCap, MAX_FOLLOWERS, Ownership};
 use crate::domain::outcome::Outcome;
 use crate::domain::rate::Limits;
 use crate::event::{LocationId, UserId};
@@ -62,18 +63,13 @@ pub struct Deliverer {
     limits: Limits,
     smoothing: Smoothing,
     policy: Policy,
+    /// `followers.at_cap`: what an add past the CRM's cap does.
+    at_cap: AtCap,
     /// Told what became of each delivery: status page, metrics, other processes.
     reporter: Reporter,
     /// Locations this process paused because the CRM refused the token (or there is none): a configuration
     /// reload with new tokens lifts exactly these pauses.
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
-}
-
-/// Upstream calls a change makes at most: a GET and a DELETE for `remove_all`, a DELETE, a POST.
-fn calls(change: &NetChange) -> u64 {
-    u64::from(change.remove_all)
-        + u64::from(change.remove_all || !change.remove.is_empty())
-        + u64::from(!change.add.is_empty())
 }
 
 impl Deliverer {
@@ -84,6 +80,7 @@ impl Deliverer {
         upstream: Arc<Upstream>,
         limits: Limits,
         policy: Policy,
+        at_cap: AtCap,
         decisions: Arc<Decisions>,
     ) -> (Self, Option<OutcomeWriter>) {
         let (reporter, writer) = Reporter::new(decisions, Arc::clone(&stores.outcomes));
@@ -95,6 +92,7 @@ impl Deliverer {
             limits,
             smoothing: Smoothing::new(limits),
             policy,
+            at_cap,
             reporter,
             auth_paused: Default::default(),
         };
@@ -149,7 +147,7 @@ impl Deliverer {
                 return self.give_back(&lease, now_ms() + millis(QUEUE_ERROR_RETRY)).await;
             }
         }
-        let change = fold(lease.ops.iter().map(|queued| &queued.op));
+        let change = fold(lease.ops.iter().map(|queued| (&queued.op, queued.ownership)));
         let mut attempt = 0;
         // Smoothing is asked once per attempt: a worker it let through that Redis then told to wait has
         // already paid its in-process slot.
@@ -161,13 +159,13 @@ impl Deliverer {
             let in_process_wait = if smoothed {
                 None
             } else {
-                self.smoothing.check(location, u32::try_from(calls(&change)).unwrap_or(u32::MAX))
+                self.smoothing.check(location, u32::try_from(max_calls(&change, self.at_cap)).unwrap_or(u32::MAX))
             };
             let budget = match in_process_wait {
                 Some(wait) => Ok(Some(now_ms() + millis(wait))),
                 None => {
                     smoothed = true;
-                    self.locations.throttle(location, self.limits, calls(&change), now_ms()).await
+                    self.locations.throttle(location, self.limits, max_calls(&change, self.at_cap), now_ms()).await
                 }
             };
             match budget {
@@ -280,38 +278,64 @@ impl Deliverer {
         }
     }
 
-    /// Makes the upstream calls that reach the net change: at most a GET, a DELETE and a POST.
+    /// Makes the upstream calls that reach the net change: at most a search, a DELETE and a POST. Reads the
+    /// contact and followd's memory only where [`calls`] says they are needed.
     async fn apply(&self, contact: &ContactKey, change: &NetChange) -> Result<Applied, DeliverError> {
-        if change.add.len() > MAX_FOLLOWERS {
-            return Err(DeliverError::FollowerLimit(format!(
-                "adds {} followers; the CRM allows at most {MAX_FOLLOWERS} per contact",
-                change.add.len()
-            )));
+        let owned = if calls::needs_owned(change, self.at_cap) {
+            self.memory.known_followers(contact).await?
+        } else {
+            Vec::new()
+        };
+        let current = if calls::needs_read(change, self.at_cap) {
+            let read = self.upstream.contact(contact).await?;
+            if read.is_none() && !self.upstream.is_dry_run() {
+                tracing::info!(
+                    known = owned.len(),
+                    "the CRM's search does not list the contact; using what followd added"
+                );
+            }
+            read.map(|c| c.followers)
+        } else {
+            None
+        };
+        let known = calls::Known { current: current.as_deref(), owned: &owned };
+        let planned = calls::plan(change, known, self.at_cap).map_err(DeliverError::FollowerLimit)?;
+        if !planned.evicted.is_empty() {
+            let evicted: Vec<&str> = planned.evicted.iter().map(UserId::as_str).collect();
+            tracing::info!(?evicted, "at the follower cap: followd's oldest followers make room");
         }
-        let mut remove: Vec<UserId> = change.remove.iter().cloned().collect();
-        if change.remove_all {
-            let current = match self.upstream.followers(contact).await? {
-                Some(current) => current,
-                None => {
-                    let known = self.memory.known_followers(contact).await?;
-                    tracing::info!(
-                        known = known.len(),
-                        "the CRM did not list the contact's followers; remove_all removes those followd added"
-                    );
-                    known
-                }
-            };
-            remove.extend(current.into_iter().filter(|u| !change.add.contains(u) && !change.remove.contains(u)));
+        if !planned.remove.is_empty() {
+            self.upstream.remove_followers(contact, &planned.remove).await?;
         }
-        if !remove.is_empty() {
-            self.upstream.remove_followers(contact, &remove).await?;
+        let mut added = Vec::new();
+        if !planned.add.is_empty() {
+            let answer = self.upstream.add_followers(contact, &planned.add).await?;
+            // followd's own: the CRM's `followersAdded`; without it, the ones that did not follow before.
+            added = answer.changed.unwrap_or_else(|| {
+                let before = current.as_deref().unwrap_or_default();
+                planned.add.iter().filter(|u| !before.contains(u)).cloned().collect()
+            });
+            // Without a read, the POST's answer is the first count of the contact's followers. Should the CRM
+            // have taken it past its cap (what it does there is unverified: `shared/ghl/API.md` §2), followd
+            // takes back exactly what it just added and sets the operations aside, as `dead_letter` says.
+            let after = answer.followers.as_ref().map_or(0, Vec::len);
+            if after > MAX_FOLLOWERS && self.at_cap == AtCap::DeadLetter && !added.is_empty() {
+                self.upstream.remove_followers(contact, &added).await?;
+                let names: Vec<&str> = added.iter().map(UserId::as_str).collect();
+                return Err(DeliverError::FollowerLimit(format!(
+                    "adding {} took the contact to {after} followers; the CRM allows at most {MAX_FOLLOWERS}, so \
+                     followd removed them again (followers.at_cap = \"dead_letter\")",
+                    names.join(", ")
+                )));
+            }
         }
-        let add: Vec<UserId> = change.add.iter().cloned().collect();
-        if !add.is_empty() {
-            self.upstream.add_followers(contact, &add).await?;
-        }
-        let dry_run = self.upstream.is_dry_run();
-        Ok(Applied { removed_all: change.remove_all, removed: remove, added: add, dry_run })
+        Ok(Applied {
+            removed_all: change.remove_all == Some(Ownership::Any),
+            removed: planned.remove,
+            added,
+            seen: current,
+            dry_run: self.upstream.is_dry_run(),
+        })
     }
 }
 
@@ -425,10 +449,13 @@ mod tests {
         let upstream = Upstream::from_config(&config.upstream, dir.path(), Arc::clone(&stores.tokens)).unwrap();
         let limits = Limits { spacing_ms: 1, daily: 1_000 };
         let policy = Policy::from(&config.delivery);
-        let (deliverer, _) = Deliverer::new(&stores, Arc::new(upstream), limits, policy, Arc::default());
+        let (deliverer, _) =
+            Deliverer::new(&stores, Arc::new(upstream), limits, policy, AtCap::default(), Arc::default());
         let contact =
             ContactKey { location_id: LocationId::parse("loc").unwrap(), contact_id: ContactId::parse("c").unwrap() };
-        let add = PlannedOp { rule: Arc::from("r"), action: crate::rules::Action::Add(UserId::parse("u").unwrap()) };
+        let user = UserId::parse("u").unwrap();
+        let add =
+            PlannedOp { rule: Arc::from("r"), action: crate::rules::Action::Add(user), ownership: Ownership::Any };
         let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add] };
         stores.queue.enqueue(vec![event], now_ms()).await.unwrap();
         let LeaseOutcome::Leased(lease) = stores.queue.lease(now_ms()).await.unwrap() else { panic!("nothing leased") };

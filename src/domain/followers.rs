@@ -15,6 +15,35 @@ use crate::event::{LocationId, UserId};
 /// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
 pub const MAX_FOLLOWERS: usize = 10;
 
+/// Whose followers a removal may touch (`followers.ownership`, or `ownership` on a rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// Only followers followd itself added; a person's stay.
+    Managed,
+    /// Any follower, as the CRM's own actions do.
+    #[default]
+    Any,
+}
+
+impl Ownership {
+    fn is_any(&self) -> bool {
+        *self == Self::Any
+    }
+}
+
+/// What to do when an add would take a contact past [`MAX_FOLLOWERS`] (`followers.at_cap`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtCap {
+    /// Set the operations aside as a dead letter, saying so.
+    #[default]
+    DeadLetter,
+    /// Remove the oldest followers followd added to that contact to make room (never a person's); when that is
+    /// not enough, dead-letter.
+    EvictManaged,
+}
+
 /// One follower change a rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -63,6 +92,12 @@ pub enum FollowerOp {
     RemoveAll,
     Remove(UserId),
     Add(UserId),
+}
+
+/// Serde's `skip_serializing_if` for an ownership field: `any`, the default, is not written, so stored
+/// operations keep the format older versions wrote and read.
+pub fn is_any(ownership: &Ownership) -> bool {
+    ownership.is_any()
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ struct Payload {
     webhook_id: Option<String>,
     #[serde(default)]
     timestamp: Option<DateTime<Utc>>,
+    /// The contact's last change: the time of a whole-state payload without `timestamp`.
+    #[serde(default)]
+    date_updated: Option<DateTime<Utc>>,
 }
 
 /// The event id: the payload's `webhookId`, else the SHA-256 of the raw body (a redelivery is byte-identical).
@@ -63,6 +66,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     let ignored = |kind: &str| Parsed {
         observations: vec![Observation::Ignored { kind: kind.to_owned() }],
         sent_at: payload.timestamp,
+        state_at: None,
     };
     let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete");
     let uses_opportunity = matches!(kind, "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate");
@@ -82,7 +86,9 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
                 id,
                 location_id,
                 contact_id,
-                occurred_at,
+                // Whole state: its time says whether it is older than what was applied (DESIGN.md, "Stale
+                // whole-state payloads"): `timestamp`, else `dateUpdated`.
+                occurred_at: occurred_at.or(payload.date_updated),
                 tags: payload.tags.clone().unwrap_or_default(),
                 created: kind == "ContactCreate",
                 source: payload.source.clone().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -101,7 +107,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
             stage: required(&payload.pipeline_stage_id, "pipelineStageId", kind)?.to_owned(),
         }
     };
-    Ok(Parsed { observations: vec![observation], sent_at: occurred_at })
+    Ok(Parsed { observations: vec![observation], sent_at: occurred_at, state_at: None })
 }
 
 #[cfg(test)]

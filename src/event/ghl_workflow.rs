@@ -27,6 +27,11 @@ struct Payload {
     contact_source: Option<String>,
     #[serde(default, rename = "customData")]
     custom_data: Option<Map<String, Value>>,
+    /// When the body's state was taken: `timestamp`, else `date_updated` / `dateUpdated`.
+    #[serde(default)]
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, alias = "dateUpdated")]
+    date_updated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +115,10 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
             })
         })
         .collect();
-    Ok(Parsed { observations, sent_at: None })
+    // A body with the contact's tags is its whole state as of its time (DESIGN.md, "Stale whole-state payloads").
+    let has_tags = payload.tags.as_ref().is_some_and(|tags| !tag_list(Some(tags)).is_empty());
+    let state_at = if has_tags { payload.timestamp.or(payload.date_updated) } else { None };
+    Ok(Parsed { observations, sent_at: None, state_at })
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ impl Format {
             Self::Generic => Ok(Parsed {
                 observations: generic::parse(body)?.into_iter().map(Observation::Event).collect(),
                 sent_at: None,
+                state_at: None,
             }),
             Self::Ghl => ghl::parse(body),
             Self::GhlWorkflow => ghl_workflow::parse(body),
@@ -67,6 +68,10 @@ pub struct Parsed {
     pub observations: Vec<Observation>,
     /// When the sender says it sent the payload, for replay protection.
     pub sent_at: Option<DateTime<Utc>>,
+    /// For a payload whose events come with the contact's whole tag list (a workflow body with `tags`): the
+    /// time of that state. One older than the last whole state applied for the contact changes nothing.
+    /// (`Observation::Tags` carries its own time.)
+    pub state_at: Option<DateTime<Utc>>,
 }
 
 /// One part of a payload.

@@ -14,6 +14,10 @@ use super::{ContactKey, Event, EventId, EventKind, LocationId, Observation, Payl
 pub struct TagDiff {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// The payload's time is older than the last whole-state payload applied for the contact: nothing was
+    /// changed, and the payload yields no event (it would undo newer changes).
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// What the store said about one observation, read before normalising it.
@@ -39,6 +43,8 @@ pub struct Occurrence {
     pub id: EventId,
     pub contact: ContactKey,
     pub events: Vec<Event>,
+    /// A whole-state payload older than what was applied: acknowledged, and nothing else.
+    pub stale: bool,
 }
 
 /// The contact an observation is about, and the location whose names it may need; `None` for an ignored
@@ -62,12 +68,15 @@ pub fn subject(observation: &Observation) -> Option<ContactKey> {
 pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn NameLookup>) -> Option<Occurrence> {
     let contact = subject(&observation)?;
     Some(match observation {
-        Observation::Event(event) => Occurrence { id: event.id.clone(), contact, events: vec![event] },
+        Observation::Event(event) => Occurrence { id: event.id.clone(), contact, events: vec![event], stale: false },
         Observation::Tags { id, location_id, contact_id, occurred_at, created, source, .. } => {
             let diff = match stored {
                 Stored::Tags(diff) => diff,
                 _ => TagDiff::default(),
             };
+            if diff.stale {
+                return Some(Occurrence { id, contact, events: Vec::new(), stale: true });
+            }
             let event = |kind| Event {
                 id: id.clone(),
                 location_id: location_id.clone(),
@@ -81,7 +90,7 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
             let removed = diff.removed.into_iter().map(|tag| event(EventKind::TagRemoved { tag }));
             let added = diff.added.into_iter().map(|tag| event(EventKind::TagAdded { tag }));
             let events = created.into_iter().chain(removed).chain(added).collect();
-            Occurrence { id, contact, events }
+            Occurrence { id, contact, events, stale: false }
         }
         Observation::Stage { id, location_id, contact_id, occurred_at, pipeline, stage, .. } => {
             let from_stage = match stored {
@@ -91,13 +100,10 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
             // App webhooks carry ids: the names are added, so rules written with names match too.
             let names = names.map(|lookup| Box::new(lookup.names(&pipeline, &stage, from_stage.as_deref())));
             let kind = EventKind::StageChanged { pipeline, stage, from_stage, names };
-            Occurrence {
-                id: id.clone(),
-                contact,
-                events: vec![Event { id, location_id, contact_id, occurred_at, kind }],
-            }
+            let events = vec![Event { id: id.clone(), location_id, contact_id, occurred_at, kind }];
+            Occurrence { id, contact, events, stale: false }
         }
-        Observation::ContactDeleted { id, .. } => Occurrence { id, contact, events: Vec::new() },
+        Observation::ContactDeleted { id, .. } => Occurrence { id, contact, events: Vec::new(), stale: false },
         Observation::Ignored { .. } => return None,
     })
 }
@@ -112,6 +118,7 @@ pub fn merge(occurrences: &mut Vec<Occurrence>, next: Occurrence) -> Result<(), 
         }),
         Some(existing) => {
             existing.events.extend(next.events);
+            existing.stale |= next.stale;
             Ok(())
         }
         None => {
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_tag_list_becomes_the_source_then_removals_then_additions() {
-        let diff = TagDiff { added: vec!["vip".into()], removed: vec!["lead".into()] };
+        let diff = TagDiff { added: vec!["vip".into()], removed: vec!["lead".into()], stale: false };
         let occurrence = occurrence(tags_observation(true), Stored::Tags(diff), None).unwrap();
         assert_eq!(
             kinds(&occurrence),

@@ -200,7 +200,8 @@ fn start_workers(
     stop: &CancellationToken,
 ) -> Workers {
     let limits = Limits::from(&config.rate_limit);
-    let (deliverer, writer) = Deliverer::new(stores, upstream, limits, Policy::from(&config.delivery), decisions);
+    let policy = Policy::from(&config.delivery);
+    let (deliverer, writer) = Deliverer::new(stores, upstream, limits, policy, config.followers.at_cap, decisions);
     let deliverer = Arc::new(deliverer);
     #[cfg(unix)]
     if let Origin::Layers { file } = &config.origin {
@@ -237,5 +238,6 @@ fn open_intake(
         tracing::info!(source = %source.name, format = ?source.format, scheme = source.verifier.scheme(), "webhook source");
     }
     let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(upstream))));
-    Ok(Intake::new(sources, Arc::clone(rules), stores, wake, pipeline_names, Arc::clone(decisions)))
+    let ownership = config.followers.ownership;
+    Ok(Intake::new(sources, Arc::clone(rules), stores, ownership, wake, pipeline_names, Arc::clone(decisions)))
 }

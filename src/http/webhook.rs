@@ -86,6 +86,7 @@ async fn receive_in(
             tracing::info!("duplicate delivery acknowledged");
             Ok(HttpResponse::Ok().json(json!({ "duplicate": true })))
         }
+        Ok(Accepted::Stale) => Ok(HttpResponse::Ok().json(json!({ "stale": true }))),
         Err(IntakeError::UnknownSource(name)) => Err(ApiError::UnknownSource(name)),
         Err(IntakeError::Verify(e)) => {
             // The reason is for the operator's log only: telling it to the sender would help a forger.

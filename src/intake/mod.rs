@@ -27,7 +27,7 @@ use crate::decisions::{Decision, Decisions};
 use crate::domain::clock::{Millis, now_ms};
 use crate::domain::outcome::Outcome;
 use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError};
-use crate::queue::{ContactMemory, EventOps, PlannedOp, Queue, QueueError};
+use crate::queue::{ContactMemory, EventOps, Ownership, PlannedOp, Queue, QueueError};
 use crate::rules::{LiveRules, RuleSet};
 use crate::upstream::pipelines::PipelineNames;
 use crate::verify::{Headers, Request, VerifyError};
@@ -39,6 +39,9 @@ pub enum Accepted {
     Queued { event_ids: Vec<EventId>, operations: usize },
     /// Every event id was seen before: nothing was done.
     Duplicate,
+    /// The payload carries the contact's whole state, older than the state already applied: nothing was done
+    /// (it would undo newer changes).
+    Stale,
     /// A payload type followd does not use (the CRM sends every subscribed type to one URL).
     Ignored { kind: String },
 }
@@ -78,6 +81,8 @@ pub struct Intake {
     queue: Arc<dyn Queue>,
     /// Tags and stages remembered between events, to turn whole-state payloads into changes.
     memory: Arc<dyn ContactMemory>,
+    /// `followers.ownership`: what a rule without its own `ownership` may remove.
+    ownership: Ownership,
     /// Poked after each enqueue so idle workers of this process start at once.
     wake: Arc<Notify>,
     /// Bound on one enqueue, so a sender gets its retry answer quickly when the queue hangs.
@@ -93,6 +98,7 @@ impl Intake {
         sources: Vec<Source>,
         rules: Arc<LiveRules>,
         stores: &crate::queue::Stores,
+        ownership: Ownership,
         wake: Arc<Notify>,
         pipeline_names: Option<Arc<PipelineNames>>,
         decisions: Arc<Decisions>,
@@ -103,6 +109,7 @@ impl Intake {
             rules,
             queue: Arc::clone(&stores.queue),
             memory: Arc::clone(&stores.memory),
+            ownership,
             wake,
             queue_timeout: QUEUE_TIMEOUT,
             pipeline_names,
@@ -142,17 +149,31 @@ impl Intake {
         let rules = self.rules.current();
         let names = names::look_up(self.pipeline_names.as_deref(), &parsed.observations, &rules).await;
         let bounded = tokio::time::timeout(self.queue_timeout, async {
-            let occurrences = occurrences(&*self.memory, parsed.observations, now, &names).await?;
-            let batch = plan(&occurrences, &rules);
+            let occurrences = occurrences(&*self.memory, parsed, now, &names).await?;
+            let batch = plan(&occurrences, &rules, self.ownership);
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
             }
             let summaries: Vec<_> = occurrences.iter().zip(&batch).map(|(o, b)| summarize(o, b, now)).collect();
-            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries))
+            let stale: Vec<EventId> = occurrences.iter().filter(|o| o.stale).map(|o| o.id.clone()).collect();
+            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries, stale))
         });
-        let (outcome, summaries) = bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+        let (outcome, summaries, stale) =
+            bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
         if outcome.accepted.is_empty() {
             return Ok(Accepted::Duplicate);
+        }
+        let newly_stale = outcome.accepted.iter().filter(|id| stale.contains(id)).count();
+        if newly_stale > 0 {
+            tracing::info!(
+                stale = newly_stale,
+                "a whole-state payload older than the state applied; acknowledged, nothing done"
+            );
+            metrics::counter!("followd_events_stale_total", "source" => source.name.clone())
+                .increment(newly_stale as u64);
+        }
+        if newly_stale == outcome.accepted.len() {
+            return Ok(Accepted::Stale);
         }
         for summary in summaries.into_iter().filter(|d| outcome.accepted.contains(&d.event_id)) {
             self.decisions.record(Decision { source: source.name.clone(), ..summary });
@@ -189,7 +210,8 @@ fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
 }
 
 /// Matches each occurrence's events against the rules: the operations to queue, per event id, in order.
-pub fn plan(occurrences: &[Occurrence], rules: &RuleSet) -> Vec<EventOps> {
+/// A rule without its own `ownership` gets `ownership`, the configuration's `followers.ownership`.
+pub fn plan(occurrences: &[Occurrence], rules: &RuleSet, ownership: Ownership) -> Vec<EventOps> {
     occurrences
         .iter()
         .map(|occurrence| {
@@ -197,8 +219,12 @@ pub fn plan(occurrences: &[Occurrence], rules: &RuleSet) -> Vec<EventOps> {
             for event in &occurrence.events {
                 for matched in rules.evaluate(event) {
                     metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
-                    let rule = &matched.rule;
-                    ops.extend(matched.actions.into_iter().map(|action| PlannedOp { rule: Arc::clone(rule), action }));
+                    let (rule, ownership) = (&matched.rule, matched.ownership.unwrap_or(ownership));
+                    ops.extend(matched.actions.into_iter().map(|action| PlannedOp {
+                        rule: Arc::clone(rule),
+                        action,
+                        ownership,
+                    }));
                 }
             }
             EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops }

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::clock::Millis;
-use crate::event::normalize::{merge, occurrence};
-use crate::event::{LocationId, NameLookup, Observation, Occurrence, PayloadError, Stored};
+use crate::domain::clock::{Millis, millis};
+use crate::event::normalize::{merge, occurrence, subject};
+use crate::event::{LocationId, NameLookup, Observation, Occurrence, Parsed, PayloadError, Stored};
 use crate::queue::{ContactKey, ContactMemory, QueueError};
 use crate::upstream::pipelines::PipelineMap;
 
@@ -27,12 +27,30 @@ pub enum OccurrenceError {
 pub type Names = HashMap<LocationId, Arc<PipelineMap>>;
 
 /// Reads and updates the store's memory for each observation and normalizes it; ignored types are dropped.
+/// A payload that carries the contact's whole state older than what was applied yields stale occurrences
+/// without events.
 pub async fn occurrences(
     memory: &dyn ContactMemory,
-    observations: Vec<Observation>,
+    parsed: Parsed,
     now: Millis,
     names: &Names,
 ) -> Result<Vec<Occurrence>, OccurrenceError> {
+    let Parsed { observations, state_at, .. } = parsed;
+    if let Some(at) = state_at
+        && let Some((id, contact)) = observations.iter().find_map(|o| Some((event_id(o)?, subject(o)?)))
+    {
+        let at = epoch_ms(at);
+        if memory.diff_tags(&contact, &id, None, Some(at), now).await?.stale {
+            let stale = |o: &Observation| {
+                Some(Occurrence { id: event_id(o)?, contact: subject(o)?, events: Vec::new(), stale: true })
+            };
+            let mut occurrences = Vec::new();
+            for next in observations.iter().filter_map(stale) {
+                merge(&mut occurrences, next)?;
+            }
+            return Ok(occurrences);
+        }
+    }
     let mut occurrences: Vec<Occurrence> = Vec::new();
     for observation in observations {
         let stored = recall(memory, &observation, now).await?;
@@ -47,12 +65,28 @@ pub async fn occurrences(
     Ok(occurrences)
 }
 
+/// The id an observation's events carry.
+fn event_id(observation: &Observation) -> Option<crate::event::EventId> {
+    match observation {
+        Observation::Event(event) => Some(event.id.clone()),
+        Observation::Tags { id, .. } | Observation::Stage { id, .. } | Observation::ContactDeleted { id, .. } => {
+            Some(id.clone())
+        }
+        Observation::Ignored { .. } => None,
+    }
+}
+
+/// Milliseconds since the epoch of a payload's time (none before 1970).
+fn epoch_ms(at: chrono::DateTime<chrono::Utc>) -> Millis {
+    millis(at.signed_duration_since(chrono::DateTime::UNIX_EPOCH).to_std().unwrap_or_default())
+}
+
 /// What the store remembers about one observation, updated with it in the same atomic step.
 async fn recall(memory: &dyn ContactMemory, observation: &Observation, now: Millis) -> Result<Stored, QueueError> {
     Ok(match observation {
-        Observation::Tags { id, location_id, contact_id, tags, .. } => {
+        Observation::Tags { id, location_id, contact_id, tags, occurred_at, .. } => {
             let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
-            Stored::Tags(memory.diff_tags(&contact, id, tags, now).await?)
+            Stored::Tags(memory.diff_tags(&contact, id, Some(tags), occurred_at.map(epoch_ms), now).await?)
         }
         Observation::Stage { id, location_id, opportunity_id, stage, .. } => {
             Stored::PreviousStage(memory.swap_stage(location_id, opportunity_id, id, stage, now).await?)

@@ -102,6 +102,11 @@ impl PartitionKeys {
         format!("{}tags:{contact}", self.base)
     }
 
+    /// String: the time (ms) of the last whole-state payload applied for the contact.
+    pub fn state_time(&self, contact: &str) -> String {
+        format!("{}state_time:{contact}", self.base)
+    }
+
     /// String: an opportunity's last seen stage.
     pub fn stage(&self, location: &LocationId, opportunity: &str) -> String {
         format!("{}stage:{location}\u{1f}{opportunity}", self.base)
@@ -147,9 +152,15 @@ impl PartitionKeys {
         format!("{}outcome:{event}", self.base)
     }
 
-    /// Set: followers followd added to the contact.
+    /// Set: followers followd added to the contact, as versions before ownership kept them (unordered).
+    /// `ack.lua` moves them into [`PartitionKeys::owned`] the first time it touches the contact.
     pub fn known(&self, contact: &str) -> String {
         format!("{}known:{contact}", self.base)
+    }
+
+    /// Sorted set: followers followd added to the contact, scored by when (ms): oldest first.
+    pub fn owned(&self, contact: &str) -> String {
+        format!("{}owned:{contact}", self.base)
     }
 }
 
@@ -180,6 +191,7 @@ mod tests {
             p.seen(&EventId::parse("e}{").unwrap()),
             p.cursor("rule\u{1f}loc"),
             p.known(contact),
+            p.owned(contact),
             p.dead(),
             p.limiter(&location),
             p.pause(&location),
@@ -187,6 +199,7 @@ mod tests {
             p.audit(contact),
             p.dead_ops("3-00ff"),
             p.tags(contact),
+            p.state_time(contact),
             p.stage(&location, "opp-1"),
             p.memo("tags", &EventId::parse("e").unwrap(), contact),
             p.outcome(&EventId::parse("e}{").unwrap()),

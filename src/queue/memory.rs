@@ -1,6 +1,7 @@
 //! What the store remembers between events: a contact's last seen tags (to turn a whole tag list into what
 //! was added and removed), an opportunity's last stage (to know the stage it came from), and the followers
-//! followd itself added to a contact (written by [`super::Queue::ack`]).
+//! followd itself added to a contact, oldest first (written by [`super::Queue::ack`], in the same atomic step
+//! that ends the delivery: see `README.md`, "Who owns a follower").
 
 use async_trait::async_trait;
 
@@ -12,14 +13,17 @@ use crate::event::{ContactKey, EventId, LocationId, UserId};
 /// Contact and opportunity state kept between events. Each method is one atomic step.
 #[async_trait]
 pub trait ContactMemory: Send + Sync + 'static {
-    /// Replaces the contact's stored tag set with `tags` and returns what was added and removed, atomically.
-    /// A contact seen for the first time has all its tags added. Idempotent per event id: the same event asked
-    /// again (a sender's retry after a failed enqueue) gets the diff it got the first time, not an empty one.
+    /// Applies a whole-state payload, atomically: when `at` (the payload's time) is older than the last one
+    /// applied for the contact, changes nothing and answers `stale`; otherwise remembers `at` (when given) and,
+    /// when the payload lists `tags`, replaces the stored tag set and returns what was added and removed. A
+    /// contact seen for the first time has all its tags added. Idempotent per event id: the same event asked
+    /// again (a sender's retry after a failed enqueue) gets the answer it got the first time, not an empty one.
     async fn diff_tags(
         &self,
         contact: &ContactKey,
         event_id: &EventId,
-        tags: &[String],
+        tags: Option<&[String]>,
+        at: Option<Millis>,
         now: Millis,
     ) -> Result<TagDiff, QueueError>;
 
@@ -37,7 +41,8 @@ pub trait ContactMemory: Send + Sync + 'static {
     /// Forgets the contact's stored tag set (it was deleted in the CRM).
     async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError>;
 
-    /// Followers that followd itself added to the contact and has not removed since, sorted.
+    /// Followers that followd itself added to the contact and has not removed since (nor seen removed by a
+    /// person), oldest first: the order in which `followers.at_cap = "evict_managed"` makes room.
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError>;
 }
 

@@ -45,8 +45,8 @@ pub use self::memory::{ContactMemory, TagDiff};
 pub use self::outcomes::{OUTCOME_TTL, Outcomes};
 pub use self::stores::{StoreOptions, Stores};
 use crate::domain::clock::Millis;
-use crate::domain::followers::Action;
-pub use crate::domain::followers::FollowerOp;
+use crate::domain::followers::{Action, is_any};
+pub use crate::domain::followers::{FollowerOp, Ownership};
 pub use crate::event::ContactKey;
 use crate::event::{ContactId, EventId, LocationId, UserId};
 pub use embedded::EmbeddedQueue;
@@ -57,6 +57,8 @@ pub use redis::{RedisOptions, RedisQueue};
 pub struct PlannedOp {
     pub rule: Arc<str>,
     pub action: Action,
+    /// Whose followers a removal may touch: the rule's `ownership`, else `followers.ownership`.
+    pub ownership: Ownership,
 }
 
 /// All that one event asks of one contact: enqueued (or recognised as a duplicate) as a whole.
@@ -77,6 +79,9 @@ pub struct QueuedOp {
     pub rule: String,
     pub event_id: EventId,
     pub enqueued_at: Millis,
+    /// For a removal: whose followers it may touch. Absent in what older versions stored: `any`.
+    #[serde(default, skip_serializing_if = "is_any")]
+    pub ownership: Ownership,
 }
 
 /// What an enqueue did.
@@ -117,9 +122,15 @@ pub enum LeaseOutcome {
 /// the contact's memory of the followers followd added, in the same atomic step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// Every follower was removed (a `remove_all` that may touch anyone).
     pub removed_all: bool,
     pub removed: Vec<UserId>,
+    /// The users this delivery made followers (the CRM's `followersAdded`): followd's from now on. A user who
+    /// already followed is not among them.
     pub added: Vec<UserId>,
+    /// The followers the CRM listed when this delivery read the contact, if it did: followd forgets having
+    /// added the ones a person has removed since.
+    pub seen: Option<Vec<UserId>>,
     /// Nothing was sent (dry run): the audit trail says so, and the followers followd added stay as they were.
     pub dry_run: bool,
 }

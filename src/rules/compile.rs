@@ -120,6 +120,7 @@ impl<'a> Checker<'a> {
             from_stage: conditions.from_stage,
             locations,
             actions,
+            ownership: head.ownership,
         })
     }
 

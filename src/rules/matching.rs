@@ -37,6 +37,8 @@ pub(super) struct CompiledRule {
     pub locations: Option<Box<[LocationId]>>,
     /// In application order: remove_all, remove, add, round_robin.
     pub actions: Vec<Action>,
+    /// The rule's own `ownership`, if it says one.
+    pub ownership: Option<crate::domain::followers::Ownership>,
 }
 
 /// A condition a rule may put on an event, besides its kind.
@@ -151,7 +153,7 @@ impl Index {
         positions
             .into_iter()
             .map(|position| &self.rules[position])
-            .map(|rule| Match { rule: rule.name.clone(), actions: rule.actions.clone() })
+            .map(|rule| Match { rule: rule.name.clone(), actions: rule.actions.clone(), ownership: rule.ownership })
             .collect()
     }
 

@@ -192,4 +192,6 @@ pub struct Match {
     pub rule: Arc<str>,
     /// In application order: remove_all, remove, add, round_robin.
     pub actions: Vec<Action>,
+    /// The rule's own `ownership`; `None`: the configuration's `followers.ownership` applies.
+    pub ownership: Option<crate::domain::followers::Ownership>,
 }

@@ -104,6 +104,9 @@ pub(super) struct RuleHead {
     pub enabled: bool,
     #[serde(default)]
     pub locations: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Whose followers this rule's removals may touch; unset: `followers.ownership` from the configuration.
+    #[serde(default)]
+    pub ownership: Option<crate::domain::followers::Ownership>,
 }
 
 fn enabled_by_default() -> bool {
@@ -155,7 +158,7 @@ pub(super) struct Then {
 }
 
 const FILE_KEYS: &[&str] = &["users", "rule"];
-const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "when", "then"];
+const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
 const THEN_KEYS: &[&str] = &["remove_all", "remove", "add", "round_robin"];
 const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed";
@@ -352,8 +355,8 @@ mod tests {
     fn the_keys_named_in_messages_are_the_keys_serde_accepts() {
         assert_eq!(serde_keys::<When>(), WHEN_KEYS);
         assert_eq!(serde_keys::<Then>(), THEN_KEYS);
-        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..3]);
-        assert_eq!(RULE_KEYS[3..], ["when", "then"]);
+        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..4]);
+        assert_eq!(RULE_KEYS[4..], ["when", "then"]);
     }
 
     #[test]

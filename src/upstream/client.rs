@@ -1,4 +1,6 @@
-//! The live CRM client: `reqwest`, bearer tokens per sub-account, the pinned `Version` header.
+//! The live CRM client: `reqwest`, bearer tokens per sub-account, the pinned `Version` header. It changes
+//! followers (`POST`/`DELETE /contacts/{id}/followers`) and reads contacts through `POST /contacts/search`, the
+//! one place the CRM lists a contact's followers (`shared/ghl/API.md` §13; `GET /contacts/{id}` has none).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -6,7 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{API_VERSION, OAuth, TokenStore, UpstreamError};
 use crate::config::{ConfigError, UpstreamConfig};
@@ -73,21 +75,60 @@ fn location_id(location: &str, table: &str) -> Result<LocationId, ConfigError> {
     LocationId::parse(location).map_err(|e| ConfigError::Invalid(format!("{table}: location id `{location}` {e}")))
 }
 
-#[derive(Serialize)]
-struct FollowersBody<'a> {
-    followers: &'a [UserId],
-}
-
-#[derive(Deserialize)]
-struct ContactEnvelope {
-    contact: ContactFollowers,
-}
-
-#[derive(Deserialize)]
-struct ContactFollowers {
+/// What a followers call answers: the followers after the call and the ones it changed (`followersAdded` or
+/// `followersRemoved`), where the CRM says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowersAnswer {
     #[serde(default)]
-    followers: Option<Vec<UserId>>,
+    pub followers: Option<Vec<UserId>>,
+    #[serde(default, alias = "followersAdded", alias = "followersRemoved")]
+    pub changed: Option<Vec<UserId>>,
 }
+
+/// A contact as `POST /contacts/search` lists it (the fields followd reads).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrmContact {
+    pub id: crate::event::ContactId,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub followers: Vec<UserId>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub date_added: Option<String>,
+    #[serde(default)]
+    pub date_updated: Option<String>,
+    /// This contact's paging cursor.
+    #[serde(default)]
+    pub search_after: Option<serde_json::Value>,
+}
+
+/// One page of a location's contacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactPage {
+    pub contacts: Vec<CrmContact>,
+    /// Every contact the search matches, where the CRM says (`total`, or `count` in its schema).
+    pub total: Option<u64>,
+    /// The cursor of the next page; `None` after the last.
+    pub next: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchAnswer {
+    #[serde(default)]
+    contacts: Vec<CrmContact>,
+    #[serde(default, alias = "count")]
+    total: Option<u64>,
+    #[serde(default)]
+    search_after: Option<serde_json::Value>,
+}
+
+/// Most contacts one search page may ask for (`shared/../DESIGN.md`, "Reading the CRM").
+pub const MAX_PAGE: u32 = 500;
 
 /// `GET /opportunities/pipelines` (`shared/ghl/API.md` §7: ids and names come only from here).
 #[derive(Deserialize)]
@@ -203,13 +244,11 @@ impl LiveClient {
             .ok_or_else(|| UpstreamError::NoToken(location.to_string()))
     }
 
-    fn url(&self, contact: &ContactKey, followers: bool) -> Url {
+    /// `/contacts/{id}/followers` under the base URL.
+    fn followers_url(&self, contact: &ContactKey) -> Url {
         let mut url = self.base_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push("contacts").push(contact.contact_id.as_str());
-            if followers {
-                segments.push("followers");
-            }
+            segments.pop_if_empty().push("contacts").push(contact.contact_id.as_str()).push("followers");
         }
         url
     }
@@ -221,7 +260,7 @@ impl LiveClient {
         method: Method,
         url: Url,
         location: &LocationId,
-        body: Option<&FollowersBody<'_>>,
+        body: Option<&serde_json::Value>,
         label: &'static str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut rejected: Option<SecretString> = None;
@@ -247,17 +286,61 @@ impl LiveClient {
     }
 
     /// POST (add) or DELETE (remove) followers. DELETE carries its JSON body too (`shared/ghl/API.md` §2).
+    /// An answer that cannot be read is still a success (any 2xx is): it then says nothing.
     pub async fn change_followers(
         &self,
         method: Method,
         contact: &ContactKey,
         users: &[UserId],
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<FollowersAnswer, UpstreamError> {
         let label = if method == Method::DELETE { "DELETE" } else { "POST" };
-        let body = FollowersBody { followers: users };
-        let url = self.url(contact, true);
+        let body = serde_json::json!({ "followers": users });
+        let url = self.followers_url(contact);
         let response = self.send_authorized(method, url, &contact.location_id, Some(&body), label).await?;
-        check(response).await.map(drop)
+        Ok(check(response).await?.json().await.unwrap_or_default())
+    }
+
+    /// `POST /contacts/search` with `body`, for `location`.
+    async fn search(&self, location: &LocationId, body: &serde_json::Value) -> Result<SearchAnswer, UpstreamError> {
+        let mut url = self.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("contacts").push("search");
+        }
+        let response = self.send_authorized(Method::POST, url, location, Some(body), "SEARCH").await?;
+        check(response).await?.json().await.map_err(UpstreamError::Decode)
+    }
+
+    /// One contact by id, as the search lists it; `None` when the CRM does not know it.
+    pub async fn contact(&self, contact: &ContactKey) -> Result<Option<CrmContact>, UpstreamError> {
+        let body = serde_json::json!({
+            "locationId": contact.location_id,
+            "pageLimit": 1,
+            "filters": [{ "field": "id", "operator": "eq", "value": contact.contact_id }],
+        });
+        let answer = self.search(&contact.location_id, &body).await?;
+        Ok(answer.contacts.into_iter().find(|c| c.id == contact.contact_id))
+    }
+
+    /// A page of the location's contacts, `page_limit` (at most [`MAX_PAGE`]) at a time, after `cursor`.
+    pub async fn contacts_page(
+        &self,
+        location: &LocationId,
+        page_limit: u32,
+        cursor: Option<&serde_json::Value>,
+    ) -> Result<ContactPage, UpstreamError> {
+        let page_limit = page_limit.clamp(1, MAX_PAGE);
+        let mut body = serde_json::json!({ "locationId": location, "pageLimit": page_limit });
+        if let Some(cursor) = cursor {
+            body["searchAfter"] = cursor.clone();
+        }
+        let answer = self.search(location, &body).await?;
+        let last_page = answer.contacts.len() < page_limit as usize;
+        let next = if last_page {
+            None
+        } else {
+            answer.search_after.or_else(|| answer.contacts.last().and_then(|c| c.search_after.clone()))
+        };
+        Ok(ContactPage { contacts: answer.contacts, total: answer.total, next })
     }
 
     /// `GET /opportunities/pipelines?locationId=...`: the location's pipelines with their stages.
@@ -270,14 +353,6 @@ impl LiveClient {
         let response = self.send_authorized(Method::GET, url, location, None, "GET").await?;
         let answer: PipelinesAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
         Ok(answer.pipelines)
-    }
-
-    pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
-        let url = self.url(contact, false);
-        let response = self.send_authorized(Method::GET, url, &contact.location_id, None, "GET").await?;
-        let response = check(response).await?;
-        let envelope: ContactEnvelope = response.json().await.map_err(UpstreamError::Decode)?;
-        Ok(envelope.contact.followers)
     }
 }
 

@@ -21,9 +21,11 @@ impl DryRun {
             location_id = %contact.location_id,
             contact_id = %contact.contact_id,
             ?followers,
-            "dry run: would call {method} /contacts/{}{}",
-            contact.contact_id,
-            if method == "GET" { "" } else { "/followers" }
+            "dry run: would call {}",
+            match method {
+                "SEARCH" => format!("POST /contacts/search for {}", contact.contact_id),
+                _ => format!("{method} /contacts/{}/followers", contact.contact_id),
+            }
         );
     }
 

@@ -1,4 +1,5 @@
-//! The CRM's REST API, as followd uses it: add and remove a contact's followers, read who follows it.
+//! The CRM's REST API, as followd uses it: add and remove a contact's followers, read contacts (who follows
+//! them, their tags and source) through search, and the names of pipelines.
 //!
 //! [`Upstream`] is either the live client or the dry run that logs and counts each call it would make (no
 //! token configured). An enum, not a trait: there are exactly two, and only the live one does I/O.
@@ -12,7 +13,7 @@ mod tokens;
 
 use std::time::Duration;
 
-pub use client::{LiveClient, Pipeline, Stage};
+pub use client::{ContactPage, CrmContact, FollowersAnswer, LiveClient, MAX_PAGE, Pipeline, Stage};
 pub use dry_run::DryRun;
 pub use oauth::OAuth;
 pub use tokens::{OAuthTokens, TokenStore, TokenStoreError};
@@ -127,37 +128,59 @@ impl Upstream {
         }
     }
 
-    /// `POST /contacts/{id}/followers`.
-    pub async fn add_followers(&self, contact: &ContactKey, users: &[UserId]) -> Result<(), UpstreamError> {
+    /// `POST /contacts/{id}/followers`: what the CRM answered (`followersAdded`: the users this call made
+    /// followers; one who already followed is not among them). A dry run answers nothing.
+    pub async fn add_followers(
+        &self,
+        contact: &ContactKey,
+        users: &[UserId],
+    ) -> Result<FollowersAnswer, UpstreamError> {
         match self {
             Self::Live(client) => client.change_followers(reqwest::Method::POST, contact, users).await,
             Self::DryRun(dry) => {
                 dry.record("POST", contact, users);
-                Ok(())
+                Ok(FollowersAnswer::default())
             }
         }
     }
 
     /// `DELETE /contacts/{id}/followers`, with the users in the JSON body.
-    pub async fn remove_followers(&self, contact: &ContactKey, users: &[UserId]) -> Result<(), UpstreamError> {
+    pub async fn remove_followers(
+        &self,
+        contact: &ContactKey,
+        users: &[UserId],
+    ) -> Result<FollowersAnswer, UpstreamError> {
         match self {
             Self::Live(client) => client.change_followers(reqwest::Method::DELETE, contact, users).await,
             Self::DryRun(dry) => {
                 dry.record("DELETE", contact, users);
-                Ok(())
+                Ok(FollowersAnswer::default())
             }
         }
     }
 
-    /// The contact's current followers from `GET /contacts/{id}`, or `None` when the answer does not say
-    /// (`followers` is not in the documented schema: `shared/ghl/API.md` §3) or in a dry run.
-    pub async fn followers(&self, contact: &ContactKey) -> Result<Option<Vec<UserId>>, UpstreamError> {
+    /// The contact as `POST /contacts/search` lists it (followers, tags, source); `None` when the CRM does not
+    /// know it, or in a dry run (which records the call it would make).
+    pub async fn contact(&self, contact: &ContactKey) -> Result<Option<CrmContact>, UpstreamError> {
         match self {
-            Self::Live(client) => client.followers(contact).await,
+            Self::Live(client) => client.contact(contact).await,
             Self::DryRun(dry) => {
-                dry.record("GET", contact, &[]);
+                dry.record("SEARCH", contact, &[]);
                 Ok(None)
             }
+        }
+    }
+
+    /// A page of a location's contacts (see [`LiveClient::contacts_page`]); `None` in a dry run.
+    pub async fn contacts_page(
+        &self,
+        location: &LocationId,
+        page_limit: u32,
+        cursor: Option<&serde_json::Value>,
+    ) -> Result<Option<ContactPage>, UpstreamError> {
+        match self {
+            Self::Live(client) => client.contacts_page(location, page_limit, cursor).await.map(Some),
+            Self::DryRun(_) => Ok(None),
         }
     }
 }

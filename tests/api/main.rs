@@ -11,6 +11,7 @@ mod health;
 mod limits;
 mod oauth;
 mod operations;
+mod ownership;
 mod redis;
 mod rules;
 mod scale_out;

@@ -141,7 +141,10 @@ async fn the_audit_command_shows_each_change_with_its_rule_and_event() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
+    // Both were removed again: none of the contact's followers is followd's.
+    assert_eq!(lines[4], "followd's followers of c-1 in location loc-1 (oldest first): none; any other is a person's");
+    let lines = &lines[..4];
     assert!(
         lines[0].contains("remove usr_")
             && lines[0].contains("vip-removed-drops-account-team")

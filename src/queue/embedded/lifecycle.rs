@@ -67,6 +67,7 @@ pub(super) fn enqueue(
                     rule: planned.rule.to_string(),
                     event_id: event.event_id.clone(),
                     enqueued_at: now,
+                    ownership: planned.ownership,
                 };
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
                 stored += 1;

@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 
 use super::EmbeddedQueue;
-use super::tables::{KNOWN, MEMO, MEMO_EXPIRY, OrQueue, STAGES, TAGS, contact_key};
+use super::tables::{KNOWN, MEMO, MEMO_EXPIRY, OrQueue, STAGES, STATE_TIMES, TAGS, contact_key};
 use crate::domain::clock::{Millis, millis};
 use crate::event::{ContactKey, EventId, LocationId, UserId};
 use crate::queue::memory::tag_set;
@@ -21,14 +21,15 @@ impl ContactMemory for EmbeddedQueue {
         &self,
         contact: &ContactKey,
         event_id: &EventId,
-        tags: &[String],
+        tags: Option<&[String]>,
+        at: Option<Millis>,
         now: Millis,
     ) -> Result<TagDiff, QueueError> {
         let key = contact_key(contact);
         let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
-        let current = tag_set(tags);
+        let current = tags.map(tag_set);
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| diff_tags(db, &key, &memo_key, &current, now, expires)).await
+        self.blocking(move |db| diff_tags(db, &key, &memo_key, current.as_ref(), at, now, expires)).await
     }
 
     async fn swap_stage(
@@ -57,13 +58,15 @@ impl ContactMemory for EmbeddedQueue {
     }
 }
 
-/// Replaces the contact's (`key`) stored tags with `current` and returns the difference, or the answer already
-/// given to the same event (`memo_key`); that answer is remembered until `expires`.
+/// Applies a whole-state payload to the contact (`key`), as [`ContactMemory::diff_tags`] says: stale when `at`
+/// is older than the time stored, else the time stored and (with `current`) the tags replaced and the
+/// difference returned. The answer given to the same event (`memo_key`) is remembered until `expires`.
 fn diff_tags(
     db: &Database,
     key: &str,
     memo_key: &str,
-    current: &BTreeSet<String>,
+    current: Option<&BTreeSet<String>>,
+    at: Option<Millis>,
     now: Millis,
     expires: Millis,
 ) -> Result<TagDiff, QueueError> {
@@ -74,17 +77,33 @@ fn diff_tags(
             return Ok(diff);
         }
         drop(memo);
-        let mut stored = tx.open_table(TAGS).q()?;
-        let before: BTreeSet<String> = match stored.get(key).q()? {
-            Some(bytes) => serde_json::from_slice(bytes.value())?,
-            None => BTreeSet::new(),
-        };
-        let diff = TagDiff {
-            added: current.difference(&before).cloned().collect(),
-            removed: before.difference(current).cloned().collect(),
-        };
-        stored.insert(key, serde_json::to_vec(current)?.as_slice()).q()?;
-        diff
+        let mut times = tx.open_table(STATE_TIMES).q()?;
+        let last = times.get(key).q()?.map(|v| v.value());
+        if let (Some(at), Some(last)) = (at, last)
+            && at < last
+        {
+            TagDiff { stale: true, ..TagDiff::default() }
+        } else {
+            if let Some(at) = at {
+                times.insert(key, at).q()?;
+            }
+            match current {
+                None => TagDiff::default(),
+                Some(current) => {
+                    let mut stored = tx.open_table(TAGS).q()?;
+                    let before: BTreeSet<String> = match stored.get(key).q()? {
+                        Some(bytes) => serde_json::from_slice(bytes.value())?,
+                        None => BTreeSet::new(),
+                    };
+                    stored.insert(key, serde_json::to_vec(current)?.as_slice()).q()?;
+                    TagDiff {
+                        added: current.difference(&before).cloned().collect(),
+                        removed: before.difference(current).cloned().collect(),
+                        stale: false,
+                    }
+                }
+            }
+        }
     };
     remember(&tx, memo_key, &diff, expires)?;
     tx.commit().q()?;
@@ -118,24 +137,24 @@ fn swap_stage(
     Ok(previous)
 }
 
-/// Forgets the contact's stored tags.
+/// Forgets the contact's stored tags and the time of its last whole-state payload.
 fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError> {
     let tx = db.begin_write().q()?;
     tx.open_table(TAGS).q()?.remove(key).q()?;
+    tx.open_table(STATE_TIMES).q()?.remove(key).q()?;
     tx.commit().q()?;
     Ok(())
 }
 
-/// The followers followd added to the contact and has not removed since, sorted.
+/// The followers followd added to the contact and has not removed since, oldest first.
 fn known_followers(db: &Database, key: &str) -> Result<Vec<UserId>, QueueError> {
     let tx = db.begin_read().q()?;
     let known = tx.open_table(KNOWN).q()?;
-    let mut users: Vec<UserId> = match known.get(key).q()? {
+    // Stored oldest first, in the order the acks added them.
+    Ok(match known.get(key).q()? {
         Some(bytes) => serde_json::from_slice(bytes.value())?,
         None => Vec::new(),
-    };
-    users.sort();
-    Ok(users)
+    })
 }
 
 /// Updates the contact's known followers with what a delivery `applied` (nothing, in a dry run).
@@ -150,6 +169,9 @@ pub(super) fn note_followers(tx: &WriteTransaction, key: &str, applied: &Applied
     };
     if applied.removed_all {
         followers.clear();
+    }
+    if let Some(seen) = &applied.seen {
+        followers.retain(|u| seen.contains(u));
     }
     followers.retain(|u| !applied.removed.contains(u));
     for user in &applied.added {

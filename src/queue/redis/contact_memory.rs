@@ -17,16 +17,21 @@ impl ContactMemory for RedisQueue {
         &self,
         contact: &ContactKey,
         event_id: &EventId,
-        tags: &[String],
+        tags: Option<&[String]>,
+        at: Option<Millis>,
         _now: Millis,
     ) -> Result<TagDiff, QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
         let member = contact_member(contact);
-        let tags = tag_set(tags);
         let mut invocation = self.scripts.diff_tags.prepare_invoke();
-        invocation.key(partition.tags(&member)).key(partition.memo("tags", event_id, &member));
+        invocation
+            .key(partition.tags(&member))
+            .key(partition.memo("tags", event_id, &member))
+            .key(partition.state_time(&member));
         invocation.arg(millis(self.dedup_ttl));
-        for tag in &tags {
+        invocation.arg(at.map(|at| at.to_string()).unwrap_or_default());
+        invocation.arg(if tags.is_some() { "1" } else { "0" });
+        for tag in tags.map(tag_set).unwrap_or_default() {
             invocation.arg(tag);
         }
         let answer: String = invocation.invoke_async(&mut self.conn()).await?;
@@ -59,20 +64,30 @@ impl ContactMemory for RedisQueue {
 
     async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
-        let _: () =
-            redis::cmd("DEL").arg(partition.tags(&contact_member(contact))).query_async(&mut self.conn()).await?;
+        let member = contact_member(contact);
+        let _: () = redis::cmd("DEL")
+            .arg(partition.tags(&member))
+            .arg(partition.state_time(&member))
+            .query_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
         let partition = self.keys.for_location(&contact.location_id);
-        let members: Vec<String> =
-            redis::cmd("SMEMBERS").arg(partition.known(&contact_member(contact))).query_async(&mut self.conn()).await?;
-        let mut users = members
-            .iter()
-            .map(|m| UserId::parse(m).map_err(|e| corrupt(format!("bad user id: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        users.sort();
-        Ok(users)
+        let member = contact_member(contact);
+        // Oldest first; what an older version recorded (a set, moved at the next ack) counts as oldest.
+        let (mut older, owned): (Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(partition.known(&member))
+            .cmd("ZRANGE")
+            .arg(partition.owned(&member))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await?;
+        older.sort();
+        older.retain(|u| !owned.contains(u));
+        older.iter().chain(&owned).map(|m| UserId::parse(m).map_err(|e| corrupt(format!("bad user id: {e}")))).collect()
     }
 }

@@ -79,6 +79,7 @@ impl RedisQueue {
                     rule: planned.rule.to_string(),
                     event_id: event.event_id.clone(),
                     enqueued_at: now,
+                    ownership: planned.ownership,
                 };
                 match (&planned.action, planned.action.cursor_key(&event.contact.location_id)) {
                     (Action::RoundRobin { pool, .. }, Some(cursor_key)) => {

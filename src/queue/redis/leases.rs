@@ -77,11 +77,12 @@ impl RedisQueue {
             .key(partition.leases())
             .key(partition.pending(&member))
             .key(partition.state(&member))
-            .key(partition.known(&member))
+            .key(partition.owned(&member))
             .key(partition.pending_count())
             .key(partition.dead())
             .key(partition.dead_ops(&letter_id))
             .key(partition.audit(&member))
+            .key(partition.known(&member))
             .arg(now)
             .arg(&member)
             .arg(lease.id.to_string())
@@ -107,6 +108,11 @@ impl RedisQueue {
         .to_string();
         let prefix = format!("{},\"operation\":", prefix.trim_end_matches('}'));
         invocation.arg(prefix).arg(AUDIT_PER_CONTACT);
+        let seen = match &changed.seen {
+            Some(seen) => serde_json::to_string(seen)?,
+            None => String::new(),
+        };
+        invocation.arg(seen);
         if let Some(failure) = failure {
             let description = DeadLetter {
                 id: letter_id.clone(),

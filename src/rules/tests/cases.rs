@@ -31,17 +31,17 @@ async fn run(case: &Case, rules: &RuleSet) -> (CaseOutcome, Vec<String>) {
         for observation in &parsed.observations {
             if let Observation::Tags { location_id, contact_id, .. } = observation {
                 let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
-                store.diff_tags(&contact, &seed, known, now).await.unwrap();
+                store.diff_tags(&contact, &seed, Some(known), None, now).await.unwrap();
             }
         }
     }
-    let occurrences = match occurrences(&store, parsed.observations, now, &Names::new()).await {
+    let occurrences = match occurrences(&store, parsed, now, &Names::new()).await {
         Ok(occurrences) => occurrences,
         Err(error) => return (CaseOutcome::failed(case, &error), vec![]),
     };
     let mut lines = OpLines::default();
     let mut fired = Vec::new();
-    for event in plan(&occurrences, rules) {
+    for event in plan(&occurrences, rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);
             fired.push(planned.rule.to_string());

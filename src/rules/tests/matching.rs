@@ -116,6 +116,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                 Action::Add(user("usr_carol")),
                 Action::RoundRobin { rule: "all".into(), pool },
             ],
+            ownership: None,
         }]
     );
 }
