@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod ghl;
+pub mod openapi;
 pub mod process;
 pub mod redis;
 pub mod upstream;
