@@ -42,8 +42,8 @@ fn event(i: usize) -> EventOps {
             contact_id: ContactId::parse(&format!("c-{i}")).expect("a valid id"),
         },
         ops: vec![
-            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_a")) },
-            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_b")) },
+            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_a")), ownership: Default::default() },
+            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_b")), ownership: Default::default() },
         ],
     }
 }

@@ -155,7 +155,7 @@ async fn receive_path() {
             "ContactTagUpdate",
             &format!("st-{round}-{i}-{timed}"),
             Some(&format!("s-{i}")),
-            Some(&["vip", if round % 2 == 0 { "a" } else { "b" }]),
+            Some(&["vip", if round.is_multiple_of(2) { "a" } else { "b" }]),
         ))
         .expect("JSON");
         if !timed {

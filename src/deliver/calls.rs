@@ -126,7 +126,84 @@ fn names(users: &[UserId]) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::deliver::fold::fold;
+    use crate::domain::followers::FollowerOp;
+
+    fn user(n: u8) -> UserId {
+        UserId::parse(&format!("u{n}")).unwrap()
+    }
+
+    /// What happens to one contact: a delivery (its operations under `managed`, with or without a read of the
+    /// contact first), or a person adding or removing a follower in the CRM.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Deliver { ops: Vec<FollowerOp>, read: bool },
+        PersonAdds(UserId),
+        PersonRemoves(UserId),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let op = prop_oneof![
+            1 => Just(FollowerOp::RemoveAll),
+            4 => (0u8..14).prop_map(|n| FollowerOp::Add(user(n))),
+            4 => (0u8..14).prop_map(|n| FollowerOp::Remove(user(n))),
+        ];
+        prop_oneof![
+            3 => (proptest::collection::vec(op, 0..8), any::<bool>()).prop_map(|(ops, read)| Step::Deliver { ops, read }),
+            1 => (0u8..14).prop_map(|n| Step::PersonAdds(user(n))),
+            1 => (0u8..14).prop_map(|n| Step::PersonRemoves(user(n))),
+        ]
+    }
+
+    proptest! {
+        /// The planning the worker really runs, against a model of the CRM: under `managed`, whatever the rules
+        /// ask, whatever people do in between, with or without reads, and at the cap in either mode, a follower
+        /// a person added is never removed. (A person who re-adds a user followd still remembers adding is
+        /// ambiguous until the next read, so the model's people add only users followd does not remember.)
+        #[test]
+        fn under_managed_a_person_s_followers_survive_every_delivery(
+            start in proptest::collection::btree_set((0u8..14).prop_map(user), 0..8),
+            steps in proptest::collection::vec(step(), 0..40),
+            evict in any::<bool>(),
+        ) {
+            let at_cap = if evict { AtCap::EvictManaged } else { AtCap::DeadLetter };
+            let mut crm: BTreeSet<UserId> = start.clone();
+            let mut owned: Vec<UserId> = Vec::new();
+            let mut persons: BTreeSet<UserId> = start;
+            for step in steps {
+                match step {
+                    Step::Deliver { ops, read } => {
+                        let change = fold(ops.iter().map(|op| (op, Ownership::Managed)));
+                        let current: Vec<UserId> = crm.iter().cloned().collect();
+                        let known = Known { current: read.then_some(current.as_slice()), owned: &owned };
+                        let Ok(calls) = plan(&change, known, at_cap) else { continue };
+                        for user in &calls.remove {
+                            crm.remove(user);
+                        }
+                        owned.retain(|u| !calls.remove.contains(u) && (!read || current.contains(u)));
+                        for user in calls.add {
+                            if crm.insert(user.clone()) {
+                                owned.push(user);
+                            }
+                        }
+                    }
+                    Step::PersonAdds(u) => {
+                        if !owned.contains(&u) && crm.insert(u.clone()) {
+                            persons.insert(u);
+                        }
+                    }
+                    Step::PersonRemoves(u) => {
+                        crm.remove(&u);
+                        persons.remove(&u);
+                    }
+                }
+                prop_assert!(persons.is_subset(&crm), "a person's follower was removed: {crm:?} {persons:?}");
+            }
+        }
+    }
 
     fn users(ids: &[&str]) -> Vec<UserId> {
         ids.iter().map(|id| UserId::parse(id).unwrap()).collect()

@@ -75,6 +75,7 @@ async fn a_contact_create_fires_contact_created_and_tag_added_for_its_tags() {
 async fn an_opportunity_moved_to_the_won_stage_fires_stage_changed() {
     let app = ghl_app().await;
     app.upstream.set_followers("ctc-9", &["usr_a", "usr_b"]);
+    app.upstream.set_contact("ctc-9", LOCATION, &[], None);
     let body = fresh("OpportunityStageUpdate", "wh-1", Some("ctc-9"), None);
     assert_eq!(post_ghl(&app, &body).await.status(), 202);
     assert!(app.upstream.wait_for_followers("ctc-9", &[], WAIT).await);

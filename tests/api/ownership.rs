@@ -177,6 +177,43 @@ async fn a_reordered_pair_of_workflow_bodies_with_tags_applies_only_the_newer(st
     assert!(app.upstream.followers_of("c-9").is_empty(), "the older add must not undo the newer removal");
 }
 
+/// A location is read page by page with the search's cursor: every contact once, the total as the CRM says,
+/// and each page counted at the CRM like any call.
+#[tokio::test]
+async fn a_location_is_read_page_by_page_with_the_search_cursor() {
+    let upstream = crate::support::upstream::FakeUpstream::start().await;
+    let ids: Vec<String> = (0..7).map(|i| format!("c-{i}")).collect();
+    for id in &ids {
+        upstream.set_contact(id, "loc-pages", &["vip"], Some("Facebook Ads"));
+    }
+    upstream.set_contact("elsewhere", "loc-other", &[], None);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[upstream]\nbase_url = \"{}\"\ntoken = \"{}\"", upstream.url, crate::support::upstream::TOKEN);
+    let config = followd::config::Config::from_toml(&text, dir.path()).unwrap();
+    let stores = followd::queue::Stores::of(
+        followd::queue::EmbeddedQueue::open(dir.path(), Duration::from_secs(60), Duration::from_secs(60)).unwrap(),
+    );
+    let client = followd::upstream::Upstream::from_config(&config.upstream, dir.path(), stores.tokens).unwrap();
+    let location = followd::event::LocationId::parse("loc-pages").unwrap();
+    let (mut seen, mut pages, mut cursor) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = client.contacts_page(&location, 3, cursor.as_ref()).await.unwrap().expect("a live client");
+        assert_eq!(page.total, Some(7));
+        pages.push(page.contacts.len());
+        seen.extend(page.contacts.iter().map(|c| c.id.to_string()));
+        assert!(page.contacts.iter().all(|c| c.tags == ["vip"] && c.source.as_deref() == Some("Facebook Ads")));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [3, 3, 1]);
+    seen.sort();
+    assert_eq!(seen, ids);
+    assert_eq!(upstream.searches().len(), 3);
+    assert!(upstream.searches()[1].get("searchAfter").is_some() && upstream.searches()[1].get("page").is_none());
+}
+
 /// Runs each scenario on the embedded store and on a private Redis.
 macro_rules! on_both_stores {
     ($($scenario:ident),* $(,)?) => {
