@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -272,6 +273,108 @@ pub async fn queue_resume(config: &Config, location: &str) -> anyhow::Result<Exi
             println!("location {location} resumed (it was paused: {})", pause.reason);
         }
         None => println!("location {location} is not paused"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `followd reconcile --location LOC [--rules DIR] [--plan] [--json] [--ownership any|managed]`.
+pub async fn reconcile(
+    config: &Config,
+    location: &str,
+    rules_dir: &Path,
+    plan: bool,
+    json: bool,
+    ownership: Option<crate::domain::followers::Ownership>,
+) -> anyhow::Result<ExitCode> {
+    use crate::reconcile::{Reconciler, desired::Judgement, progress::Progress};
+    let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
+    let rules = match crate::rules::LiveRules::load(rules_dir) {
+        Ok(live) => live.current(),
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let stores = match Stores::open(&crate::http::store_options(config)).await {
+        Ok(stores) => Some(stores),
+        // The embedded store belongs to a running service: a plan still reads the CRM, without the memory
+        // of which followers followd added (an apply needs it, and says so).
+        Err(crate::queue::QueueError::Locked(dir)) if plan && config.upstream.oauth.is_none() => {
+            eprintln!(
+                "note: {} is in use by a running followd; planning without its memory of the followers it added \
+                 (removals limited to those are not shown)",
+                dir.display()
+            );
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let scratch = tempfile::tempdir()?;
+    let tokens = match &stores {
+        Some(stores) => Arc::clone(&stores.tokens),
+        None => EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))
+            .map(|q| Stores::of(q).tokens)?,
+    };
+    let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
+    if upstream.is_dry_run() {
+        return Err(crate::reconcile::ReconcileError::DryRun.into());
+    }
+    let reconciler = Reconciler {
+        upstream: Arc::new(upstream),
+        stores,
+        rules,
+        judgement: Judgement { run: ownership, config: config.followers.ownership },
+        limits: crate::domain::rate::Limits::from(&config.rate_limit),
+        max_share: config.reconcile.max_share,
+        page_limit: config.reconcile.page_size,
+        next_call: Default::default(),
+    };
+    let mut progress = Progress::new(json);
+    let report = if plan {
+        reconciler.plan(&location, &mut progress).await?
+    } else {
+        let (run, report) = reconciler.apply(&location, &mut progress).await?;
+        if !json {
+            println!("run {}: {} contacts read, {} changes queued", run.id, run.contacts_read, run.contacts_changed);
+        }
+        report
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `followd reconcile status [--json]`.
+pub async fn reconcile_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let runs = Stores::open(&crate::http::store_options(config)).await?.runs.runs().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no reconcile runs");
+    }
+    let now = now_ms();
+    for run in &runs {
+        let state = match &run.state {
+            crate::queue::RunState::Running => "running (or interrupted: run the command again to resume)".to_owned(),
+            crate::queue::RunState::Done => "done".to_owned(),
+            crate::queue::RunState::Failed(reason) => format!("stopped: {reason}"),
+        };
+        println!(
+            "{}  location {}  started {}  {} contacts read, {} changed (+{} -{}), updated {}s ago: {state}",
+            run.id,
+            run.location_id,
+            rfc3339(run.started_at),
+            run.contacts_read,
+            run.contacts_changed,
+            run.adds,
+            run.removes,
+            crate::reconcile::age(run, now).as_secs()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,13 +12,14 @@
 //! - [`queue`]: the durable per-contact queue ([`queue::Queue`]): embedded (redb) or Redis.
 //! - [`deliver`]: workers, folding, retries.
 //! - [`upstream`]: the CRM API client, live or dry run.
+//! - [`reconcile`]: bring existing contacts in line with the rules, or plan it.
 //! - [`domain`]: the vocabulary below every stage: time, rate-limit arithmetic, follower operations, outcomes.
 //! - [`decisions`]: the recent decisions the status page shows.
 //! - [`commands`]: the command line's subcommands other than `serve`.
 //! - [`config`], [`telemetry`], [`signals`]: configuration layers; logs and metrics; stop and reload signals.
 //!
 //! Imports point one way: the stages (`verify`, `event`, `rules`, `queue`, `upstream`) import only `domain`,
-//! `event` and each other's types, never the drivers (`http`, `intake`, `deliver`, `commands`) and never load
+//! `event` and each other's types, never the drivers (`http`, `intake`, `deliver`, `reconcile`, `commands`) and never load
 //! configuration. `../shared/tools/import-graph src` prints the graph.
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod event;
 pub mod http;
 pub mod intake;
 pub mod queue;
+pub mod reconcile;
 pub mod rules;
 pub mod signals;
 pub mod telemetry;

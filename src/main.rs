@@ -37,12 +37,51 @@ enum Command {
     /// Lists, replays and purges dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Brings a location's existing contacts in line with the rules, or shows what that would change (--plan).
+    Reconcile(ReconcileArgs),
     /// The follower changes made to a contact, newest first: when, which operation, the rule and the event.
     Audit {
         contact_id: String,
         /// The contact's sub-account; without it every location is searched.
         #[arg(long)]
         location: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ReconcileArgs {
+    #[command(subcommand)]
+    command: Option<ReconcileCommand>,
+    /// The location (sub-account) to read.
+    #[arg(long, required = true)]
+    location: Option<String>,
+    /// Plan this rule set instead of the live one (e.g. an edit under review).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Change nothing: print what a run would change.
+    #[arg(long)]
+    plan: bool,
+    /// Print the plan (or the run's result) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Whose followers removals may touch in this run (default: managed for remove_all and absent tags).
+    #[arg(long, value_enum)]
+    ownership: Option<OwnershipArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OwnershipArg {
+    Any,
+    Managed,
+}
+
+#[derive(Subcommand)]
+enum ReconcileCommand {
+    /// Every run: its location, progress and state.
+    Status {
         #[arg(long)]
         json: bool,
     },
@@ -164,6 +203,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(DlqCommand::List { json }) => commands::dlq_list(&config, json).await,
         Command::Audit { contact_id, location, json } => {
             commands::audit(&config, &contact_id, location.as_deref(), json).await
+        }
+        Command::Reconcile(ReconcileArgs { command: Some(ReconcileCommand::Status { json }), .. }) => {
+            commands::reconcile_status(&config, json).await
+        }
+        Command::Reconcile(args) => {
+            let ownership = args.ownership.map(|o| match o {
+                OwnershipArg::Any => followd::domain::followers::Ownership::Any,
+                OwnershipArg::Managed => followd::domain::followers::Ownership::Managed,
+            });
+            let location = args.location.unwrap_or_default();
+            let rules = args.rules.unwrap_or_else(|| config.rules_dir.clone());
+            commands::reconcile(&config, &location, &rules, args.plan, args.json, ownership).await
         }
         Command::Dlq(DlqCommand::Replay(which)) => commands::dlq_replay(&config, &which.selection()).await,
         Command::Dlq(DlqCommand::Purge(which)) => commands::dlq_purge(&config, &which.selection()).await,

@@ -116,6 +116,8 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("followd_upstream_token_reloads_total", Kind::Counter, "Upstream token reloads, by result."),
     ("followd_oauth_refreshes_total", Kind::Counter, "OAuth access token refreshes, by result."),
     ("followd_rules_reloads_total", Kind::Counter, "Rule reloads, by result."),
+    ("followd_reconcile_contacts_read_total", Kind::Counter, "Contacts a reconcile read through the CRM's search."),
+    ("followd_reconcile_changes_total", Kind::Counter, "Follower changes a reconcile queued, by kind (add, remove)."),
     ("followd_rules_reload_failures_total", Kind::Counter, "Rule reloads rejected; the previous rules stayed live."),
     ("followd_rules_loaded", Kind::Gauge, "Enabled rules live now."),
     ("followd_rules_last_success_timestamp_seconds", Kind::Gauge, "When the live rules were loaded (Unix time)."),

@@ -17,7 +17,7 @@ use followd::domain::rate::Limits;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
     Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, Pause, PlannedOp, Queue,
-    QueueError, RedisOptions, RedisQueue, Selection, Stores,
+    QueueError, RedisOptions, RedisQueue, RunRecord, RunState, Selection, Stores,
 };
 use followd::rules::Action;
 use followd::upstream::OAuthTokens;
@@ -461,6 +461,38 @@ async fn oauth_tokens_are_kept_per_location_and_the_newest_pair_wins(stores: &St
     assert_eq!(tokens.load_tokens(&l2).await.unwrap(), None);
 }
 
+// --- RunLog ---
+
+async fn a_reconcile_run_is_saved_whole_and_listed_oldest_first(stores: &Stores) {
+    let runs = &*stores.runs;
+    let run = |id: &str, location: &str, started_at: u64| RunRecord {
+        id: id.to_owned(),
+        location_id: LocationId::parse(location).unwrap(),
+        started_at,
+        updated_at: started_at,
+        cursor: None,
+        contacts_read: 0,
+        contacts_changed: 0,
+        adds: 0,
+        removes: 0,
+        state: RunState::Running,
+        ownership: None,
+    };
+    assert!(runs.runs().await.unwrap().is_empty());
+    let mut first = run("r1", "loc-a", T0);
+    runs.save_run(&first).await.unwrap();
+    runs.save_run(&run("r2", "loc-b", T0 + 5)).await.unwrap();
+    // A page later: the cursor and counts replace the record whole.
+    first.cursor = Some(serde_json::json!([1_700_000_000_000u64, "c-99"]));
+    first.contacts_read = 100;
+    first.state = RunState::Failed("the CRM answered 503".into());
+    runs.save_run(&first).await.unwrap();
+    let listed = runs.runs().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], first);
+    assert_eq!((listed[1].id.as_str(), &listed[1].state), ("r2", &RunState::Running));
+}
+
 // --- Outcomes ---
 
 /// A shared store (Redis) reads back outcomes noted for events of several locations, hence several
@@ -521,6 +553,8 @@ macro_rules! contract {
                 oauth_tokens_are_kept_per_location_and_the_newest_pair_wins,
                 // Outcomes
                 delivery_outcomes_are_read_back_per_event_where_the_store_is_shared,
+                // RunLog
+                a_reconcile_run_is_saved_whole_and_listed_oldest_first,
             );
         }
     };

@@ -47,6 +47,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub delivery: DeliveryConfig,
     pub followers: FollowersConfig,
+    pub reconcile: ReconcileConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -136,6 +137,19 @@ pub struct FollowersConfig {
     /// `"dead_letter"` (default) or `"evict_managed"`.
     #[serde(default)]
     pub at_cap: crate::domain::followers::AtCap,
+}
+
+/// How reconcile runs use the CRM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// The part of a location's rate budget a run may use (0 < share <= 1).
+    pub max_share: f64,
+    /// `serve` reconciles each location this often; unset: never on its own.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Contacts per search page (at most 500).
+    pub page_size: u32,
 }
 
 /// The status page's protection.
@@ -262,6 +276,16 @@ impl Config {
     /// Checks what deserialization cannot: every problem is collected, not just the first.
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if !(self.reconcile.max_share > 0.0 && self.reconcile.max_share <= 1.0) {
+            problems.push(format!(
+                "reconcile.max_share is {}; give a share of the budget above 0 and at most 1, e.g. 0.5",
+                self.reconcile.max_share
+            ));
+        }
+        if !(1..=500).contains(&self.reconcile.page_size) {
+            problems
+                .push(format!("reconcile.page_size is {}; the CRM pages 1 to 500 contacts", self.reconcile.page_size));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, source) in self.source.iter().enumerate() {
             let valid_name = !source.name.is_empty()
@@ -330,6 +354,7 @@ const ENV_KEYS: &[&str] = &[
     "queue",
     "delivery",
     "followers",
+    "reconcile",
     "admin",
     "upstream_url",
     "upstream_token",

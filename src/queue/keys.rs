@@ -102,6 +102,11 @@ impl PartitionKeys {
         format!("{}tags:{contact}", self.base)
     }
 
+    /// Hash: reconcile run id → its record, for the locations of this partition.
+    pub fn runs(&self) -> String {
+        format!("{}runs", self.base)
+    }
+
     /// String: the time (ms) of the last whole-state payload applied for the contact.
     pub fn state_time(&self, contact: &str) -> String {
         format!("{}state_time:{contact}", self.base)
@@ -200,6 +205,7 @@ mod tests {
             p.dead_ops("3-00ff"),
             p.tags(contact),
             p.state_time(contact),
+            p.runs(),
             p.stage(&location, "opp-1"),
             p.memo("tags", &EventId::parse("e").unwrap(), contact),
             p.outcome(&EventId::parse("e}{").unwrap()),

@@ -19,6 +19,7 @@
 //! - [`LocationState`]: a location's rate budget and pause;
 //! - [`AuditLog`]: each contact's audit trail (written by `ack` and `dead_letter`, in their transaction);
 //! - [`Outcomes`]: delivery results shared with other processes' status pages;
+//! - [`RunLog`]: reconcile runs and their cursors, so an interrupted run resumes;
 //! - [`crate::upstream::TokenStore`]: OAuth tokens (the trait is the upstream client's, which needs it).
 //!
 //! Two backends implement every one of them and pass one behavioural suite (`tests/queue_contract.rs`):
@@ -32,6 +33,7 @@ mod locations;
 mod memory;
 mod outcomes;
 mod redis;
+mod runs;
 mod stores;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub use self::audit::{AUDIT_PER_CONTACT, AuditEntry, AuditLog};
 pub use self::locations::{LocationState, Pause};
 pub use self::memory::{ContactMemory, TagDiff};
 pub use self::outcomes::{OUTCOME_TTL, Outcomes};
+pub use self::runs::{RunLog, RunRecord, RunState};
 pub use self::stores::{StoreOptions, Stores};
 use crate::domain::clock::Millis;
 use crate::domain::followers::{Action, is_any};

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{
     AuditLog, ContactMemory, EmbeddedQueue, LocationState, Outcomes, Queue, QueueError, RedisOptions, RedisQueue,
+    RunLog,
 };
 use crate::config::RedisUrl;
 use crate::upstream::TokenStore;
@@ -38,6 +39,7 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub outcomes: Arc<dyn Outcomes>,
     pub tokens: Arc<dyn TokenStore>,
+    pub runs: Arc<dyn RunLog>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -50,7 +52,7 @@ impl Stores {
     /// Every trait of one backend.
     pub fn of<B>(backend: B) -> Self
     where
-        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore,
+        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore + RunLog,
     {
         let backend = Arc::new(backend);
         Self {
@@ -59,7 +61,8 @@ impl Stores {
             locations: Arc::clone(&backend) as Arc<dyn LocationState>,
             audit: Arc::clone(&backend) as Arc<dyn AuditLog>,
             outcomes: Arc::clone(&backend) as Arc<dyn Outcomes>,
-            tokens: backend as Arc<dyn TokenStore>,
+            tokens: Arc::clone(&backend) as Arc<dyn TokenStore>,
+            runs: backend as Arc<dyn RunLog>,
         }
     }
 

@@ -128,6 +128,22 @@ impl RuleSet {
         values
     }
 
+    /// The tags that enabled `tag_removed` rules in scope for `location` name (normalized, sorted, once each):
+    /// a reconcile asks those rules about each tag a contact does not have. Rules without a tag are left out.
+    pub fn removal_tags(&self, location: &crate::event::LocationId) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .index
+            .all()
+            .iter()
+            .filter(|rule| rule.enabled && rule.kind == model::Kind::TagRemoved)
+            .filter(|rule| rule.locations.as_ref().is_none_or(|scope| scope.binary_search(location).is_ok()))
+            .filter_map(|rule| rule.key.as_deref().map(str::to_owned))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
     /// Every rule of the event's kind, enabled or not, in rule order, with whether it fired (and its actions)
     /// or why not. The fired ones are exactly [`RuleSet::evaluate`]'s matches. Scans the whole set: for people
     /// asking "why", not for the request path.

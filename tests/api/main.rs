@@ -12,6 +12,7 @@ mod limits;
 mod oauth;
 mod operations;
 mod ownership;
+mod reconcile;
 mod redis;
 mod rules;
 mod scale_out;

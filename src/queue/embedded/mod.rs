@@ -14,6 +14,7 @@
 //! - `memory`: [`super::ContactMemory`]: tags, stages, followers followd added, answers given
 //! - `locations`: [`super::LocationState`] (budget and pause, in memory) and the OAuth [`TokenStore`]
 //! - `audit`: [`super::AuditLog`], each contact's audit trail
+//! - `runs`: [`super::RunLog`], reconcile runs
 //!
 //! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
@@ -23,6 +24,7 @@ mod letters;
 mod lifecycle;
 mod locations;
 mod memory;
+mod runs;
 mod tables;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@
 //! - `meta`     "seq" → the last operation sequence number
 //! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
 //! - `state_times` contact → the time (ms) of the last whole-state payload applied, to refuse older ones
+//! - `reconcile_runs` run id → the run's record (cursor, counts, state)
 //! - `audit`    (contact, seq) → what a delivery did, the newest [`crate::queue::AUDIT_PER_CONTACT`] per contact
 //! - `oauth`    location → its OAuth tokens (the refresh token rotates)
 //! - `dead`     dead letter id → the dead letter, operations included
@@ -35,6 +36,7 @@ pub(super) const KNOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("kno
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 pub(super) const STATE_TIMES: TableDefinition<&str, u64> = TableDefinition::new("state_times");
+pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("reconcile_runs");
 pub(super) const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
 pub(super) const MEMO: TableDefinition<&str, &[u8]> = TableDefinition::new("memo");
 pub(super) const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("memo_expiry");
@@ -58,6 +60,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
         tx.open_table(META).map_err(redb::Error::from)?;
         tx.open_table(TAGS).map_err(redb::Error::from)?;
         tx.open_table(STATE_TIMES).map_err(redb::Error::from)?;
+        tx.open_table(RUNS).map_err(redb::Error::from)?;
         tx.open_table(STAGES).map_err(redb::Error::from)?;
         tx.open_table(MEMO).map_err(redb::Error::from)?;
         tx.open_table(MEMO_EXPIRY).map_err(redb::Error::from)?;

@@ -22,6 +22,7 @@
 //! - `contact_memory.rs`: [`super::ContactMemory`], tags, stages and known followers kept between events
 //! - `locations.rs`: [`super::LocationState`] (budget and pause) and the OAuth [`crate::upstream::TokenStore`]
 //! - `audit.rs`: [`super::AuditLog`]; `outcomes.rs`: [`super::Outcomes`], for status pages of other processes
+//! - `runs.rs`: [`super::RunLog`], reconcile runs, in their location's partition
 
 mod audit;
 mod conn;
@@ -32,6 +33,7 @@ mod letters;
 mod locations;
 mod outcomes;
 mod reply;
+mod runs;
 mod scripts;
 
 use std::sync::atomic::AtomicUsize;

@@ -1,0 +1,229 @@
+//! `followd reconcile`, the real binary against the fake CRM: a plan lists exactly the changes a location
+//! needs (also for a rule edit not live yet), an apply converges the CRM to it and changes nothing else, and a
+//! run stopped with SIGKILL resumes and ends in the same state, with no change made twice.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::eventually;
+use crate::support::process::{Followd, write_config};
+use crate::support::redis::RedisServer;
+use crate::support::upstream::FakeUpstream;
+
+const WAIT: Duration = Duration::from_secs(60);
+const CONTACTS: usize = 300;
+
+const RULES: &str = r#"
+[users]
+alice = "usr_alice"
+bob = "usr_bob"
+carol = "usr_carol"
+sdr_team = ["usr_s1", "usr_s2"]
+
+[[rule]]
+name = "vip-gets-account-team"
+when = { event = "tag_added", tag = "vip" }
+then = { add = ["alice", "bob"] }
+
+[[rule]]
+name = "vip-removed-drops-account-team"
+when = { event = "tag_removed", tag = "vip" }
+then = { remove = ["alice", "bob"] }
+
+[[rule]]
+name = "facebook-leads-round-robin"
+when = { event = "contact_created", source = "Facebook Ads" }
+then = { round_robin = "sdr_team" }
+"#;
+
+/// A location of [`CONTACTS`] contacts in five kinds, by `i % 5`:
+/// 0: vip, nobody follows (needs alice and bob); 1: vip, alice and bob follow (right);
+/// 2: no vip, bob follows by a person's hand (right under managed); 3: a Facebook lead an SDR follows (right);
+/// 4: a Facebook lead nobody follows (needs one SDR).
+fn seed(upstream: &FakeUpstream) {
+    for i in 0..CONTACTS {
+        let id = format!("c-{i:03}");
+        match i % 5 {
+            0 => upstream.set_contact(&id, "loc-1", &["vip"], None),
+            1 => {
+                upstream.set_contact(&id, "loc-1", &["vip", "other"], None);
+                upstream.set_followers(&id, &["usr_alice", "usr_bob"]);
+            }
+            2 => {
+                upstream.set_contact(&id, "loc-1", &["other"], None);
+                upstream.set_followers(&id, &["usr_bob"]);
+            }
+            3 => {
+                upstream.set_contact(&id, "loc-1", &[], Some("Facebook Ads"));
+                upstream.set_followers(&id, &["usr_s2"]);
+            }
+            _ => upstream.set_contact(&id, "loc-1", &[], Some("Facebook Ads")),
+        }
+    }
+}
+
+/// A configuration for the binary: the rules above, pages of 100, and the given extra TOML.
+fn config(dir: &Path, upstream: &FakeUpstream, redis: Option<&str>, extra: &str) -> PathBuf {
+    let path = write_config(dir, &upstream.url, redis);
+    std::fs::write(dir.join("rules/rules.toml"), RULES).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace("[upstream]", &format!("{extra}\n[upstream]"));
+    std::fs::write(&path, format!("{text}\n[reconcile]\npage_size = 100\n")).unwrap();
+    path
+}
+
+/// Runs the binary to its end. Async: the fake CRM serves on this test's runtime, which must not block.
+async fn followd(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"));
+    command.args(args).arg("--config").arg(config).output().await.unwrap()
+}
+
+async fn plan(config: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["reconcile", "--location", "loc-1", "--plan", "--json"];
+    args.extend(extra);
+    let output = followd(config, &args).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+fn rule<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["rules"].as_array().unwrap().iter().find(|r| r["rule"] == name).unwrap_or_else(|| panic!("{name}: {plan}"))
+}
+
+#[tokio::test]
+async fn a_plan_lists_exactly_the_changes_the_location_needs_and_changes_nothing() {
+    let upstream = FakeUpstream::start().await;
+    seed(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &upstream, None, "");
+    let plan = plan(&config, &[]).await;
+    let fifth = (CONTACTS / 5) as u64;
+    assert_eq!(plan["location"], "loc-1");
+    assert_eq!(plan["contacts_read"], CONTACTS as u64);
+    assert_eq!(plan["contacts_changed"], 2 * fifth);
+    assert_eq!((plan["add"].as_u64(), plan["remove"].as_u64()), (Some(3 * fifth), Some(0)));
+    // Pages of 100: three full ones and the empty fourth that says the third was the last; one POST per change.
+    assert_eq!(plan["calls"], 4 + 2 * fifth, "{plan}");
+    assert!(plan["eta_seconds"].as_u64().unwrap() > 0);
+    let vip = rule(&plan, "vip-gets-account-team");
+    assert_eq!(
+        (vip["contacts"].as_u64(), vip["add"].as_u64(), vip["remove"].as_u64()),
+        (Some(fifth), Some(2 * fifth), Some(0))
+    );
+    assert_eq!(rule(&plan, "facebook-leads-round-robin")["add"], fifth);
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len() as u64, 2 * fifth);
+    let first = changes.iter().find(|c| c["contact_id"] == "c-000").unwrap();
+    assert_eq!(first["add"], serde_json::json!(["usr_alice", "usr_bob"]));
+    assert!(changes.iter().all(|c| {
+        let i: usize = c["contact_id"].as_str().unwrap()[2..].parse().unwrap();
+        matches!(i % 5, 0 | 4)
+    }));
+    // Only reads were made.
+    assert!(upstream.calls().iter().all(|c| c.method == "SEARCH"), "a plan must not write");
+    assert_eq!(upstream.searches().len(), 4);
+
+    // --ownership any lets the absent vip's rule remove bob where a person added him.
+    let any = self::plan(&config, &["--ownership", "any"]).await;
+    assert_eq!(any["remove"], fifth);
+    // A rule edit under review: carol joins the account team, for every vip contact.
+    let edited = dir.path().join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    std::fs::write(
+        edited.join("rules.toml"),
+        RULES.replace(r#"add = ["alice", "bob"]"#, r#"add = ["alice", "bob", "carol"]"#),
+    )
+    .unwrap();
+    let edit = self::plan(&config, &["--rules", edited.to_str().unwrap()]).await;
+    let vip = rule(&edit, "vip-gets-account-team");
+    assert_eq!((vip["contacts"].as_u64(), vip["add"].as_u64()), (Some(2 * fifth), Some(3 * fifth + fifth)));
+}
+
+/// Who follows each contact now, at the fake.
+fn state(upstream: &FakeUpstream) -> Vec<BTreeSet<String>> {
+    (0..CONTACTS).map(|i| upstream.followers_of(&format!("c-{i:03}"))).collect()
+}
+
+fn converged(upstream: &FakeUpstream) -> bool {
+    state(upstream).iter().enumerate().all(|(i, followers)| {
+        let names: Vec<&str> = followers.iter().map(String::as_str).collect();
+        match i % 5 {
+            0 | 1 => names == ["usr_alice", "usr_bob"],
+            2 => names == ["usr_bob"],
+            3 => names == ["usr_s2"],
+            _ => names == ["usr_s1"] || names == ["usr_s2"],
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_apply_converges_the_crm_to_the_plan_and_a_run_killed_midway_resumes_without_repeating_a_change() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    seed(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    // A slow budget, so the run is still going when it is killed: 40 calls/s, half of it for the reconcile.
+    let config = config(dir.path(), &upstream, Some(&redis.url()), "[rate_limit]\nper_location = \"40/1s\"");
+    let worker = Followd::start(&config, crate::support::free_port(), &["--role", "worker"]).await;
+
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["reconcile", "--location", "loc-1", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Kill it once some of the changes have gone out, but not all.
+    let midway =
+        eventually(WAIT, || async { upstream.calls().iter().filter(|c| c.method == "POST").count() >= 10 }).await;
+    assert!(midway, "the run made no change");
+    run.kill().await.unwrap();
+    assert!(!converged(&upstream), "the run finished before it could be interrupted");
+    let status = followd(&config, &["reconcile", "status", "--json"]).await;
+    let runs: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "running", "{runs}");
+
+    let resumed = followd(&config, &["reconcile", "--location", "loc-1"]).await;
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(eventually(WAIT, || async { converged(&upstream) }).await, "{:?}", state(&upstream));
+    let runs: Value =
+        serde_json::from_slice(&followd(&config, &["reconcile", "status", "--json"]).await.stdout).unwrap();
+    assert_eq!((runs.as_array().unwrap().len(), runs[0]["state"].as_str()), (1, Some("done")), "{runs}");
+    // No change was made twice: one accepted POST per contact that needed one, none for the others (a POST the
+    // fake refused with 429, past its own 100/10s, changed nothing and was retried).
+    for i in 0..CONTACTS {
+        let calls = upstream.calls_for(&format!("c-{i:03}"));
+        let posts = calls.iter().filter(|c| c.method == "POST" && c.status == 201).count();
+        let needed = usize::from(matches!(i % 5, 0 | 4));
+        assert_eq!(posts, needed, "contact c-{i:03}: {calls:?}");
+    }
+    assert!(upstream.calls().iter().all(|c| c.method != "DELETE"), "nothing needed removing");
+    // Converged: a new plan finds nothing to do.
+    let after = plan(&config, &[]).await;
+    assert_eq!(after["contacts_changed"], 0, "{after}");
+    worker.kill().await;
+}
+
+#[tokio::test]
+async fn a_location_larger_than_ten_thousand_contacts_is_read_with_search_after() {
+    let upstream = FakeUpstream::start().await;
+    let total = 10_001;
+    for i in 0..total {
+        upstream.set_contact(&format!("big-{i:05}"), "loc-1", if i % 1000 == 0 { &["vip"] } else { &[] }, None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &upstream, None, "[rate_limit]\nper_location = \"1000/1s\"");
+    let text = std::fs::read_to_string(&config).unwrap().replace("page_size = 100", "page_size = 500");
+    std::fs::write(&config, text).unwrap();
+    let plan = plan(&config, &[]).await;
+    assert_eq!(plan["contacts_read"], total as u64);
+    assert_eq!(plan["contacts_changed"], 11, "{plan}");
+    let searches = upstream.searches();
+    assert_eq!(searches.len(), 21, "20 full pages of 500 and the last one");
+    // Past the first page, every page is asked for with the cursor, never with `page` (which stops at 10,000).
+    assert!(searches[1..].iter().all(|s| s.get("searchAfter").is_some() && s.get("page").is_none()));
+}
