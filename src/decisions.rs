@@ -29,14 +29,25 @@ pub struct Decision {
     pub delivery: Outcome,
 }
 
-/// The ring of recent decisions, newest first.
+/// Most locations remembered as seen (a scheduled reconcile visits each).
+pub const MAX_LOCATIONS: usize = 10_000;
+
+/// The ring of recent decisions, newest first, and the locations webhooks came from.
 #[derive(Debug, Default)]
 pub struct Decisions {
     recent: Mutex<VecDeque<Decision>>,
+    /// Every location a webhook came from since this process started (at most [`MAX_LOCATIONS`]).
+    locations: Mutex<std::collections::BTreeSet<LocationId>>,
 }
 
 impl Decisions {
     pub fn record(&self, decision: Decision) {
+        {
+            let mut locations = self.locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if locations.len() < MAX_LOCATIONS {
+                locations.insert(decision.location_id.clone());
+            }
+        }
         let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         recent.push_front(decision);
         recent.truncate(KEEP);
@@ -48,6 +59,11 @@ impl Decisions {
         for decision in recent.iter_mut().filter(|d| events.contains(&d.event_id)) {
             decision.delivery = outcome.clone();
         }
+    }
+
+    /// The locations webhooks came from since start.
+    pub fn locations(&self) -> Vec<LocationId> {
+        self.locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
     }
 
     pub fn snapshot(&self) -> Vec<Decision> {

@@ -24,8 +24,12 @@ use crate::decisions::Decisions;
 use crate::deliver::retry::Policy;
 use crate::deliver::{Deliverer, Workers};
 use crate::domain::rate::Limits;
+use crate::event::LocationId;
 use crate::intake::{Intake, Source};
 use crate::queue::{QueueError, StoreOptions, Stores};
+use crate::reconcile::Reconciler;
+use crate::reconcile::desired::Judgement;
+use crate::reconcile::schedule::run_every;
 use crate::rules::{LiveRules, RulesError};
 use crate::upstream::Upstream;
 use crate::upstream::pipelines::PipelineNames;
@@ -81,6 +85,9 @@ impl Application {
         let workers = (role != Role::Receiver).then(|| {
             start_workers(&config, &stores, Arc::clone(&upstream), Arc::clone(&decisions), &wake, &background, &stop)
         });
+        if role != Role::Receiver {
+            schedule_reconcile(&config, &stores, &upstream, &decisions, &rules, &background, &stop);
+        }
         let intake = (role != Role::Worker)
             .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
             .transpose()?;
@@ -214,6 +221,41 @@ fn start_workers(
     }
     let reap_every = (config.queue.lease / 4).max(Duration::from_millis(250));
     Workers::spawn(deliverer, writer, config.workers.get(), Arc::clone(wake), reap_every)
+}
+
+/// `reconcile.every`: the service reconciles its locations on a schedule (workers' processes only).
+fn schedule_reconcile(
+    config: &Config,
+    stores: &Stores,
+    upstream: &Arc<Upstream>,
+    decisions: &Arc<Decisions>,
+    rules: &Arc<LiveRules>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let Some(every) = config.reconcile.every else { return };
+    if upstream.is_dry_run() {
+        tracing::warn!("reconcile.every is set, but a dry run cannot read the CRM: no scheduled reconcile");
+        return;
+    }
+    let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
+    let configured = config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
+    let (stores, upstream) = (stores.clone(), Arc::clone(upstream));
+    let judgement = Judgement { run: None, config: config.followers.ownership };
+    let (limits, max_share, page_limit) =
+        (Limits::from(&config.rate_limit), config.reconcile.max_share, config.reconcile.page_size);
+    let make = move |rules| Reconciler {
+        upstream: Arc::clone(&upstream),
+        stores: Some(stores.clone()),
+        rules,
+        judgement,
+        limits,
+        max_share,
+        page_limit,
+        next_call: Default::default(),
+    };
+    tracing::info!(every_s = every.as_secs(), "reconciling every location on a schedule");
+    tasks.spawn(run_every(every, configured, Arc::clone(decisions), Arc::clone(rules), make, stop.clone()));
 }
 
 /// The receiving side: the configured sources (or the defaults, said at start) and the name lookups.

@@ -12,6 +12,7 @@
 pub mod desired;
 pub mod progress;
 pub mod report;
+pub mod schedule;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

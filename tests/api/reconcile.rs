@@ -227,3 +227,34 @@ async fn a_location_larger_than_ten_thousand_contacts_is_read_with_search_after(
     // Past the first page, every page is asked for with the cursor, never with `page` (which stops at 10,000).
     assert!(searches[1..].iter().all(|s| s.get("searchAfter").is_some() && s.get("page").is_none()));
 }
+
+/// `reconcile.every`: the service repairs drift on its own, on its own store (the embedded one too).
+async fn serve_reconciles_the_locations_it_serves_on_a_schedule(store: crate::support::app::Store) {
+    let app = crate::support::app::TestApp::builder()
+        .store(store)
+        .config("[reconcile]\nevery = \"1s\"\npage_size = 50")
+        .spawn()
+        .await;
+    // A vip contact nobody follows: its webhook never came.
+    app.upstream.set_contact("drifted", "loc-1", &["vip"], None);
+    // Any webhook from the location makes it one the service serves.
+    let body = crate::support::app::tag_event("e1", "tag_added", "c-1", "vip");
+    assert_eq!(app.post_signed(&body).await.status(), 202);
+    assert!(app.upstream.wait_for_followers("drifted", &["usr_alice", "usr_bob"], WAIT).await);
+    let runs = app.stores.runs.runs().await.unwrap();
+    assert!(runs.iter().any(|r| r.location_id.as_str() == "loc-1" && r.contacts_changed >= 1), "{runs:?}");
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("Reconcile") && page.contains(runs[0].id.as_str()), "the status page shows the run");
+}
+
+mod scheduled {
+    #[tokio::test]
+    async fn on_the_embedded_store() {
+        super::serve_reconciles_the_locations_it_serves_on_a_schedule(crate::support::app::Store::Embedded).await;
+    }
+
+    #[tokio::test]
+    async fn on_redis() {
+        super::serve_reconciles_the_locations_it_serves_on_a_schedule(crate::support::app::Store::Redis).await;
+    }
+}

@@ -149,7 +149,27 @@ async fn gather(state: &StatusState) -> StatusView {
         locations.push(LocationView { id, paused, limiter });
     }
     let dead_letters = state.stores.queue.dead_letters().await.map_err(|e| e.to_string());
-    StatusView { now, daily_budget: state.daily_budget, rules, reload_error, queue, locations, decisions, dead_letters }
+    // Each location's newest run.
+    let runs = state.stores.runs.runs().await.map_err(|e| e.to_string()).map(|runs| {
+        let mut newest: std::collections::BTreeMap<_, _> = std::collections::BTreeMap::new();
+        for run in runs {
+            newest.insert(run.location_id.clone(), run);
+        }
+        let mut runs: Vec<_> = newest.into_values().collect();
+        runs.sort_by_key(|run| run.started_at);
+        runs
+    });
+    StatusView {
+        now,
+        daily_budget: state.daily_budget,
+        rules,
+        reload_error,
+        queue,
+        locations,
+        decisions,
+        dead_letters,
+        runs,
+    }
 }
 
 #[cfg(test)]

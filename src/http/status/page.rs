@@ -11,7 +11,7 @@ use crate::decisions::Decision;
 use crate::domain::clock::Millis;
 use crate::domain::rate::LimiterState;
 use crate::event::LocationId;
-use crate::queue::{DeadLetter, Pause, QueueStats};
+use crate::queue::{DeadLetter, Pause, QueueStats, RunRecord, RunState};
 use crate::rules::Summary;
 
 /// One day in milliseconds: the limiter counts calls per UTC day (`LimiterState::day` is `now / DAY_MS`).
@@ -36,6 +36,8 @@ pub(super) struct StatusView {
     /// Newest first.
     pub decisions: Vec<Decision>,
     pub dead_letters: Result<Vec<DeadLetter>, String>,
+    /// Reconcile runs: each location's newest, oldest first.
+    pub runs: Result<Vec<RunRecord>, String>,
 }
 
 /// A location seen in the recent decisions: whether it is paused, and its share of the daily budget.
@@ -135,6 +137,8 @@ pub(super) fn status(view: &StatusView) -> Markup {
             }
             h2 { "Dead letters" }
             (dead_letters(&view.dead_letters))
+            h2 { "Reconcile" }
+            (runs(&view.runs))
         },
     )
 }
@@ -206,6 +210,37 @@ fn dead_letters(letters: &Result<Vec<DeadLetter>, String>) -> Markup {
     }
 }
 
+/// Each location's newest run: in progress, or its last result.
+fn runs(runs: &Result<Vec<RunRecord>, String>) -> Markup {
+    html! {
+        @match runs {
+            Ok(runs) if runs.is_empty() => p { "No run yet." },
+            Ok(runs) => table {
+                tr { th { "location" } th { "run" } th { "started" } th { "state" } th { "contacts read" } th { "changed" } th { "+" } th { "-" } }
+                @for run in runs {
+                    tr {
+                        td { (run.location_id.as_str()) }
+                        td { (run.id) }
+                        td { (time(run.started_at)) }
+                        td {
+                            @match &run.state {
+                                RunState::Running => span { "in progress" },
+                                RunState::Done => span.ok { "done " (time(run.updated_at)) },
+                                RunState::Failed(reason) => span.bad { "stopped: " (reason) },
+                            }
+                        }
+                        td { (run.contacts_read) }
+                        td { (run.contacts_changed) }
+                        td { (run.adds) }
+                        td { (run.removes) }
+                    }
+                }
+            },
+            Err(e) => p.bad { (e) },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +265,7 @@ mod tests {
             locations: Vec::new(),
             decisions: Vec::new(),
             dead_letters: Ok(Vec::new()),
+            runs: Ok(Vec::new()),
         }
     }
 
