@@ -30,10 +30,17 @@ use crate::queue::{EventOps, PlannedOp, QueueError, RunLog, RunRecord, RunState,
 use crate::rules::RuleSet;
 use crate::upstream::{ContactPage, MAX_PAGE, Upstream, UpstreamError};
 
+/// Attempts of one page read after it failed for now (429, 5xx, network), before the run stops.
+const READ_ATTEMPTS: u32 = 5;
+/// The first wait after a failed read; it doubles.
+const READ_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait before a read is tried again.
+const MAX_READ_WAIT: Duration = Duration::from_secs(60);
+
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("reading the CRM failed: {0}")]
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -179,20 +186,32 @@ impl Reconciler {
         Ok(runs.runs().await?.into_iter().rev().find(|r| r.location_id == *location && r.state != RunState::Done))
     }
 
-    /// One page, after its call is paced and taken from the location's budget.
+    /// One page, after its call is paced and taken from the location's budget. A throttled or failing read
+    /// (429, 5xx, a network error) is tried again after the CRM's `Retry-After` or a growing wait, a few times,
+    /// before the run stops (it resumes from this page).
     async fn read_page(
         &self,
         location: &LocationId,
         cursor: Option<&serde_json::Value>,
     ) -> Result<ContactPage, ReconcileError> {
-        self.pace(location, 1, self.stores.as_ref()).await?;
-        let page = self
-            .upstream
-            .contacts_page(location, self.page_limit.clamp(1, MAX_PAGE), cursor)
-            .await?
-            .ok_or(ReconcileError::DryRun)?;
-        metrics::counter!("followd_reconcile_contacts_read_total").increment(page.contacts.len() as u64);
-        Ok(page)
+        let mut attempt = 0;
+        loop {
+            self.pace(location, 1, self.stores.as_ref()).await?;
+            match self.upstream.contacts_page(location, self.page_limit.clamp(1, MAX_PAGE), cursor).await {
+                Ok(page) => {
+                    let page = page.ok_or(ReconcileError::DryRun)?;
+                    metrics::counter!("followd_reconcile_contacts_read_total").increment(page.contacts.len() as u64);
+                    return Ok(page);
+                }
+                Err(error) if error.is_transient() && attempt < READ_ATTEMPTS => {
+                    let wait = error.retry_after().unwrap_or(READ_BACKOFF * 2u32.pow(attempt)).min(MAX_READ_WAIT);
+                    tracing::warn!(%location, %error, wait_s = wait.as_secs(), "a reconcile read failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// The change one contact needs, with followd's memory of the followers it added.

@@ -71,6 +71,14 @@ impl UpstreamError {
         }
     }
 
+    /// How long the CRM asked to wait (`Retry-After`, or its rate-limit window), when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the CRM answered one.
     pub fn status(&self) -> Option<u16> {
         match self {

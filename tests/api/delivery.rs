@@ -147,18 +147,6 @@ async fn events_for_one_contact_never_overlap_at_the_upstream(store: Store) {
     assert!(app.upstream.followers_of("c-1").is_empty());
 }
 
-/// Runs each scenario on the embedded store and on a private Redis.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Embedded).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Redis).await })*
-        }
-    };
-}
-
 on_both_stores!(
     a_signed_tag_added_reaches_the_upstream_as_a_post_with_alias_resolved_user_ids,
     a_tag_added_then_removed_ends_with_the_users_not_following,

@@ -4,6 +4,19 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// Runs each scenario (an `async fn(Store)` of the module) twice: on the embedded store and on a private Redis,
+/// since users run either.
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Embedded).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Redis).await })*
+        }
+    };
+}
+
 mod delivery;
 mod durability;
 mod ghl;

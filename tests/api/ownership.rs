@@ -214,18 +214,6 @@ async fn a_location_is_read_page_by_page_with_the_search_cursor() {
     assert!(upstream.searches()[1].get("searchAfter").is_some() && upstream.searches()[1].get("page").is_none());
 }
 
-/// Runs each scenario on the embedded store and on a private Redis.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Embedded).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Store::Redis).await })*
-        }
-    };
-}
-
 on_both_stores!(
     remove_all_reads_the_contact_through_search_and_ends_with_no_followers,
     managed_ownership_keeps_a_person_s_follower_through_remove_and_remove_all,

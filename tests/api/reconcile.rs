@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::app::Store;
 use crate::support::eventually;
 use crate::support::process::{Followd, write_config};
 use crate::support::redis::RedisServer;
@@ -229,7 +230,7 @@ async fn a_location_larger_than_ten_thousand_contacts_is_read_with_search_after(
 }
 
 /// `reconcile.every`: the service repairs drift on its own, on its own store (the embedded one too).
-async fn serve_reconciles_the_locations_it_serves_on_a_schedule(store: crate::support::app::Store) {
+async fn serve_reconciles_the_locations_it_serves_on_a_schedule(store: Store) {
     let app = crate::support::app::TestApp::builder()
         .store(store)
         .config("[reconcile]\nevery = \"1s\"\npage_size = 50")
@@ -247,14 +248,4 @@ async fn serve_reconciles_the_locations_it_serves_on_a_schedule(store: crate::su
     assert!(page.contains("Reconcile") && page.contains(runs[0].id.as_str()), "the status page shows the run");
 }
 
-mod scheduled {
-    #[tokio::test]
-    async fn on_the_embedded_store() {
-        super::serve_reconciles_the_locations_it_serves_on_a_schedule(crate::support::app::Store::Embedded).await;
-    }
-
-    #[tokio::test]
-    async fn on_redis() {
-        super::serve_reconciles_the_locations_it_serves_on_a_schedule(crate::support::app::Store::Redis).await;
-    }
-}
+on_both_stores!(serve_reconciles_the_locations_it_serves_on_a_schedule);
