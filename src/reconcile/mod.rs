@@ -147,7 +147,6 @@ impl Reconciler {
         loop {
             let page = self.read_page(&run.location_id, run.cursor.as_ref()).await?;
             report.page(page.contacts.len());
-            let mut batch = Vec::new();
             for contact in &page.contacts {
                 let key = ContactKey { location_id: run.location_id.clone(), contact_id: contact.id.clone() };
                 let needed = self.needed(&key, contact).await?;
@@ -164,11 +163,10 @@ impl Reconciler {
                     .increment(needed.remove.len() as u64);
                 let calls = u64::from(!needed.remove.is_empty())
                     + u64::from(!needed.add.is_empty() || !needed.round_robin.is_empty());
+                // Queued one by one as the pace allows, never a page at once: the queue never holds more of
+                // this run than the budget share delivers, so a live webhook waits behind a slot, not a page.
                 self.pace(&run.location_id, calls, None).await?;
-                batch.push(event_ops(&run.id, key, needed)?);
-            }
-            if !batch.is_empty() {
-                stores.queue.enqueue(batch, now_ms()).await?;
+                stores.queue.enqueue(vec![event_ops(&run.id, key, needed)?], now_ms()).await?;
             }
             run.contacts_read += page.contacts.len() as u64;
             run.cursor = page.next.clone();

@@ -249,3 +249,51 @@ async fn serve_reconciles_the_locations_it_serves_on_a_schedule(store: Store) {
 }
 
 on_both_stores!(serve_reconciles_the_locations_it_serves_on_a_schedule);
+
+#[tokio::test]
+async fn live_webhooks_during_an_apply_are_delivered_within_the_usual_time() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    seed(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    // The default budget (100 calls per 10 s, as the fake allows), half of it for the reconcile.
+    let config = config(dir.path(), &upstream, Some(&redis.url()), "");
+    let service = Followd::start(&config, crate::support::free_port(), &[]).await;
+    let post = crate::support::process::post;
+    let body =
+        |i: usize| crate::support::app::tag_event(&format!("live-{i}"), "tag_added", &format!("live-{i}"), "vip");
+    // How long a webhook takes to reach the CRM with nothing else running.
+    let delivered = |i: usize| {
+        let contact = format!("live-{i}");
+        let upstream = &upstream;
+        async move { upstream.calls_for(&contact).iter().any(|c| c.method == "POST" && c.status == 201) }
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(post(&service.addr, &body(0)).await.status(), 202);
+    assert!(eventually(WAIT, || delivered(0)).await);
+    let alone = started.elapsed();
+
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["reconcile", "--location", "loc-1", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(eventually(WAIT, || async { upstream.calls().iter().filter(|c| c.method == "POST").count() >= 20 }).await);
+    let mut during = Vec::new();
+    for i in 1..=5 {
+        let started = std::time::Instant::now();
+        assert_eq!(post(&service.addr, &body(i)).await.status(), 202);
+        assert!(eventually(WAIT, || delivered(i)).await, "webhook {i} was not delivered");
+        during.push(started.elapsed());
+    }
+    assert!(run.try_wait().unwrap().is_none(), "the reconcile ended before the webhooks were measured");
+    let worst = during.iter().max().copied().unwrap_or_default();
+    println!("delivery of a live webhook: alone {alone:?}, during a reconcile {during:?}");
+    // A webhook waits at most for a slot the reconcile holds, never for the reconcile's backlog.
+    assert!(worst < alone + Duration::from_secs(2), "alone {alone:?}, during a reconcile {during:?}");
+    run.kill().await.unwrap();
+    service.kill().await;
+}
