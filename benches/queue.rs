@@ -45,6 +45,7 @@ fn event(i: usize) -> EventOps {
             PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_a")), ownership: Default::default() },
             PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_b")), ownership: Default::default() },
         ],
+        background: false,
     }
 }
 

@@ -71,7 +71,13 @@ fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
             .into_iter()
             .map(|action| PlannedOp { rule: Arc::from("rule"), action, ownership: Default::default() })
             .collect(),
+        background: false,
     }
+}
+
+/// The same, as background work (a reconcile's).
+fn background(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
+    EventOps { background: true, ..event(id, contact, actions) }
 }
 
 fn add(u: &str) -> Action {
@@ -253,6 +259,36 @@ async fn a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged(st
     assert_eq!(queue.purge(&Selection::All).await.unwrap(), 1);
     assert!(queue.dead_letters().await.unwrap().is_empty());
     assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
+
+async fn live_contacts_are_leased_before_background_ones_and_live_work_brings_a_contact_forward(stores: &Stores) {
+    let queue = &*stores.queue;
+    let (early, late, promoted) = (key("loc", "early-bg"), key("loc", "late-live"), key("loc", "promoted"));
+    queue.enqueue(vec![background("b1", &early, vec![add("a")])], T0).await.unwrap();
+    queue.enqueue(vec![background("b2", &promoted, vec![add("a")])], T0 + 1).await.unwrap();
+    // Nothing live: background work is leased, so an idle budget is used; when is said for background too.
+    assert_eq!(nothing_ready(queue, T0 - 1).await, Some(T0));
+    queue.enqueue(vec![event("l1", &late, vec![add("b")])], T0 + 5).await.unwrap();
+    // Live work arrives for a background contact: it moves to the live lane, keeping its time (T0 + 1).
+    queue.enqueue(vec![event("l2", &promoted, vec![add("c")])], T0 + 6).await.unwrap();
+    let order: Vec<String> = {
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let leased = lease(queue, T0 + 10).await;
+            order.push(leased.contact.contact_id.to_string());
+            queue.ack(&leased, &Applied::default(), T0 + 10).await.unwrap();
+        }
+        order
+    };
+    assert_eq!(order, ["promoted", "late-live", "early-bg"], "live first, even when the background one waited longer");
+    // A background contact given back waits in its lane, after live work ready later.
+    queue.enqueue(vec![background("b3", &early, vec![add("z")])], T0 + 20).await.unwrap();
+    let held = lease(queue, T0 + 20).await;
+    queue.retry(&held, T0 + 21).await.unwrap();
+    queue.enqueue(vec![event("l3", &late, vec![add("y")])], T0 + 30).await.unwrap();
+    assert_eq!(lease(queue, T0 + 40).await.contact, late);
+    assert_eq!(lease(queue, T0 + 40).await.contact, early);
+    assert_eq!(queue.stats().await.unwrap().ready, 0);
 }
 
 // --- ContactMemory ---
@@ -536,6 +572,7 @@ macro_rules! contract {
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
                 stats_count_ready_leased_and_pending,
+                live_contacts_are_leased_before_background_ones_and_live_work_brings_a_contact_forward,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,
                 // ContactMemory
                 acknowledged_changes_update_the_followers_followd_added,

@@ -456,7 +456,7 @@ mod tests {
         let user = UserId::parse("u").unwrap();
         let add =
             PlannedOp { rule: Arc::from("r"), action: crate::rules::Action::Add(user), ownership: Ownership::Any };
-        let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add] };
+        let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add], background: false };
         stores.queue.enqueue(vec![event], now_ms()).await.unwrap();
         let LeaseOutcome::Leased(lease) = stores.queue.lease(now_ms()).await.unwrap() else { panic!("nothing leased") };
 

@@ -1,6 +1,7 @@
 //! The actix-web side: [`Application`] (bind, serve, shut down), the webhook route, health and metrics.
 //! `error.rs` is the only place that chooses status codes.
 
+mod answers;
 mod app;
 mod error;
 mod health;

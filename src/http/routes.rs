@@ -37,6 +37,7 @@ impl Routes {
         intake: Option<Intake>,
         metrics: PrometheusHandle,
     ) -> Result<Self, ConfigError> {
+        let answers = Arc::new(super::answers::Answers::default());
         let admin_token = config
             .admin
             .token
@@ -49,10 +50,12 @@ impl Routes {
             decisions,
             admin_token,
             daily_budget: Limits::from(&config.rate_limit).daily,
+            answers: Arc::clone(&answers),
         });
         let webhook = intake.map(|intake| {
             web::Data::new(WebhookState {
                 intake,
+                answers,
                 max_body_bytes: config.max_body_bytes.get(),
                 retry_after: config.queue.retry_after,
             })

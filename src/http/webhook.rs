@@ -16,6 +16,8 @@ use crate::intake::{Accepted, Intake, IntakeError};
 /// What the webhook route needs, shared by every HTTP worker.
 pub struct WebhookState {
     pub intake: Intake,
+    /// What each source was answered, for the status page's sender view.
+    pub answers: std::sync::Arc<super::answers::Answers>,
     pub max_body_bytes: usize,
     pub retry_after: Duration,
 }
@@ -41,6 +43,10 @@ pub async fn receive(
         Ok(response) => response.status().as_str().to_owned(),
         Err(e) => e.code().to_owned(),
     };
+    if state.intake.source(&path).is_some() {
+        let success = result.as_ref().is_ok_and(|response| response.status().is_success());
+        state.answers.record(&path, success, crate::domain::clock::now_ms());
+    }
     metrics::counter!("followd_webhooks_received_total", "source" => metric_source(&state, &path), "result" => outcome)
         .increment(1);
     result

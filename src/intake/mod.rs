@@ -227,7 +227,7 @@ pub fn plan(occurrences: &[Occurrence], rules: &RuleSet, ownership: Ownership) -
                     }));
                 }
             }
-            EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops }
+            EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops, background: false }
         })
         .collect()
 }

@@ -70,6 +70,19 @@ pub struct EventOps {
     pub event_id: EventId,
     pub contact: ContactKey,
     pub ops: Vec<PlannedOp>,
+    /// Background work (a reconcile): its contact is leased only when no live contact is ready. A live event
+    /// for the same contact brings it forward.
+    pub background: bool,
+}
+
+/// Where background contacts wait in the ready order: their ready time plus this, so that every live contact
+/// ready now is leased first, and a scan of the ready order up to `now` meets only live ones. 10^13 ms (about
+/// 317 years) keeps every score below 10^14, exact in Lua's number formatting as in redb's integers.
+pub(crate) const BACKGROUND_OFFSET: Millis = 10_000_000_000_000;
+
+/// A contact's place in the ready order at `at`, in its lane.
+pub(crate) fn ready_score(at: Millis, background: bool) -> Millis {
+    if background { at.saturating_add(BACKGROUND_OFFSET) } else { at }
 }
 
 /// A stored operation: what to do, and which rule and event asked for it (for logs and the audit trail).

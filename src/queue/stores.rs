@@ -83,6 +83,13 @@ impl Stores {
             None => {
                 let queue = EmbeddedQueue::open(&options.data_dir, options.lease_for, options.dedup_ttl)?;
                 tracing::info!(path = %EmbeddedQueue::path(&options.data_dir).display(), "queue: embedded store (one process)");
+                let released = queue.release_predecessor_leases(crate::domain::clock::now_ms()).await?;
+                if released > 0 {
+                    tracing::warn!(
+                        released,
+                        "contacts a previous process was delivering when it stopped go out again now"
+                    );
+                }
                 Ok(Self::of(queue))
             }
         }

@@ -270,7 +270,8 @@ fn event_ops(run: &str, contact: ContactKey, needed: Needed) -> Result<EventOps,
     for (rule, action) in needed.round_robin {
         ops.push(PlannedOp { rule, action, ownership: Ownership::Any });
     }
-    Ok(EventOps { event_id: id, contact, ops })
+    // Background: the workers take it only when no webhook's contact is ready.
+    Ok(EventOps { event_id: id, contact, ops, background: true })
 }
 
 /// A short stable hash, for a contact id too long to fit in an event id whole.

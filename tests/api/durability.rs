@@ -78,6 +78,27 @@ async fn a_worker_killed_mid_delivery_leaves_a_lease_that_expires_and_is_deliver
 }
 
 #[tokio::test]
+async fn on_the_embedded_store_a_restarted_process_delivers_its_predecessor_s_leases_at_once() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_latency(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    // A lease far longer than this test waits: only releasing it at start can deliver in time.
+    let text = std::fs::read_to_string(&config).unwrap().replace("lease = \"3s\"", "lease = \"10m\"");
+    std::fs::write(&config, text).unwrap();
+    let first = Followd::start(&config, free_port(), &[]).await;
+    assert_eq!(post(&first.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(crate::support::eventually(WAIT, || async { upstream.in_flight() > 0 }).await);
+    first.kill().await;
+    upstream.set_latency(Duration::ZERO);
+
+    let restarted = std::time::Instant::now();
+    let _second = Followd::start(&config, free_port(), &[]).await;
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], Duration::from_secs(10)).await);
+    assert!(restarted.elapsed() < Duration::from_secs(10), "delivered {:?} after the restart", restarted.elapsed());
+}
+
+#[tokio::test]
 async fn a_second_process_on_the_same_data_dir_exits_at_once_naming_the_folder() {
     let upstream = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();

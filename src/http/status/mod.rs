@@ -32,6 +32,8 @@ pub struct StatusState {
     pub admin_token: Option<SecretString>,
     /// Calls per location per day the limiter allows, to show beside today's count.
     pub daily_budget: u64,
+    /// What each webhook source was answered over the last hour (this process).
+    pub answers: Arc<super::answers::Answers>,
 }
 
 /// What the cookie holds: a hash of the token, so a leaked cookie does not reveal it.
@@ -169,6 +171,7 @@ async fn gather(state: &StatusState) -> StatusView {
         decisions,
         dead_letters,
         runs,
+        senders: state.answers.last_hour(now),
     }
 }
 
@@ -192,6 +195,7 @@ mod tests {
             decisions: Arc::default(),
             admin_token: admin_token.map(SecretString::from),
             daily_budget: 1,
+            answers: Arc::default(),
         };
         (state, [data, rules])
     }

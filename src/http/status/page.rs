@@ -11,6 +11,7 @@ use crate::decisions::Decision;
 use crate::domain::clock::Millis;
 use crate::domain::rate::LimiterState;
 use crate::event::LocationId;
+use crate::http::answers::{SourceShare, WARN_UNDER};
 use crate::queue::{DeadLetter, Pause, QueueStats, RunRecord, RunState};
 use crate::rules::Summary;
 
@@ -38,6 +39,8 @@ pub(super) struct StatusView {
     pub dead_letters: Result<Vec<DeadLetter>, String>,
     /// Reconcile runs: each location's newest, oldest first.
     pub runs: Result<Vec<RunRecord>, String>,
+    /// Each webhook source's answers over the last hour.
+    pub senders: Vec<SourceShare>,
 }
 
 /// A location seen in the recent decisions: whether it is paused, and its share of the daily budget.
@@ -135,6 +138,8 @@ pub(super) fn status(view: &StatusView) -> Markup {
                     }
                 }
             }
+            h2 { "Senders (last hour)" }
+            (senders(&view.senders))
             h2 { "Dead letters" }
             (dead_letters(&view.dead_letters))
             h2 { "Reconcile" }
@@ -210,6 +215,33 @@ fn dead_letters(letters: &Result<Vec<DeadLetter>, String>) -> Markup {
     }
 }
 
+/// Each source's share of 2xx answers: GoHighLevel may pause a webhook URL that answers too few.
+fn senders(senders: &[SourceShare]) -> Markup {
+    html! {
+        @if senders.is_empty() {
+            p { "No webhook yet." }
+        } @else {
+            table {
+                tr { th { "source" } th { "answered" } th { "2xx" } th { "" } }
+                @for sender in senders {
+                    tr {
+                        td { (sender.source) }
+                        td { (sender.answered) }
+                        td { (format!("{:.1}%", sender.share() * 100.0)) }
+                        td {
+                            @if sender.warn() {
+                                span.bad { "under " (format!("{:.0}%", WARN_UNDER * 100.0)) ": GoHighLevel may pause a URL that answers too few 2xx" }
+                            } @else {
+                                span.ok { "ok" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Each location's newest run: in progress, or its last result.
 fn runs(runs: &Result<Vec<RunRecord>, String>) -> Markup {
     html! {
@@ -266,6 +298,7 @@ mod tests {
             decisions: Vec::new(),
             dead_letters: Ok(Vec::new()),
             runs: Ok(Vec::new()),
+            senders: Vec::new(),
         }
     }
 

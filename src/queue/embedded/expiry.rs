@@ -14,25 +14,40 @@ const MAX_SWEEP: usize = 10_000;
 /// Returns the leases reaped.
 pub(super) fn reap(db: &Database, now: Millis) -> Result<usize, QueueError> {
     let tx = db.begin_write().q()?;
-    let mut reaped = 0;
-    {
-        let mut leases = tx.open_table(LEASES).q()?;
-        let mut contacts = tx.open_table(CONTACTS).q()?;
-        let mut ready = tx.open_table(READY).q()?;
-        for (deadline, key) in due(&leases, now, usize::MAX)? {
-            leases.remove((deadline, key.as_str())).q()?;
-            let mut state = read_state(&contacts, &key)?.unwrap_or_default();
-            state.lease = None;
-            state.ready_at = Some(now);
-            ready.insert((now, key.as_str()), ()).q()?;
-            write_state(&mut contacts, &key, &state)?;
-            reaped += 1;
-        }
-    }
+    let reaped = return_leases(&tx, now, now)?;
     sweep(&tx, SEEN, SEEN_EXPIRY, now)?;
     sweep(&tx, MEMO, MEMO_EXPIRY, now)?;
     tx.commit().q()?;
     Ok(reaped)
+}
+
+/// Returns every lease to the ready set at `now`, whatever its deadline. For the process that has just opened
+/// the file: one process owns it, so a lease found there belonged to a predecessor that died, and its contact
+/// must go out now rather than after `queue.lease`.
+pub(super) fn release_all(db: &Database, now: Millis) -> Result<usize, QueueError> {
+    let tx = db.begin_write().q()?;
+    let released = return_leases(&tx, Millis::MAX, now)?;
+    tx.commit().q()?;
+    Ok(released)
+}
+
+/// Makes the contacts of leases whose deadline is at or before `up_to` ready at `now`; returns how many.
+fn return_leases(tx: &WriteTransaction, up_to: Millis, now: Millis) -> Result<usize, QueueError> {
+    let mut leases = tx.open_table(LEASES).q()?;
+    let mut contacts = tx.open_table(CONTACTS).q()?;
+    let mut ready = tx.open_table(READY).q()?;
+    let mut returned = 0;
+    for (deadline, key) in due(&leases, up_to, usize::MAX)? {
+        leases.remove((deadline, key.as_str())).q()?;
+        let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+        state.lease = None;
+        let at = crate::queue::ready_score(now, state.background);
+        state.ready_at = Some(at);
+        ready.insert((at, key.as_str()), ()).q()?;
+        write_state(&mut contacts, &key, &state)?;
+        returned += 1;
+    }
+    Ok(returned)
 }
 
 /// The first `most` entries of a `(time, key)` index whose time is at or before `now`, oldest first.

@@ -3,7 +3,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::lifecycle::finish;
+use super::lifecycle::{finish, make_live};
 use super::tables::{CONTACTS, DEAD, META, OrQueue, PENDING, READY, contact_key, read_state, write_state};
 use crate::domain::clock::Millis;
 use crate::domain::outcome::Outcome;
@@ -67,9 +67,14 @@ pub(super) fn replay(db: &Database, letters: &[DeadLetter], now: Millis) -> Resu
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&op)?.as_slice()).q()?;
             }
             let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+            // Replayed operations are live work.
+            let mut changed = make_live(&mut ready, &mut state, &key)?;
             if state.lease.is_none() && state.ready_at.is_none() {
                 state.ready_at = Some(now);
                 ready.insert((now, key.as_str()), ()).q()?;
+                changed = true;
+            }
+            if changed {
                 write_state(&mut contacts, &key, &state)?;
             }
         }

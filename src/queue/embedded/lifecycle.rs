@@ -12,7 +12,9 @@ use super::tables::{
 };
 use crate::domain::clock::Millis;
 use crate::domain::outcome::Outcome;
-use crate::queue::{Applied, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp};
+use crate::queue::{
+    Applied, BACKGROUND_OFFSET, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp, ready_score,
+};
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
 const MAX_LEASE_OPS: usize = 1000;
@@ -73,11 +75,27 @@ pub(super) fn enqueue(
                 stored += 1;
             }
             if stored > 0 {
-                let mut state = read_state(&contacts, &key)?.unwrap_or_default();
+                let existing = read_state(&contacts, &key)?;
+                let new_contact = existing.is_none();
+                let mut state = existing.unwrap_or_default();
+                let mut changed = false;
+                if event.background {
+                    // Background only while every pending operation is.
+                    if new_contact {
+                        state.background = true;
+                        changed = true;
+                    }
+                } else {
+                    changed |= make_live(&mut ready, &mut state, &key)?;
+                }
                 // A leased contact becomes ready again at its ack; a ready one keeps its place.
                 if state.lease.is_none() && state.ready_at.is_none() {
-                    state.ready_at = Some(now);
-                    ready.insert((now, key.as_str()), ()).q()?;
+                    let at = ready_score(now, state.background);
+                    state.ready_at = Some(at);
+                    ready.insert((at, key.as_str()), ()).q()?;
+                    changed = true;
+                }
+                if changed {
                     write_state(&mut contacts, &key, &state)?;
                 }
             }
@@ -90,19 +108,47 @@ pub(super) fn enqueue(
     Ok(outcome)
 }
 
+/// Live work arrived for a contact that only had background work: it moves to the live lane, keeping its time.
+/// Returns whether the state changed.
+pub(super) fn make_live(
+    ready: &mut redb::Table<(u64, &str), ()>,
+    state: &mut ContactState,
+    key: &str,
+) -> Result<bool, QueueError> {
+    if !state.background {
+        return Ok(false);
+    }
+    state.background = false;
+    if let Some(at) = state.ready_at.filter(|at| *at >= BACKGROUND_OFFSET) {
+        ready.remove((at, key)).q()?;
+        ready.insert((at - BACKGROUND_OFFSET, key), ()).q()?;
+        state.ready_at = Some(at - BACKGROUND_OFFSET);
+    }
+    Ok(true)
+}
+
 /// Leases the contact ready longest, if it is ready at `now`, as lease `id` for `lease_for` milliseconds.
 pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Result<LeaseOutcome, QueueError> {
     let tx = db.begin_write().q()?;
     let leased = {
         let mut ready = tx.open_table(READY).q()?;
-        let first = ready.first().q()?.map(|(k, _)| {
+        let entry = |k: redb::AccessGuard<'_, (u64, &str)>| {
             let (at, key) = k.value();
             (at, key.to_owned())
-        });
-        let Some((ready_at, key)) = first else { return Ok(LeaseOutcome::Empty { next_at: None }) };
-        if ready_at > now {
-            return Ok(LeaseOutcome::Empty { next_at: Some(ready_at) });
-        }
+        };
+        // Live contacts first: a background one is leased only when no live one is ready now.
+        let live = ready.first().q()?.map(|(k, _)| entry(k)).filter(|(at, _)| *at < BACKGROUND_OFFSET);
+        let background = ready.range((BACKGROUND_OFFSET, "")..).q()?.next().transpose().q()?.map(|(k, _)| entry(k));
+        let due = match (&live, &background) {
+            (Some((at, _)), _) if *at <= now => live.clone(),
+            (_, Some((at, _))) if at - BACKGROUND_OFFSET <= now => background.clone(),
+            _ => None,
+        };
+        let Some((ready_at, key)) = due else {
+            let next_at =
+                [live.map(|(at, _)| at), background.map(|(at, _)| at - BACKGROUND_OFFSET)].into_iter().flatten().min();
+            return Ok(LeaseOutcome::Empty { next_at });
+        };
         ready.remove((ready_at, key.as_str())).q()?;
         let mut contacts = tx.open_table(CONTACTS).q()?;
         let mut leases = tx.open_table(LEASES).q()?;
@@ -153,9 +199,10 @@ pub(super) fn retry(db: &Database, lease: &Lease, retry_at: Millis) -> Result<()
         if let Some(l) = state.lease.take() {
             tx.open_table(LEASES).q()?.remove((l.deadline, key.as_str())).q()?;
         }
-        state.ready_at = Some(retry_at);
+        let at = ready_score(retry_at, state.background);
+        state.ready_at = Some(at);
         state.attempts = state.attempts.saturating_add(1);
-        tx.open_table(READY).q()?.insert((retry_at, key.as_str()), ()).q()?;
+        tx.open_table(READY).q()?.insert((at, key.as_str()), ()).q()?;
         write_state(&mut contacts, &key, &state)?;
     }
     tx.commit().q()?;
@@ -187,8 +234,10 @@ pub(super) fn finish(tx: &WriteTransaction, lease: &Lease, now: Millis, result: 
     }
     let more = pending.range((key, 0)..=(key, u64::MAX)).q()?.next().is_some();
     if more {
-        tx.open_table(READY).q()?.insert((now, key), ()).q()?;
-        write_state(&mut contacts, key, &ContactState { ready_at: Some(now), lease: None, attempts: 0 })?;
+        let at = ready_score(now, state.background);
+        tx.open_table(READY).q()?.insert((at, key), ()).q()?;
+        let next = ContactState { ready_at: Some(at), lease: None, attempts: 0, background: state.background };
+        write_state(&mut contacts, key, &next)?;
     } else {
         contacts.remove(key).q()?;
     }

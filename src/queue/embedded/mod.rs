@@ -91,6 +91,13 @@ impl EmbeddedQueue {
         })
     }
 
+    /// Returns every lease in the file to the ready set at `now`: the process that opened it owns it, so
+    /// those leases belonged to a predecessor that died; their contacts go out at once instead of after
+    /// `queue.lease`. Returns how many.
+    pub async fn release_predecessor_leases(&self, now: Millis) -> Result<usize, QueueError> {
+        self.blocking(move |db| expiry::release_all(db, now)).await
+    }
+
     /// The file this queue lives in, for messages.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(FILE_NAME)

@@ -4,7 +4,8 @@
 //! Tables (contact keys are `location \x1f contact`; ids cannot hold control characters, so this is unambiguous):
 //! - `pending`  (contact, seq) → operation: each contact's operations in enqueue order
 //! - `contacts` contact → state: when it is ready, or which lease holds it, and its failed attempts
-//! - `ready`    (ready_at, contact) → (): contacts waiting, oldest first; a retry is scheduled in the future
+//! - `ready`    (ready_at, contact) → (): contacts waiting, oldest first; a retry is scheduled in the future;
+//!   background contacts (a reconcile's) wait at their time plus `BACKGROUND_OFFSET`, after every live one
 //! - `leases`   (deadline, contact) → (): held contacts, earliest deadline first, for the reaper
 //! - `seen`     event id → expiry; `seen_expiry` (expiry, event id) → () to forget old ids in order
 //! - `cursors`  rule \x1f location → round-robin position
@@ -80,6 +81,10 @@ pub(super) struct ContactState {
     /// Set while a worker holds it.
     pub(super) lease: Option<LeaseState>,
     pub(super) attempts: u32,
+    /// Every pending operation is background work (a reconcile): the contact waits in the background lane
+    /// (`ready_at` includes [`crate::queue::BACKGROUND_OFFSET`]).
+    #[serde(default)]
+    pub(super) background: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

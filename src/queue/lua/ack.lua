@@ -27,7 +27,10 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 if redis.call('LLEN', KEYS[3]) > 0 then
   redis.call('HDEL', KEYS[4], 'lease', 'deadline')
   redis.call('HSET', KEYS[4], 'attempts', 0)
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
+  -- In its lane: background contacts wait after the live ones (see enqueue.lua).
+  local lane = 0
+  if redis.call('HGET', KEYS[4], 'bg') == '1' then lane = 10000000000000 end
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + lane, ARGV[2])
 else
   redis.call('DEL', KEYS[4])
 end

@@ -1,17 +1,29 @@
 -- lease.lua — lease the contact that has been ready longest, with every operation pending for it.
--- KEYS[1] ready zset   KEYS[2] leases zset (contact -> deadline)
+-- KEYS[1] ready zset (live contacts at their time, background ones at their time plus OFFSET)
+-- KEYS[2] leases zset (contact -> deadline)
 -- ARGV[1] now (ms)   ARGV[2] lease length (ms)   ARGV[3] lease id   ARGV[4] most operations to hand out
 -- ARGV[5] the partition's key prefix (with its hash tag), to name the contact's pending list and state
 -- Returns {0} when nothing is scheduled, {0, next_ready_at} when nothing is ready yet, {2} for a stale entry
 -- (the caller asks again), or {1, contact, deadline, attempts, op1, op2, ...}.
 -- The contact's keys are built here from ARGV[5]: they carry the same hash tag as KEYS, so the script stays
 -- in one Cluster slot.
+-- Live contacts first: a background one (scored its time plus OFFSET, see enqueue.lua) is leased only when no
+-- live one is ready now.
+local OFFSET = 10000000000000
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+if #due == 0 then due = redis.call('ZRANGEBYSCORE', KEYS[1], OFFSET, OFFSET + now, 'LIMIT', 0, 1) end
 if #due == 0 then
-  local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if #next == 0 then return {0} end
-  return {0, next[2]}
+  local live = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. OFFSET, 'WITHSCORES', 'LIMIT', 0, 1)
+  local background = redis.call('ZRANGEBYSCORE', KEYS[1], OFFSET, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local next
+  if #live > 0 then next = tonumber(live[2]) end
+  if #background > 0 then
+    local at = tonumber(background[2]) - OFFSET
+    if not next or at < next then next = at end
+  end
+  if not next then return {0} end
+  return {0, next}
 end
 local ck = due[1]
 redis.call('ZREM', KEYS[1], ck)

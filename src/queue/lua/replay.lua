@@ -8,6 +8,13 @@ local ops = redis.call('LRANGE', KEYS[2], 0, -1)
 if #ops > 0 then
   redis.call('RPUSH', KEYS[4], unpack(ops))
   redis.call('INCRBY', KEYS[6], #ops)
+  -- Replayed operations are live work: a contact waiting in the background lane comes forward (enqueue.lua).
+  if redis.call('HDEL', KEYS[5], 'bg') == 1 then
+    local score = redis.call('ZSCORE', KEYS[3], ARGV[2])
+    if score and tonumber(score) >= 10000000000000 then
+      redis.call('ZADD', KEYS[3], tonumber(score) - 10000000000000, ARGV[2])
+    end
+  end
   if redis.call('HEXISTS', KEYS[5], 'lease') == 0 then
     redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[3]), ARGV[2])
   end

@@ -6,5 +6,8 @@ if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[3], 'lease', 'deadline')
 redis.call('HINCRBY', KEYS[3], 'attempts', 1)
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[1])
+-- Back in its lane: background contacts wait after the live ones (see enqueue.lua).
+local lane = 0
+if redis.call('HGET', KEYS[3], 'bg') == '1' then lane = 10000000000000 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + lane, ARGV[1])
 return 1

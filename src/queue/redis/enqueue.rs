@@ -72,6 +72,7 @@ impl RedisQueue {
                 .collect();
             args.push(member);
             args.push(ops.len().to_string());
+            args.push(if event.background { "1" } else { "0" }.to_owned());
             for planned in ops {
                 let stored = |op: FollowerOp| StoredOp {
                     seq: 0,

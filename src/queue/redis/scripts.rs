@@ -44,3 +44,22 @@ impl Scripts {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The lane offset is written in the scripts as a literal: it must be the one the Rust side uses.
+    #[test]
+    fn every_script_that_places_a_contact_uses_the_background_offset() {
+        let offset = crate::queue::BACKGROUND_OFFSET.to_string();
+        for (name, script) in [
+            ("enqueue", include_str!("../lua/enqueue.lua")),
+            ("lease", include_str!("../lua/lease.lua")),
+            ("ack", include_str!("../lua/ack.lua")),
+            ("retry", include_str!("../lua/retry.lua")),
+            ("reap", include_str!("../lua/reap.lua")),
+            ("replay", include_str!("../lua/replay.lua")),
+        ] {
+            assert!(script.contains(&offset), "{name}.lua does not use {offset}");
+        }
+    }
+}
