@@ -29,6 +29,8 @@ pub mod decisions;
 pub mod deliver;
 pub mod domain;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod intake;
 pub mod queue;

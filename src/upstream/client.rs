@@ -417,6 +417,18 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .flatten()
 }
 
+/// Reads `bytes` as every answer of the CRM followd parses (followers calls, search, pipelines, error bodies),
+/// for the fuzz targets: none may panic, whatever the bytes.
+pub(crate) fn read_answers(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<FollowersAnswer>(bytes);
+    let _ = serde_json::from_slice::<SearchAnswer>(bytes);
+    let _ = serde_json::from_slice::<PipelinesAnswer>(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    for status in [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::BAD_GATEWAY] {
+        let _ = error_message(status, &text);
+    }
+}
+
 /// The CRM's message, as its own SDK reads it: `message` (string or list), else `error`, else the raw text.
 fn error_message(status: StatusCode, text: &str) -> String {
     let parsed = serde_json::from_str::<ErrorBody>(text).ok();

@@ -16,6 +16,12 @@ use std::time::Duration;
 pub use client::{ContactPage, CrmContact, FollowersAnswer, LiveClient, MAX_PAGE, Pipeline, Stage};
 pub use dry_run::DryRun;
 pub use oauth::OAuth;
+
+/// Every CRM answer followd parses, read from `bytes` (for the fuzz targets).
+pub(crate) fn read_answers(bytes: &[u8]) {
+    client::read_answers(bytes);
+    oauth::read_token_answer(bytes);
+}
 pub use tokens::{OAuthTokens, TokenStore, TokenStoreError};
 
 use crate::config::{ConfigError, UpstreamConfig};

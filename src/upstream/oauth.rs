@@ -30,6 +30,11 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
+/// Reads `bytes` as the token endpoint's answer, for the fuzz targets.
+pub(crate) fn read_token_answer(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<TokenAnswer>(bytes);
+}
+
 /// Refreshes and hands out location access tokens.
 pub struct OAuth {
     pub(super) http: reqwest::Client,
