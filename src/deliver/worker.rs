@@ -38,6 +38,8 @@ const IN_PLACE_ATTEMPTS: u32 = 3;
 const IN_PLACE_BACKOFF: Backoff = Backoff { base: Duration::from_millis(200), cap: Duration::from_secs(2) };
 /// Longest a worker waits after the queue itself failed.
 const MAX_QUEUE_ERROR_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait between two tries of a call that ends a lease while the store fails.
+const END_LEASE_MAX_WAIT: Duration = Duration::from_secs(2);
 /// How soon a lease is given back after the queue failed mid-delivery.
 const QUEUE_ERROR_RETRY: Duration = Duration::from_secs(5);
 
@@ -205,7 +207,8 @@ impl Deliverer {
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
                 let outcome = applied.outcome();
                 self.reporter.report(&lease, &outcome);
-                match self.queue.ack(&lease, &applied, now).await {
+                let acked = self.while_leased(&lease, || self.queue.ack(&lease, &applied, now_ms())).await;
+                match acked {
                     Ok(()) => {
                         tracing::info!(added = applied.added.len(), removed = applied.removed.len(), %outcome, "delivered")
                     }
@@ -254,8 +257,31 @@ impl Deliverer {
 
     /// Returns the lease to the queue, operations kept in front, ready again at `at`.
     async fn give_back(&self, lease: &Lease, at: Millis) {
-        if let Err(e) = self.queue.retry(lease, at).await {
+        if let Err(e) = self.while_leased(lease, || self.queue.retry(lease, at)).await {
             tracing::warn!(error = %e, "cannot reschedule; the lease will expire and be retried");
+        }
+    }
+
+    /// Runs a call that ends `lease` (ack, retry, dead letter), trying again while the store fails and the
+    /// lease lasts: a store blip (a Redis restart) must not cost the contact a wait of `queue.lease` before
+    /// someone delivers it again. Gives up at once when the lease is lost.
+    async fn while_leased<F, Fut>(&self, lease: &Lease, mut call: F) -> Result<(), QueueError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), QueueError>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(e) if e.is_unavailable() && now_ms().saturating_add(millis(wait)) < lease.deadline => {
+                    if wait == Duration::from_millis(100) {
+                        tracing::info!(error = %e, "the store failed; trying again while the lease lasts");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(END_LEASE_MAX_WAIT);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -273,7 +299,7 @@ impl Deliverer {
         self.reporter.report(lease, &Outcome::DeadLettered(failure.reason.clone()));
         tracing::error!(status = failure.status, reason = %failure.reason, "operations dead-lettered");
         metrics::counter!("followd_dead_letters_total").increment(1);
-        if let Err(e) = self.queue.dead_letter(lease, &failure, now).await {
+        if let Err(e) = self.while_leased(lease, || self.queue.dead_letter(lease, &failure, now)).await {
             tracing::warn!(error = %e, "cannot dead-letter; the lease will expire and be retried");
         }
     }

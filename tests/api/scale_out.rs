@@ -164,3 +164,33 @@ async fn while_redis_is_down_senders_are_told_to_retry_and_everything_recovers_w
     assert!(accepted);
     assert!(app.upstream.wait_for_followers("c-1", &[], WAIT).await);
 }
+
+#[tokio::test]
+async fn a_worker_keeps_its_lease_through_a_redis_restart_and_the_contact_goes_on_at_once() {
+    let mut redis = RedisServer::start_persistent().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.set_latency(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    // A lease far longer than this test waits: a worker that gave its lease up would stall the contact.
+    let text = std::fs::read_to_string(&config).unwrap().replace("lease = \"3s\"", "lease = \"10m\"");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("followd.log");
+    let followd = Followd::start_with(&config, free_port(), &[], &[], Some(&log)).await;
+    assert_eq!(post(&followd.addr, &tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
+    assert!(eventually(WAIT, || async { upstream.in_flight() > 0 }).await);
+    // Redis goes away while the call is at the CRM, and is back only once the worker's acknowledgement has met
+    // a store that does not answer.
+    redis.stop();
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    upstream.set_latency(Duration::ZERO);
+    let failed_ack =
+        || async { std::fs::read_to_string(&log).is_ok_and(|l| l.contains("trying again while the lease lasts")) };
+    assert!(eventually(WAIT, failed_ack).await, "the worker did not keep trying its acknowledgement");
+    redis.restart().await;
+    // The next change of the contact goes out within seconds: the first was acknowledged once Redis answered.
+    let restarted = std::time::Instant::now();
+    assert_eq!(post(&followd.addr, &tag_event("e2", "tag_removed", "c-1", "vip")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-1", &[], Duration::from_secs(10)).await, "the contact stalled");
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+}
