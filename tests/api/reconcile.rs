@@ -90,6 +90,18 @@ async fn plan(config: &Path, extra: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
+/// Starts an apply of `loc-1` in the background, to be killed or waited on.
+fn spawn_apply(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["reconcile", "--location", "loc-1", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn rule<'a>(plan: &'a Value, name: &str) -> &'a Value {
     plan["rules"].as_array().unwrap().iter().find(|r| r["rule"] == name).unwrap_or_else(|| panic!("{name}: {plan}"))
 }
@@ -170,14 +182,7 @@ async fn an_apply_converges_the_crm_to_the_plan_and_a_run_killed_midway_resumes_
     let config = config(dir.path(), &upstream, Some(&redis.url()), "[rate_limit]\nper_location = \"40/1s\"");
     let worker = Followd::start(&config, crate::support::free_port(), &["--role", "worker"]).await;
 
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
-        .args(["reconcile", "--location", "loc-1", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut run = spawn_apply(&config);
     // Kill it once some of the changes have gone out, but not all.
     let midway =
         eventually(WAIT, || async { upstream.calls().iter().filter(|c| c.method == "POST").count() >= 10 }).await;
@@ -273,14 +278,7 @@ async fn live_webhooks_during_an_apply_are_delivered_within_the_usual_time() {
     assert!(eventually(WAIT, || delivered(0)).await);
     let alone = started.elapsed();
 
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
-        .args(["reconcile", "--location", "loc-1", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut run = spawn_apply(&config);
     assert!(eventually(WAIT, || async { upstream.calls().iter().filter(|c| c.method == "POST").count() >= 20 }).await);
     let mut during = Vec::new();
     for i in 1..=5 {
