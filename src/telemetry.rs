@@ -140,7 +140,7 @@ const RARE_COUNTERS: &[(&str, Option<LabelValues>)] = &[
     ("followd_operations_enqueued_total", None),
     ("followd_operations_delivered_total", None),
     ("followd_outcomes_dropped_total", None),
-    ("followd_deliveries_total", Some(("result", &["delivered", "dry_run", "retrying", "paused", "dead_lettered"]))),
+    ("followd_deliveries_total", Some(("result", crate::domain::outcome::LABELS))),
     ("followd_rules_reloads_total", Some(("result", &["ok", "error"]))),
     ("followd_delivery_retries_total", Some(("where", &["in_place", "requeued"]))),
     ("followd_rate_limit_waits_total", Some(("where", &["in_place", "rescheduled"]))),

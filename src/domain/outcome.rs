@@ -29,6 +29,9 @@ pub enum Outcome {
     DeadLettered(String),
 }
 
+/// Every value of [`Outcome::label`]: the metrics start each delivery counter at 0 (`telemetry`).
+pub const LABELS: &[&str] = &["queued", "nothing_to_do", "delivered", "dry_run", "retrying", "paused", "dead_lettered"];
+
 impl Outcome {
     /// The value of the `result` label on delivery metrics (no free text: labels must stay few).
     pub fn label(&self) -> &'static str {
@@ -110,6 +113,7 @@ mod tests {
             Outcome::DeadLettered(String::new()),
         ];
         for outcome in all {
+            assert!(LABELS.contains(&outcome.label()), "{outcome}");
             assert_eq!(Outcome::from(outcome.to_string()), outcome, "{outcome}");
             let json = serde_json::to_string(&outcome).unwrap();
             assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);

@@ -28,6 +28,8 @@ pub struct Judgement {
 /// What a contact is now, as the CRM's search lists it, and which of its followers followd added.
 #[derive(Debug, Clone, Copy)]
 pub struct Present<'a> {
+    /// The id the events derived from this state carry (rules never look at it).
+    pub event: &'a EventId,
     pub location: &'a LocationId,
     pub contact: &'a ContactId,
     pub tags: &'a [String],
@@ -74,9 +76,8 @@ pub fn needed(present: Present<'_>, rules: &RuleSet, judgement: Judgement) -> Ne
     let following: BTreeSet<&UserId> = present.followers.iter().collect();
     let owned: BTreeSet<&UserId> = present.owned.iter().filter(|u| following.contains(u)).collect();
     let tags: BTreeSet<String> = present.tags.iter().map(|t| crate::event::normalize(t).into_owned()).collect();
-    let id = EventId::parse("reconcile").expect("a constant, valid id");
     let event = |kind| Event {
-        id: id.clone(),
+        id: present.event.clone(),
         location_id: present.location.clone(),
         contact_id: present.contact.clone(),
         occurred_at: None,
@@ -220,7 +221,9 @@ mod tests {
             let owned: Vec<UserId> = followers.iter().enumerate().filter(|(i, _)| owned_mask[*i]).map(|(_, u)| u.clone()).collect();
             let tags: Vec<String> = tags.iter().map(|t| TAGS[*t].to_owned()).collect();
             let (location, contact) = (LocationId::parse("loc").unwrap(), ContactId::parse("c").unwrap());
+            let id = EventId::parse("reconcile").unwrap();
             let present = Present {
+                event: &id,
                 location: &location, contact: &contact, tags: &tags,
                 source: from_ads.then_some("ads"), followers: &followers, owned: &owned,
             };

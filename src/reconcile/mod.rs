@@ -44,6 +44,8 @@ pub enum ReconcileError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("contact {contact}: no event id can be made for it ({source})")]
+    EventId { contact: String, source: crate::event::IdError },
     #[error("no upstream token is configured: a reconcile must read the CRM (set upstream.token)")]
     DryRun,
     #[error("applying a reconcile needs followd's store, which another process holds; stop it, or use Redis")]
@@ -218,7 +220,10 @@ impl Reconciler {
             Some(stores) => stores.memory.known_followers(key).await?,
             None => Vec::new(),
         };
+        // The run id is not needed to ask the rules: "plan" names the events of a plan and an apply alike.
+        let event = event_id("plan", key)?;
         let present = Present {
+            event: &event,
             location: &key.location_id,
             contact: &key.contact_id,
             tags: &contact.tags,
@@ -257,9 +262,7 @@ impl Reconciler {
 
 /// A contact's change as one event of the run: `reconcile:<run>:<contact>`, so a page read twice queues it once.
 fn event_ops(run: &str, contact: ContactKey, needed: Needed) -> Result<EventOps, ReconcileError> {
-    let id = EventId::parse(&format!("reconcile:{run}:{}", contact.contact_id))
-        .or_else(|_| EventId::parse(&format!("reconcile:{run}:{:x}", fnv(contact.contact_id.as_str()))))
-        .map_err(|e| ReconcileError::Queue(QueueError::Corrupt(serde::de::Error::custom(e))))?;
+    let id = event_id(run, &contact)?;
     let mut ops = Vec::new();
     for (user, (rule, ownership)) in needed.remove {
         ops.push(PlannedOp { rule, action: Action::Remove(user), ownership });
@@ -272,6 +275,13 @@ fn event_ops(run: &str, contact: ContactKey, needed: Needed) -> Result<EventOps,
     }
     // Background: the workers take it only when no webhook's contact is ready.
     Ok(EventOps { event_id: id, contact, ops, background: true })
+}
+
+/// `reconcile:<run>:<contact>`, or with a hash of the contact id when the whole one would make the id too long.
+fn event_id(run: &str, contact: &ContactKey) -> Result<EventId, ReconcileError> {
+    EventId::parse(&format!("reconcile:{run}:{}", contact.contact_id))
+        .or_else(|_| EventId::parse(&format!("reconcile:{run}:{:x}", fnv(contact.contact_id.as_str()))))
+        .map_err(|source| ReconcileError::EventId { contact: contact.contact_id.to_string(), source })
 }
 
 /// A short stable hash, for a contact id too long to fit in an event id whole.
