@@ -10,6 +10,7 @@
 //! - [`event`]: the normalized [`event::Event`] and one adapter per payload format.
 //! - [`rules`]: rule files, validation with file:line:column, the compiled index.
 //! - [`queue`]: the durable per-contact queue ([`queue::Queue`]): embedded (redb) or Redis.
+//! - [`spool`]: a receiver's local spool, where webhooks wait while Redis is unreachable.
 //! - [`deliver`]: workers, folding, retries.
 //! - [`upstream`]: the CRM API client, live or dry run.
 //! - [`reconcile`]: bring existing contacts in line with the rules, or plan it.
@@ -37,6 +38,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod rules;
 pub mod signals;
+pub mod spool;
 pub mod telemetry;
 pub mod upstream;
 pub mod verify;

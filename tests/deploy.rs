@@ -512,7 +512,7 @@ async fn not_settled(
 }
 
 #[tokio::test]
-async fn every_probe_in_the_deploy_files_answers_200_and_only_readiness_fails_while_the_queue_is_down() {
+async fn every_probe_in_the_deploy_files_answers_200_and_only_a_worker_s_readiness_fails_while_the_queue_is_down() {
     use support::process::{Followd, write_config};
 
     let probes = probes();
@@ -532,9 +532,19 @@ async fn every_probe_in_the_deploy_files_answers_200_and_only_readiness_fails_wh
     assert!(failed.is_empty(), "probes that do not answer 200 from a healthy followd:\n{}", failed.join("\n"));
 
     redis.stop();
-    let readiness: Vec<&Probe> = probes.iter().filter(|p| p.readiness).collect();
-    let failed = not_settled(&running, &readiness, |status| status.is_some_and(|s| s != 200)).await;
-    assert!(failed.is_empty(), "readiness probes still answering 200 with Redis stopped:\n{}", failed.join("\n"));
+    // A process that takes webhooks stays ready through the outage: its spool takes them. One that only
+    // delivers has nothing to do without Redis and leaves the balancer.
+    let (receiving, delivering): (Vec<&Probe>, Vec<&Probe>) =
+        probes.iter().filter(|p| p.readiness).partition(|p| p.role != "worker");
+    let failed = not_settled(&running, &delivering, |status| status.is_some_and(|s| s != 200)).await;
+    assert!(failed.is_empty(), "worker readiness still answering 200 with Redis stopped:\n{}", failed.join("\n"));
+    for probe in receiving {
+        let addr = &running[&probe.role].addr;
+        let response = reqwest::get(format!("{addr}{}", probe.path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{} (role {}) takes webhooks into its spool", probe.declared, probe.role);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["queue"], "spooling", "{} (role {})", probe.declared, probe.role);
+    }
     // Every readiness probe now sees the outage; the liveness checks must not.
     let mut restarted = Vec::new();
     for probe in probes.iter().filter(|p| p.liveness) {

@@ -48,6 +48,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub followers: FollowersConfig,
     pub reconcile: ReconcileConfig,
+    pub spool: SpoolConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -150,6 +151,24 @@ pub struct ReconcileConfig {
     pub every: Option<Duration>,
     /// Contacts per search page (at most 500).
     pub page_size: u32,
+}
+
+/// The receiver's local spool, used only with `redis_url` (see `DESIGN.md`, "The spool").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Unset: `<data_dir>/spool`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Bytes the spool may hold; 0: no spool (an unreachable Redis answers 429/503 at once).
+    pub max_bytes: u64,
+}
+
+impl Config {
+    /// The spool's folder: `spool.dir`, else `<data_dir>/spool`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool.dir.clone().unwrap_or_else(|| self.data_dir.join("spool"))
+    }
 }
 
 /// The status page's protection.
@@ -355,6 +374,7 @@ const ENV_KEYS: &[&str] = &[
     "delivery",
     "followers",
     "reconcile",
+    "spool",
     "admin",
     "upstream_url",
     "upstream_token",

@@ -31,6 +31,7 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::desired::Judgement;
 use crate::reconcile::schedule::run_every;
 use crate::rules::{LiveRules, RulesError};
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::upstream::pipelines::PipelineNames;
 
@@ -55,6 +56,8 @@ pub enum StartupError {
     Rules { dir: std::path::PathBuf, source: RulesError },
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -90,7 +93,11 @@ impl Application {
         }
         let intake = (role != Role::Worker)
             .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
-            .transpose()?;
+            .transpose()?
+            .map(Arc::new);
+        if let Some(intake) = &intake {
+            background.spawn(crate::intake::forward_spool(Arc::clone(intake), stop.clone()));
+        }
         let routes = Routes::new(&config, &stores, rules, decisions, intake, metrics)?;
         let (server, addr) = routes::serve(routes, &config)?;
         tracing::info!(%addr, ?role, "listening");
@@ -258,7 +265,8 @@ fn schedule_reconcile(
     tasks.spawn(run_every(every, configured, Arc::clone(decisions), Arc::clone(rules), make, stop.clone()));
 }
 
-/// The receiving side: the configured sources (or the defaults, said at start) and the name lookups.
+/// The receiving side: the configured sources (or the defaults, said at start), the name lookups and, on
+/// Redis, the spool.
 fn open_intake(
     config: &Config,
     stores: &Stores,
@@ -266,7 +274,7 @@ fn open_intake(
     upstream: &Arc<Upstream>,
     decisions: &Arc<Decisions>,
     wake: Arc<Notify>,
-) -> Result<Intake, ConfigError> {
+) -> Result<Intake, StartupError> {
     let sources = if config.source.is_empty() {
         tracing::warn!(
             "no [[source]] configured: POST /webhooks/ghl (GoHighLevel's signatures) and /webhooks/generic, \
@@ -281,5 +289,13 @@ fn open_intake(
     }
     let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(upstream))));
     let ownership = config.followers.ownership;
-    Ok(Intake::new(sources, Arc::clone(rules), stores, ownership, wake, pipeline_names, Arc::clone(decisions)))
+    let intake =
+        Intake::new(sources, Arc::clone(rules), stores, ownership, wake, pipeline_names, Arc::clone(decisions));
+    // The embedded store is on this machine's disk already: a spool would add nothing.
+    if config.redis_url.is_none() || config.spool.max_bytes == 0 {
+        return Ok(intake);
+    }
+    let spool = Spool::open(&config.spool_dir(), config.spool.max_bytes)?;
+    tracing::info!(path = %spool.path().display(), max_bytes = config.spool.max_bytes, waiting = spool.len(), "spool");
+    Ok(intake.with_spool(Arc::new(spool)))
 }

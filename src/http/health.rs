@@ -10,12 +10,15 @@ use serde_json::json;
 use crate::queue::Queue;
 
 use crate::rules::LiveRules;
+use crate::spool::Spool;
 
 /// How long `/readyz` waits for the queue before calling it unavailable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct HealthState {
     pub queue: Arc<dyn Queue>,
+    /// A receiver's spool on Redis: while it takes webhooks, the receiver is ready even without Redis.
+    pub spool: Option<Arc<Spool>>,
     pub rules: Arc<LiveRules>,
     pub metrics: PrometheusHandle,
 }
@@ -28,11 +31,18 @@ pub async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
     let rules = state.rules.current().summary().to_string();
     // A failed reload leaves the previous rules serving, so the process stays ready; the body says what failed.
     let reload = state.rules.status();
-    match tokio::time::timeout(PING_TIMEOUT, state.queue.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "rules": rules, "rules_reload": reload })),
-        Ok(Err(e)) => not_ready(format!("the queue is unavailable: {e}")),
-        Err(_) => not_ready(format!("the queue did not answer within {}s", PING_TIMEOUT.as_secs())),
-    }
+    let ready = |queue: &str| {
+        HttpResponse::Ok().json(json!({ "status": "ready", "queue": queue, "rules": rules, "rules_reload": reload }))
+    };
+    let spooling = state.spool.as_ref().is_some_and(|spool| !spool.is_empty());
+    let problem = match tokio::time::timeout(PING_TIMEOUT, state.queue.ping()).await {
+        Ok(Ok(())) if !spooling => return ready("ok"),
+        Ok(Ok(())) => return ready("spooling"),
+        Ok(Err(e)) => format!("the queue is unavailable: {e}"),
+        Err(_) => format!("the queue did not answer within {}s", PING_TIMEOUT.as_secs()),
+    };
+    // A receiver with a spool still takes webhooks: it stays in the load balancer.
+    if state.spool.is_some() { ready("spooling") } else { not_ready(problem) }
 }
 
 fn not_ready(message: String) -> HttpResponse {

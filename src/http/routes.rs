@@ -34,7 +34,7 @@ impl Routes {
         stores: &Stores,
         rules: Arc<LiveRules>,
         decisions: Arc<Decisions>,
-        intake: Option<Intake>,
+        intake: Option<Arc<Intake>>,
         metrics: PrometheusHandle,
     ) -> Result<Self, ConfigError> {
         let answers = Arc::new(super::answers::Answers::default());
@@ -52,6 +52,7 @@ impl Routes {
             daily_budget: Limits::from(&config.rate_limit).daily,
             answers: Arc::clone(&answers),
         });
+        let spool = intake.as_ref().and_then(|intake| intake.spool().map(Arc::clone));
         let webhook = intake.map(|intake| {
             web::Data::new(WebhookState {
                 intake,
@@ -60,7 +61,7 @@ impl Routes {
                 retry_after: config.queue.retry_after,
             })
         });
-        let health = web::Data::new(HealthState { queue: Arc::clone(&stores.queue), rules, metrics });
+        let health = web::Data::new(HealthState { queue: Arc::clone(&stores.queue), spool, rules, metrics });
         Ok(Self { health, status, webhook })
     }
 }

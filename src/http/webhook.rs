@@ -15,7 +15,7 @@ use crate::intake::{Accepted, Intake, IntakeError};
 
 /// What the webhook route needs, shared by every HTTP worker.
 pub struct WebhookState {
-    pub intake: Intake,
+    pub intake: std::sync::Arc<Intake>,
     /// What each source was answered, for the status page's sender view.
     pub answers: std::sync::Arc<super::answers::Answers>,
     pub max_body_bytes: usize,
@@ -87,6 +87,12 @@ async fn receive_in(
             tracing::info!(operations, "accepted");
             Ok(HttpResponse::Accepted().json(json!({ "event_ids": ids, "operations": operations })))
         }
+        Ok(Accepted::Spooled { event_ids }) => {
+            let ids: Vec<&str> = event_ids.iter().map(|id| id.as_str()).collect();
+            tracing::Span::current().record("event_ids", field::debug(&ids));
+            tracing::info!("accepted into the spool; forwarded to the queue once it answers");
+            Ok(HttpResponse::Accepted().json(json!({ "event_ids": ids, "spooled": true })))
+        }
         Ok(Accepted::Ignored { kind }) => Ok(HttpResponse::Ok().json(json!({ "ignored": true, "type": kind }))),
         Ok(Accepted::Duplicate) => {
             tracing::info!("duplicate delivery acknowledged");
@@ -103,7 +109,7 @@ async fn receive_in(
             tracing::info!(reason = %e, "rejected: invalid payload");
             Err(ApiError::Payload(e))
         }
-        Err(e @ (IntakeError::Queue(_) | IntakeError::QueueTimeout(_))) => {
+        Err(e @ (IntakeError::Queue(_) | IntakeError::QueueTimeout(_) | IntakeError::Spool(_))) => {
             tracing::error!(error = %e, "cannot queue the webhook; the sender is told to retry");
             Err(ApiError::Unavailable { retry_after: state.retry_after, throttle: source.format.retries_only_on_429() })
         }

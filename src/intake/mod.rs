@@ -8,7 +8,12 @@
 //! 2. look up pipeline and stage names at the CRM, under their own bound (`names.rs`);
 //! 3. under the store's bound: read and update the contact memory, normalize into events
 //!    (`occurrences.rs`), match the rules ([`plan`]) and enqueue, all or nothing.
+//!
+//! With a spool ([`crate::spool`]), a webhook the queue cannot take after step 1 is written to the spool and
+//! answered 202; `forward.rs` runs steps 2 and 3 for it once the queue answers. While the spool holds
+//! anything, every new webhook goes there too, behind it, so the order webhooks arrived in holds.
 
+mod forward;
 mod names;
 mod occurrences;
 mod source;
@@ -20,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+pub use self::forward::forward_spool;
 pub use self::names::LOOKUP_TIMEOUT;
 pub use self::occurrences::{Names, OccurrenceError, occurrences};
 pub use self::source::Source;
@@ -29,6 +35,7 @@ use crate::domain::outcome::Outcome;
 use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError};
 use crate::queue::{ContactMemory, EventOps, Ownership, PlannedOp, Queue, QueueError};
 use crate::rules::{LiveRules, RuleSet};
+use crate::spool::Spool;
 use crate::upstream::pipelines::PipelineNames;
 use crate::verify::{Headers, Request, VerifyError};
 
@@ -42,6 +49,9 @@ pub enum Accepted {
     /// The payload carries the contact's whole state, older than the state already applied: nothing was done
     /// (it would undo newer changes).
     Stale,
+    /// The queue could not be reached (or the spool already held webhooks): the verified webhook is in the
+    /// local spool, on disk, and reaches the queue in order once the queue answers.
+    Spooled { event_ids: Vec<EventId> },
     /// A payload type followd does not use (the CRM sends every subscribed type to one URL).
     Ignored { kind: String },
 }
@@ -59,6 +69,8 @@ pub enum IntakeError {
     Queue(#[from] QueueError),
     #[error("the queue did not answer within {0:?}")]
     QueueTimeout(Duration),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl From<OccurrenceError> for IntakeError {
@@ -91,6 +103,8 @@ pub struct Intake {
     pipeline_names: Option<Arc<PipelineNames>>,
     /// What the status page shows of recent webhooks.
     decisions: Arc<Decisions>,
+    /// Where webhooks wait while the queue's server is unreachable (`redis_url` with `spool.max_bytes > 0`).
+    spool: Option<Arc<Spool>>,
 }
 
 impl Intake {
@@ -114,7 +128,19 @@ impl Intake {
             queue_timeout: QUEUE_TIMEOUT,
             pipeline_names,
             decisions,
+            spool: None,
         }
+    }
+
+    /// Spools webhooks the queue cannot take (see [`crate::spool`]).
+    #[must_use]
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -146,6 +172,37 @@ impl Intake {
             metrics::counter!("followd_webhooks_ignored_total", "source" => source.name.clone()).increment(1);
             return Ok(Accepted::Ignored { kind: kind.clone() });
         }
+        let Some(spool) = &self.spool else { return self.admit(source, parsed, now).await };
+        let ids = event_ids(&parsed);
+        if !spool.is_empty() {
+            // Behind what waits already, so the order webhooks arrived in holds.
+            return self.spool_webhook(spool, source, ids, body, now).await;
+        }
+        match self.admit(source, parsed, now).await {
+            Err(error @ (IntakeError::Queue(_) | IntakeError::QueueTimeout(_))) => {
+                tracing::warn!(%error, "the queue is unavailable; the webhook goes to the local spool");
+                self.spool_webhook(spool, source, ids, body, now).await
+            }
+            other => other,
+        }
+    }
+
+    /// Writes a verified webhook to the spool (on disk when this returns) and answers as the queue would have.
+    async fn spool_webhook(
+        &self,
+        spool: &Spool,
+        source: &Source,
+        event_ids: Vec<EventId>,
+        body: &[u8],
+        now: Millis,
+    ) -> Result<Accepted, IntakeError> {
+        spool.push(&source.name, now, body).await?;
+        metrics::counter!("followd_spool_spooled_total", "source" => source.name.clone()).increment(1);
+        Ok(Accepted::Spooled { event_ids })
+    }
+
+    /// Steps 2 and 3 for a verified, parsed webhook received at `now`: names, memory, rules, enqueue.
+    async fn admit(&self, source: &Source, parsed: crate::event::Parsed, now: Millis) -> Result<Accepted, IntakeError> {
         let rules = self.rules.current();
         let names = names::look_up(self.pipeline_names.as_deref(), &parsed.observations, &rules).await;
         let bounded = tokio::time::timeout(self.queue_timeout, async {
@@ -184,6 +241,17 @@ impl Intake {
         metrics::counter!("followd_operations_enqueued_total").increment(outcome.operations as u64);
         Ok(Accepted::Queued { event_ids: outcome.accepted, operations: outcome.operations })
     }
+}
+
+/// The event ids a parsed payload carries, in order, without repeats (what a 202 names).
+fn event_ids(parsed: &crate::event::Parsed) -> Vec<EventId> {
+    let mut ids: Vec<EventId> = Vec::new();
+    for id in parsed.observations.iter().filter_map(occurrences::event_id) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// A decision for the status page: the events, the rules that fired and the operations queued.

@@ -66,7 +66,7 @@ pub async fn occurrences(
 }
 
 /// The id an observation's events carry.
-fn event_id(observation: &Observation) -> Option<crate::event::EventId> {
+pub(super) fn event_id(observation: &Observation) -> Option<crate::event::EventId> {
     match observation {
         Observation::Event(event) => Some(event.id.clone()),
         Observation::Tags { id, .. } | Observation::Stage { id, .. } | Observation::ContactDeleted { id, .. } => {

@@ -149,9 +149,9 @@ async fn a_deleted_contact_is_forgotten_so_its_tags_count_as_new_again() {
 }
 
 #[tokio::test]
-async fn when_the_queue_is_down_the_ghl_source_answers_429_so_the_crm_retries() {
+async fn when_the_queue_is_down_without_a_spool_the_ghl_source_answers_429_so_the_crm_retries() {
     let mut redis = crate::support::redis::RedisServer::start().await;
-    let redis_url = format!("redis_url = \"{}\"", redis.url());
+    let redis_url = format!("redis_url = \"{}\"\n[spool]\nmax_bytes = 0", redis.url());
     let app = TestApp::builder().rules(GHL_RULES).ghl_keys(&test_keys()).config(&redis_url).spawn().await;
     redis.stop();
     let body = fresh("ContactTagUpdate", "wh-1", Some("c-1"), Some(&["hot-lead"]));

@@ -29,5 +29,6 @@ mod reconcile;
 mod redis;
 mod rules;
 mod scale_out;
+mod spool;
 mod status_page;
 mod webhook;

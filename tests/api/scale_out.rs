@@ -139,9 +139,10 @@ async fn every_acknowledged_webhook_survives_a_redis_restart_with_aof() {
 }
 
 #[tokio::test]
-async fn while_redis_is_down_senders_are_told_to_retry_and_everything_recovers_when_it_returns() {
+async fn without_a_spool_while_redis_is_down_senders_are_told_to_retry_and_everything_recovers_when_it_returns() {
     let mut redis = RedisServer::start().await;
-    let app = TestApp::builder().config(&format!("redis_url = \"{}\"", redis.url())).spawn().await;
+    let config = format!("redis_url = \"{}\"\n[spool]\nmax_bytes = 0", redis.url());
+    let app = TestApp::builder().config(&config).spawn().await;
     assert_eq!(app.post_signed(&tag_event("e1", "tag_added", "c-1", "vip")).await.status(), 202);
     assert!(app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
 
