@@ -119,6 +119,11 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("followd_reconcile_contacts_read_total", Kind::Counter, "Contacts a reconcile read through the CRM's search."),
     ("followd_reconcile_changes_total", Kind::Counter, "Follower changes a reconcile queued, by kind (add, remove)."),
     ("followd_rules_reload_failures_total", Kind::Counter, "Rule reloads rejected; the previous rules stayed live."),
+    (
+        "followd_embedded_commit_batch",
+        Kind::Histogram,
+        "Writes committed together in one transaction (one fsync) by the embedded store.",
+    ),
     ("followd_spool_events", Kind::Gauge, "Webhooks waiting in this receiver's spool for the queue to answer."),
     ("followd_spool_spooled_total", Kind::Counter, "Webhooks written to the spool because the queue was unavailable."),
     ("followd_spool_forwarded_total", Kind::Counter, "Spooled webhooks forwarded to the queue."),

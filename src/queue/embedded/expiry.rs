@@ -1,7 +1,7 @@
 //! What expires in the embedded queue, and the reap that deals with it: leases whose worker died go back to
 //! the ready set, and event ids and remembered answers older than the de-duplication window are forgotten.
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::tables::{CONTACTS, LEASES, MEMO, MEMO_EXPIRY, OrQueue, READY, SEEN, SEEN_EXPIRY, read_state, write_state};
 use crate::domain::clock::Millis;
@@ -12,22 +12,18 @@ const MAX_SWEEP: usize = 10_000;
 
 /// Returns expired leases to the ready set and forgets expired event ids and answers, in one transaction.
 /// Returns the leases reaped.
-pub(super) fn reap(db: &Database, now: Millis) -> Result<usize, QueueError> {
-    let tx = db.begin_write().q()?;
-    let reaped = return_leases(&tx, now, now)?;
-    sweep(&tx, SEEN, SEEN_EXPIRY, now)?;
-    sweep(&tx, MEMO, MEMO_EXPIRY, now)?;
-    tx.commit().q()?;
+pub(super) fn reap(tx: &WriteTransaction, now: Millis) -> Result<usize, QueueError> {
+    let reaped = return_leases(tx, now, now)?;
+    sweep(tx, SEEN, SEEN_EXPIRY, now)?;
+    sweep(tx, MEMO, MEMO_EXPIRY, now)?;
     Ok(reaped)
 }
 
 /// Returns every lease to the ready set at `now`, whatever its deadline. For the process that has just opened
 /// the file: one process owns it, so a lease found there belonged to a predecessor that died, and its contact
 /// must go out now rather than after `queue.lease`.
-pub(super) fn release_all(db: &Database, now: Millis) -> Result<usize, QueueError> {
-    let tx = db.begin_write().q()?;
-    let released = return_leases(&tx, Millis::MAX, now)?;
-    tx.commit().q()?;
+pub(super) fn release_all(tx: &WriteTransaction, now: Millis) -> Result<usize, QueueError> {
+    let released = return_leases(tx, Millis::MAX, now)?;
     Ok(released)
 }
 

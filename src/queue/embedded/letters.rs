@@ -1,7 +1,7 @@
 //! Dead letters in the embedded queue: operations set aside after a permanent failure, kept until an operator
 //! replays them into their contacts' queues or purges them.
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::lifecycle::{finish, make_live};
 use super::tables::{CONTACTS, DEAD, META, OrQueue, PENDING, READY, contact_key, read_state, write_state};
@@ -23,11 +23,14 @@ pub(super) fn letter_for(lease: &Lease, failure: &Failure, now: Millis) -> DeadL
 }
 
 /// Ends the lease as dead-lettered and stores `letter`.
-pub(super) fn dead_letter(db: &Database, lease: &Lease, letter: &DeadLetter, now: Millis) -> Result<(), QueueError> {
-    let tx = db.begin_write().q()?;
-    finish(&tx, lease, now, &Outcome::DeadLettered(letter.reason.clone()))?;
+pub(super) fn dead_letter(
+    tx: &WriteTransaction,
+    lease: &Lease,
+    letter: &DeadLetter,
+    now: Millis,
+) -> Result<(), QueueError> {
+    finish(tx, lease, now, &Outcome::DeadLettered(letter.reason.clone()))?;
     tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(letter)?.as_slice()).q()?;
-    tx.commit().q()?;
     Ok(())
 }
 
@@ -46,8 +49,7 @@ pub(super) fn dead_letters(db: &Database) -> Result<Vec<DeadLetter>, QueueError>
 
 /// Puts the letters' operations back at the end of their contacts' queues, in their order, and deletes the
 /// letters; returns how many.
-pub(super) fn replay(db: &Database, letters: &[DeadLetter], now: Millis) -> Result<usize, QueueError> {
-    let tx = db.begin_write().q()?;
+pub(super) fn replay(tx: &WriteTransaction, letters: &[DeadLetter], now: Millis) -> Result<usize, QueueError> {
     {
         let mut dead = tx.open_table(DEAD).q()?;
         let mut pending = tx.open_table(PENDING).q()?;
@@ -80,19 +82,16 @@ pub(super) fn replay(db: &Database, letters: &[DeadLetter], now: Millis) -> Resu
         }
         meta.insert("seq", seq).q()?;
     }
-    tx.commit().q()?;
     Ok(letters.len())
 }
 
 /// Deletes the letters; returns how many.
-pub(super) fn purge(db: &Database, letters: &[DeadLetter]) -> Result<usize, QueueError> {
-    let tx = db.begin_write().q()?;
+pub(super) fn purge(tx: &WriteTransaction, letters: &[DeadLetter]) -> Result<usize, QueueError> {
     {
         let mut dead = tx.open_table(DEAD).q()?;
         for letter in letters {
             dead.remove(letter.id.as_str()).q()?;
         }
     }
-    tx.commit().q()?;
     Ok(letters.len())
 }

@@ -1,8 +1,9 @@
 //! The life of a contact in the embedded queue: its operations are enqueued (once per event id), it is leased
 //! by one worker, and the lease ends in an ack, a retry or (see `letters.rs`) a dead letter. Expired leases are
-//! reaped in `expiry.rs`. Each function is one write transaction, committed before it returns.
+//! reaped in `expiry.rs`. Each function runs inside a write transaction it is given (the committer's batch, see
+//! `commit.rs`); one that fails may have written part of its changes, and the committer rolls them back.
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::audit::record_audit;
 use super::memory::note_followers;
@@ -22,12 +23,11 @@ const MAX_LEASE_OPS: usize = 1000;
 /// Stores the operations of each event whose id is not remembered at `now`, as
 /// [`crate::queue::Queue::enqueue`] describes; the ids accepted are remembered until `expires`.
 pub(super) fn enqueue(
-    db: &Database,
+    tx: &WriteTransaction,
     batch: Vec<EventOps>,
     now: Millis,
     expires: Millis,
 ) -> Result<EnqueueOutcome, QueueError> {
-    let tx = db.begin_write().q()?;
     let mut outcome = EnqueueOutcome::default();
     {
         let mut seen = tx.open_table(SEEN).q()?;
@@ -104,7 +104,6 @@ pub(super) fn enqueue(
         }
         meta.insert("seq", seq).q()?;
     }
-    tx.commit().q()?;
     Ok(outcome)
 }
 
@@ -128,8 +127,7 @@ pub(super) fn make_live(
 }
 
 /// Leases the contact ready longest, if it is ready at `now`, as lease `id` for `lease_for` milliseconds.
-pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Result<LeaseOutcome, QueueError> {
-    let tx = db.begin_write().q()?;
+pub(super) fn lease(tx: &WriteTransaction, now: Millis, lease_for: u64, id: u64) -> Result<LeaseOutcome, QueueError> {
     let leased = {
         let mut ready = tx.open_table(READY).q()?;
         let entry = |k: redb::AccessGuard<'_, (u64, &str)>| {
@@ -172,7 +170,6 @@ pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Resu
             Some(Lease { id, contact: parse_contact_key(&key)?, ops, attempts: state.attempts, deadline })
         }
     };
-    tx.commit().q()?;
     Ok(match leased {
         Some(lease) => LeaseOutcome::Leased(lease),
         // The entry was stale; the caller asks again at once.
@@ -181,18 +178,15 @@ pub(super) fn lease(db: &Database, now: Millis, lease_for: u64, id: u64) -> Resu
 }
 
 /// Ends the lease as delivered and remembers the followers the delivery changed.
-pub(super) fn ack(db: &Database, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
-    let tx = db.begin_write().q()?;
-    finish(&tx, lease, now, &applied.outcome())?;
-    note_followers(&tx, &contact_key(&lease.contact), applied)?;
-    tx.commit().q()?;
+pub(super) fn ack(tx: &WriteTransaction, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
+    finish(tx, lease, now, &applied.outcome())?;
+    note_followers(tx, &contact_key(&lease.contact), applied)?;
     Ok(())
 }
 
 /// Gives the lease back: its operations stay in front, and the contact is ready again at `retry_at`.
-pub(super) fn retry(db: &Database, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
+pub(super) fn retry(tx: &WriteTransaction, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
     let key = contact_key(&lease.contact);
-    let tx = db.begin_write().q()?;
     {
         let mut contacts = tx.open_table(CONTACTS).q()?;
         let mut state = held(&contacts, &key, lease)?;
@@ -205,7 +199,6 @@ pub(super) fn retry(db: &Database, lease: &Lease, retry_at: Millis) -> Result<()
         tx.open_table(READY).q()?.insert((at, key.as_str()), ()).q()?;
         write_state(&mut contacts, &key, &state)?;
     }
-    tx.commit().q()?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, WriteTransaction};
 
 use super::EmbeddedQueue;
 use super::tables::{OAUTH, OrQueue};
@@ -61,7 +61,7 @@ impl TokenStore for EmbeddedQueue {
     async fn save_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), TokenStoreError> {
         let key = location.to_string();
         let value = serde_json::to_vec(tokens).map_err(|e| TokenStoreError(Box::new(e)))?;
-        self.blocking(move |db| store_oauth_tokens(db, &key, &value)).await.map_err(|e| TokenStoreError(Box::new(e)))
+        self.write(move |tx| store_oauth_tokens(tx, &key, &value)).await.map_err(|e| TokenStoreError(Box::new(e)))
     }
 }
 
@@ -100,9 +100,7 @@ fn oauth_tokens(db: &Database, key: &str) -> Result<Option<OAuthTokens>, QueueEr
 }
 
 /// Stores the location's (`key`) OAuth tokens, already encoded.
-fn store_oauth_tokens(db: &Database, key: &str, value: &[u8]) -> Result<(), QueueError> {
-    let tx = db.begin_write().q()?;
+fn store_oauth_tokens(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), QueueError> {
     tx.open_table(OAUTH).q()?.insert(key, value).q()?;
-    tx.commit().q()?;
     Ok(())
 }

@@ -29,7 +29,7 @@ impl ContactMemory for EmbeddedQueue {
         let memo_key = format!("tags\u{1f}{event_id}\u{1f}{key}");
         let current = tags.map(tag_set);
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| diff_tags(db, &key, &memo_key, current.as_ref(), at, now, expires)).await
+        self.write(move |tx| diff_tags(tx, &key, &memo_key, current.as_ref(), at, now, expires)).await
     }
 
     async fn swap_stage(
@@ -44,12 +44,12 @@ impl ContactMemory for EmbeddedQueue {
         let memo_key = format!("stage\u{1f}{event_id}\u{1f}{key}");
         let stage = stage.to_owned();
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| swap_stage(db, &key, &memo_key, &stage, now, expires)).await
+        self.write(move |tx| swap_stage(tx, &key, &memo_key, &stage, now, expires)).await
     }
 
     async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError> {
         let key = contact_key(contact);
-        self.blocking(move |db| forget_contact(db, &key)).await
+        self.write(move |tx| forget_contact(tx, &key)).await
     }
 
     async fn known_followers(&self, contact: &ContactKey) -> Result<Vec<UserId>, QueueError> {
@@ -62,7 +62,7 @@ impl ContactMemory for EmbeddedQueue {
 /// is older than the time stored, else the time stored and (with `current`) the tags replaced and the
 /// difference returned. The answer given to the same event (`memo_key`) is remembered until `expires`.
 fn diff_tags(
-    db: &Database,
+    tx: &WriteTransaction,
     key: &str,
     memo_key: &str,
     current: Option<&BTreeSet<String>>,
@@ -70,7 +70,6 @@ fn diff_tags(
     now: Millis,
     expires: Millis,
 ) -> Result<TagDiff, QueueError> {
-    let tx = db.begin_write().q()?;
     let diff = {
         let memo = tx.open_table(MEMO).q()?;
         if let Some(diff) = recall::<TagDiff>(&memo, memo_key, now)? {
@@ -105,22 +104,20 @@ fn diff_tags(
             }
         }
     };
-    remember(&tx, memo_key, &diff, expires)?;
-    tx.commit().q()?;
+    remember(tx, memo_key, &diff, expires)?;
     Ok(diff)
 }
 
 /// Stores `stage` as the opportunity's (`key`) stage and returns the previous one, or the answer already given
 /// to the same event (`memo_key`); that answer is remembered until `expires`.
 fn swap_stage(
-    db: &Database,
+    tx: &WriteTransaction,
     key: &str,
     memo_key: &str,
     stage: &str,
     now: Millis,
     expires: Millis,
 ) -> Result<Option<String>, QueueError> {
-    let tx = db.begin_write().q()?;
     let previous = {
         let memo = tx.open_table(MEMO).q()?;
         if let Some(previous) = recall::<Option<String>>(&memo, memo_key, now)? {
@@ -132,17 +129,14 @@ fn swap_stage(
         stages.insert(key, stage).q()?;
         previous
     };
-    remember(&tx, memo_key, &previous, expires)?;
-    tx.commit().q()?;
+    remember(tx, memo_key, &previous, expires)?;
     Ok(previous)
 }
 
 /// Forgets the contact's stored tags and the time of its last whole-state payload.
-fn forget_contact(db: &Database, key: &str) -> Result<(), QueueError> {
-    let tx = db.begin_write().q()?;
+fn forget_contact(tx: &WriteTransaction, key: &str) -> Result<(), QueueError> {
     tx.open_table(TAGS).q()?.remove(key).q()?;
     tx.open_table(STATE_TIMES).q()?.remove(key).q()?;
-    tx.commit().q()?;
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The embedded queue: one redb file under `data_dir`, for a single process with no server to run.
 //!
-//! redb is an ACID key-value store: every method here is one write transaction, committed with fsync before it
-//! returns, so a webhook acknowledged after `enqueue` survives a crash or power loss. redb takes an exclusive
+//! redb is an ACID key-value store: every write here is committed with fsync before it returns, so a webhook
+//! acknowledged after `enqueue` survives a crash or power loss. Writes go through one committer thread that
+//! commits the writes waiting together in one transaction (`commit.rs`: group commit, one fsync per batch). redb takes an exclusive
 //! lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
-//! redb's API is blocking; each call runs on Tokio's blocking pool so the async request path never blocks.
+//! redb's API is blocking: writes run on the committer thread, reads on Tokio's blocking pool, so the async
+//! request path never blocks.
 //!
 //! This file holds the store itself and its [`Queue`] implementation, which delegates each call to the module
 //! that owns its concern; each other trait is implemented in its own module:
@@ -19,6 +21,7 @@
 //! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
 mod audit;
+mod commit;
 mod expiry;
 mod letters;
 mod lifecycle;
@@ -55,6 +58,8 @@ pub struct EmbeddedQueue {
     /// `None` once closed: the database (and its file lock) is released when the last call in flight ends,
     /// even while clones of the queue live on.
     db: Arc<ArcSwapOption<Database>>,
+    /// Every write goes through it; `None` once closed (its thread then ends and lets the database go).
+    committer: Arc<ArcSwapOption<commit::Committer>>,
     lease_for: Duration,
     dedup_ttl: Duration,
     /// Rate limiter state per location. One process owns the store, so the budget lives in memory; a restart
@@ -82,8 +87,11 @@ impl EmbeddedQueue {
             Err(e) => return Err(open_error(e.into())),
         };
         tables::create_all(&db)?;
+        let db = Arc::new(db);
+        let committer = commit::Committer::start(Arc::clone(&db))?;
         Ok(Self {
-            db: Arc::new(ArcSwapOption::from_pointee(db)),
+            db: Arc::new(ArcSwapOption::new(Some(db))),
+            committer: Arc::new(ArcSwapOption::from_pointee(committer)),
             lease_for,
             dedup_ttl,
             limiter: Arc::default(),
@@ -95,7 +103,7 @@ impl EmbeddedQueue {
     /// those leases belonged to a predecessor that died; their contacts go out at once instead of after
     /// `queue.lease`. Returns how many.
     pub async fn release_predecessor_leases(&self, now: Millis) -> Result<usize, QueueError> {
-        self.blocking(move |db| expiry::release_all(db, now)).await
+        self.write(move |tx| expiry::release_all(tx, now)).await
     }
 
     /// The file this queue lives in, for messages.
@@ -103,7 +111,18 @@ impl EmbeddedQueue {
         data_dir.join(FILE_NAME)
     }
 
-    /// Runs a blocking redb closure on the blocking pool.
+    /// Runs a write in the committer's next batch; answers once it is committed. It may run twice (see
+    /// `commit.rs`), so it is a `Fn`.
+    async fn write<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    {
+        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
+        committer.write(work).await
+    }
+
+    /// Runs a blocking redb read on the blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
@@ -118,25 +137,25 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.blocking(move |db| lifecycle::enqueue(db, batch, now, expires)).await
+        self.write(move |tx| lifecycle::enqueue(tx, batch.clone(), now, expires)).await
     }
 
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
         let lease_for = millis(self.lease_for);
         let id = rand::random::<u64>();
-        self.blocking(move |db| lifecycle::lease(db, now, lease_for, id)).await
+        self.write(move |tx| lifecycle::lease(tx, now, lease_for, id)).await
     }
 
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
         let lease = lease.clone();
         let applied = applied.clone();
-        self.blocking(move |db| lifecycle::ack(db, &lease, &applied, now)).await
+        self.write(move |tx| lifecycle::ack(tx, &lease, &applied, now)).await
     }
 
     async fn dead_letter(&self, lease: &Lease, failure: &Failure, now: Millis) -> Result<(), QueueError> {
         let lease = lease.clone();
         let letter = letters::letter_for(&lease, failure, now);
-        self.blocking(move |db| letters::dead_letter(db, &lease, &letter, now)).await
+        self.write(move |tx| letters::dead_letter(tx, &lease, &letter, now)).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
@@ -145,21 +164,21 @@ impl Queue for EmbeddedQueue {
 
     async fn replay(&self, which: &Selection, now: Millis) -> Result<usize, QueueError> {
         let picked = which.pick(self.dead_letters().await?);
-        self.blocking(move |db| letters::replay(db, &picked, now)).await
+        self.write(move |tx| letters::replay(tx, &picked, now)).await
     }
 
     async fn purge(&self, which: &Selection) -> Result<usize, QueueError> {
         let picked = which.pick(self.dead_letters().await?);
-        self.blocking(move |db| letters::purge(db, &picked)).await
+        self.write(move |tx| letters::purge(tx, &picked)).await
     }
 
     async fn retry(&self, lease: &Lease, retry_at: Millis) -> Result<(), QueueError> {
         let lease = lease.clone();
-        self.blocking(move |db| lifecycle::retry(db, &lease, retry_at)).await
+        self.write(move |tx| lifecycle::retry(tx, &lease, retry_at)).await
     }
 
     async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
-        self.blocking(move |db| expiry::reap(db, now)).await
+        self.write(move |tx| expiry::reap(tx, now)).await
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
@@ -180,6 +199,9 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn close(&self) {
+        // Writes in flight keep the committer until they are answered; its thread then ends and drops its
+        // handle on the database.
+        drop(self.committer.swap(None));
         let Some(mut db) = self.db.swap(None) else { return };
         // Calls in flight hold the database until they finish (they run on the blocking pool and are short).
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;

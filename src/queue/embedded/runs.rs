@@ -11,10 +11,8 @@ use crate::queue::{QueueError, RunLog, RunRecord};
 impl RunLog for EmbeddedQueue {
     async fn save_run(&self, run: &RunRecord) -> Result<(), QueueError> {
         let (id, value) = (run.id.clone(), serde_json::to_vec(run)?);
-        self.blocking(move |db| {
-            let tx = db.begin_write().q()?;
+        self.write(move |tx| {
             tx.open_table(RUNS).q()?.insert(id.as_str(), value.as_slice()).q()?;
-            tx.commit().q()?;
             Ok(())
         })
         .await

@@ -1,0 +1,186 @@
+//! Group commit: every write of the embedded store goes through one committer thread, which runs the writes
+//! waiting at that moment in one redb transaction and commits them with one fsync.
+//!
+//! A commit with fsync costs about 200 µs here whatever it holds, so one transaction per webhook, lease and ack
+//! capped the default at about 2,000 webhooks per second. Batching changes nothing a caller sees: each write
+//! runs alone, in arrival order, against everything committed before it and every earlier write of its batch,
+//! and its caller is answered only once the batch that holds it is durable. A write that fails (a lost lease,
+//! a corrupt record) must not take its batch with it, and may have written half its changes: the batch is
+//! then rolled back and each of its writes run again in a transaction of its own, so the failure is that
+//! write's alone. That is why a write is a `Fn`, not a `FnOnce`: it may run twice, and only the committed run
+//! counts.
+//!
+//! Reads do not come here: redb's read transactions see the last commit and never wait for a writer.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::tables::OrQueue;
+use crate::queue::QueueError;
+
+/// Most writes in one transaction: bounds the work lost to a failing write's rollback.
+const MAX_BATCH: usize = 512;
+
+/// One write waiting for the committer, with the way back to its caller.
+trait Job: Send {
+    /// Runs the write against `tx`, keeping its result; false when it failed.
+    fn run(&mut self, tx: &WriteTransaction) -> bool;
+    /// Answers the caller: the write's own result once `committed` is `Ok`, else the commit's error.
+    fn finish(self: Box<Self>, committed: Result<(), QueueError>);
+}
+
+struct Write<T, F> {
+    work: F,
+    result: Option<Result<T, QueueError>>,
+    reply: oneshot::Sender<Result<T, QueueError>>,
+}
+
+impl<T, F> Job for Write<T, F>
+where
+    T: Send,
+    F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send,
+{
+    fn run(&mut self, tx: &WriteTransaction) -> bool {
+        let result = (self.work)(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(QueueError::Closed),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have gone (its request was cancelled); the write stands either way.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The sending side of the committer; the thread ends when the last one is dropped.
+#[derive(Clone)]
+pub(super) struct Committer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Committer {
+    /// Starts the committer thread over `db`. The thread holds `db` until every [`Committer`] is dropped.
+    pub(super) fn start(db: Arc<Database>) -> Result<Self, QueueError> {
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("followd-commit".into())
+            .spawn(move || commit_loop(&db, &queue))
+            .map_err(|e| QueueError::Embedded(redb::StorageError::Io(e).into()))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` in the next batch; answers once that batch is committed (with fsync).
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Box::new(Write { work, result: None, reply })).map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+fn commit_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("followd_embedded_commit_batch").record(batch.len() as f64);
+        if batch.len() > 1 && together(db, &mut batch) {
+            batch.into_iter().for_each(|job| job.finish(Ok(())));
+            continue;
+        }
+        for mut job in batch {
+            let committed = alone(db, &mut *job);
+            job.finish(committed);
+        }
+    }
+}
+
+/// Runs the whole batch in one transaction and commits it; false (rolled back) if any write or the commit failed.
+fn together(db: &Database, batch: &mut [Box<dyn Job>]) -> bool {
+    let Ok(tx) = db.begin_write() else { return false };
+    for job in batch.iter_mut() {
+        if !job.run(&tx) {
+            if let Err(error) = tx.abort() {
+                tracing::warn!(%error, "rolling back a batch of writes failed");
+            }
+            return false;
+        }
+    }
+    tx.commit().is_ok()
+}
+
+/// Runs one write in its own transaction: committed when it succeeded, rolled back when it failed.
+fn alone(db: &Database, job: &mut dyn Job) -> Result<(), QueueError> {
+    let tx = db.begin_write().q()?;
+    if job.run(&tx) { tx.commit().q() } else { tx.abort().q() }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, TableDefinition};
+
+    use super::*;
+
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    #[tokio::test]
+    async fn a_failing_write_fails_alone_and_leaves_nothing_while_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        // Many writes at once, so they meet in batches; every tenth writes a row and then fails.
+        let writes = (0..200u64).map(|i| {
+            committer.write(move |tx| {
+                tx.open_table(T).q()?.insert(i, i * 10).q()?;
+                if i % 10 == 3 { Err(QueueError::Closed) } else { Ok(i) }
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (i, result) in results.into_iter().enumerate() {
+            assert_eq!(result.is_ok(), i % 10 != 3, "write {i}: {result:?}");
+        }
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(T).unwrap();
+        for i in 0..200u64 {
+            let stored = table.get(i).unwrap().map(|v| v.value());
+            assert_eq!(stored, (i % 10 != 3).then_some(i * 10), "row {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_thread_lets_the_database_go_once_the_committer_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        committer.write(|tx| tx.open_table(T).q()?.insert(1, 1).q().map(drop)).await.unwrap();
+        drop(committer);
+        let mut db = db;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(_) => break,
+                Err(shared) => {
+                    assert!(std::time::Instant::now() < deadline, "the committer thread still holds the database");
+                    db = shared;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}
