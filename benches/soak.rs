@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use support::app::{SECRET, SIGNATURE_HEADER, sign};
 use support::process::Followd;
 use support::redis::RedisServer;
-use support::upstream::FakeUpstream;
+use support::upstream::{FakeUpstream, TOKEN};
 
 const CONTACTS: usize = 2000;
 const LOCATIONS: usize = 20;
@@ -69,7 +69,7 @@ rules_dir = "{rules}"
 shutdown_grace = "3s"
 [upstream]
 base_url = "{upstream}"
-token = "soak-token"
+token = "{TOKEN}"
 timeout = "2s"
 [delivery]
 retry_base = "1s"
@@ -125,21 +125,25 @@ async fn run() {
     let rate = env_number("FOLLOWD_SOAK_RATE", 40);
     let period = Duration::from_secs(env_number("FOLLOWD_SOAK_PERIOD_SECS", 180));
     let duration = Duration::from_secs(minutes * 60);
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Kept after the run: the processes' logs are there.
+    let dir = tempfile::Builder::new().prefix("followd-soak-").tempdir().expect("temp dir").keep();
     let mut redis = RedisServer::start_persistent().await;
     let upstream = FakeUpstream::start().await;
     upstream.set_limit(None);
     upstream.set_latency(Duration::from_millis(20));
     upstream.set_retry_after(2);
-    let config = write_config(dir.path(), &upstream.url, &redis.url());
+    let config = write_config(dir.as_path(), &upstream.url, &redis.url());
     let receivers = [
-        start(&config, dir.path(), "receiver-1", "receiver").await,
-        start(&config, dir.path(), "receiver-2", "receiver").await,
+        start(&config, dir.as_path(), "receiver-1", "receiver").await,
+        start(&config, dir.as_path(), "receiver-2", "receiver").await,
     ];
-    let steady_worker = start(&config, dir.path(), "worker-1", "worker").await;
-    let mut killed_worker = start(&config, dir.path(), "worker-2", "worker").await;
+    let steady_worker = start(&config, dir.as_path(), "worker-1", "worker").await;
+    let mut killed_worker = start(&config, dir.as_path(), "worker-2", "worker").await;
     let addrs: Vec<String> = receivers.iter().map(|r| r.addr.clone()).collect();
-    eprintln!("soak: {minutes} min at ~{rate} webhooks/s; trouble every {period:?}; logs in {}", dir.path().display());
+    eprintln!(
+        "soak: {minutes} min at ~{rate} webhooks/s; trouble every {period:?}; logs in {}",
+        dir.as_path().display()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(Sent { acknowledged: AtomicUsize::new(0), refused: AtomicUsize::new(0) });
@@ -169,7 +173,7 @@ async fn run() {
         }
         if now >= next_kill {
             killed_worker.kill().await;
-            killed_worker = start(&config, dir.path(), "worker-2", "worker").await;
+            killed_worker = start(&config, dir.as_path(), "worker-2", "worker").await;
             kills += 1;
             next_kill = now + period;
         }
