@@ -79,7 +79,7 @@ async fn run() {
     // Let the application's last acknowledgements finish, so they do not land in either measurement.
     app.wait_until_idle().await;
     let raw_before = raw_round_trip(&trivial, &mut conn).await;
-    let limits = Limits { spacing_ms: 0, daily: u64::MAX / 2 };
+    let limits = Limits::strict(0, u64::MAX / 2);
     let location = LocationId::parse("loc-bench").expect("an id");
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {

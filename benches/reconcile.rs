@@ -4,7 +4,9 @@
 //! contacts read per second, the process's peak memory (VmHWM) and its ratio between the two sizes (target:
 //! flat), and the upstream calls per 1,000 contacts (target: pages + changed contacts, nothing more); then, at
 //! the default budget (100 calls per 10 s, half of it for a reconcile), the time the plan says an apply of the
-//! 10,000 takes.
+//! 10,000 takes; then the delivery delay of live webhooks (post to the CRM's answer; one every 500 ms) on
+//! `followd serve` with Redis, with no reconcile running and during an apply of those 10,000, and its ratio
+//! (target: at most 1.5x).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -114,6 +116,65 @@ async fn run() {
     println!(
         "default budget (100/10s, max_share 0.5): an apply of 10,000 contacts, {} changed, takes about {} s ({} calls)",
         plan["contacts_changed"], plan["eta_seconds"], plan["calls"]
+    );
+    live_during_an_apply().await;
+}
+
+/// The delay of `count` live webhooks, one every 500 ms, each from its post until the CRM answered its call.
+async fn live_delays(upstream: &FakeUpstream, addr: &str, tag: &str, count: usize) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    for i in 0..count {
+        let contact = format!("live-{tag}-{i}");
+        let body = support::app::tag_event(&format!("{contact}-e"), "tag_added", &contact, "vip");
+        let started = Instant::now();
+        let status = support::process::post(addr, &body).await.status();
+        assert_eq!(status, 202, "a live webhook was refused");
+        let delivered = support::eventually(Duration::from_secs(60), || async {
+            upstream.calls_for(&contact).iter().any(|c| c.method == "POST" && c.status == 201)
+        })
+        .await;
+        assert!(delivered, "{contact} was not delivered");
+        delays.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(500).saturating_sub(started.elapsed())).await;
+    }
+    delays.sort_unstable();
+    delays
+}
+
+async fn live_during_an_apply() {
+    let redis = support::redis::RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    for i in 0..10_000usize {
+        upstream.set_contact(&format!("c-{i:06}"), "loc-1", if i % 10 == 0 { &["vip"] } else { &["other"] }, None);
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let config = support::process::write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let service = support::process::Followd::start(&config, support::free_port(), &[]).await;
+    let alone = live_delays(&upstream, &service.addr, "alone", 20).await;
+    let mut apply = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
+        .args(["reconcile", "--location", "loc-1", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("followd reconcile runs");
+    let busy = support::eventually(Duration::from_secs(120), || async {
+        upstream.calls().iter().filter(|c| c.method == "POST" && c.contact_id.starts_with("c-")).count() >= 20
+    })
+    .await;
+    assert!(busy, "the apply did not start delivering");
+    let during = live_delays(&upstream, &service.addr, "during", 20).await;
+    assert!(apply.try_wait().ok().flatten().is_none(), "the apply ended before the live webhooks were measured");
+    let _ = apply.kill().await;
+    let at = |d: &[Duration], q: f64| d[((d.len() as f64 * q) as usize).min(d.len() - 1)].as_secs_f64() * 1e3;
+    println!("live webhooks on `serve` (Redis, default budget), 20 each, one every 500 ms, post to the CRM's answer:");
+    println!("  no reconcile running:        median {:.1} ms   p90 {:.1} ms", at(&alone, 0.5), at(&alone, 0.9));
+    println!("  during an apply of 10,000:   median {:.1} ms   p90 {:.1} ms", at(&during, 0.5), at(&during, 0.9));
+    println!(
+        "  ratio during / none: median {:.2}x, p90 {:.2}x (target <= 1.5x)",
+        at(&during, 0.5) / at(&alone, 0.5),
+        at(&during, 0.9) / at(&alone, 0.9)
     );
 }
 

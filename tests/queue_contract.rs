@@ -412,16 +412,21 @@ async fn the_previous_stage_of_an_opportunity_is_remembered(stores: &Stores) {
 
 async fn the_rate_budget_spaces_calls_per_location(stores: &Stores) {
     let locations = &*stores.locations;
-    let limits = Limits { spacing_ms: 100, daily: 5 };
+    let limits = Limits::strict(100, 5);
     let (l1, l2) = (LocationId::parse("l1").unwrap(), LocationId::parse("l2").unwrap());
     assert_eq!(locations.limiter_state(&l1).await.unwrap(), None);
     assert_eq!(locations.throttle(&l1, limits, 2, T0).await.unwrap(), None);
     let state = locations.limiter_state(&l1).await.unwrap().unwrap();
     assert_eq!((state.tat, state.count), (T0 + 200, 2));
     assert_eq!(locations.throttle(&l1, limits, 1, T0 + 50).await.unwrap(), Some(T0 + 200));
+    // A live delivery may go up to its tolerance ahead of the schedule, and reserves the slot after.
+    let live = Limits { live_tolerance_ms: 150, ..limits }.for_live();
+    assert_eq!(locations.throttle(&l1, live, 1, T0 + 40).await.unwrap(), Some(T0 + 50));
+    assert_eq!(locations.throttle(&l1, live, 1, T0 + 50).await.unwrap(), None);
+    assert_eq!(locations.limiter_state(&l1).await.unwrap().unwrap().tat, T0 + 300);
     // Another location has its own budget.
     assert_eq!(locations.throttle(&l2, limits, 1, T0 + 50).await.unwrap(), None);
-    assert_eq!(locations.throttle(&l1, limits, 3, T0 + 200).await.unwrap(), None);
+    assert_eq!(locations.throttle(&l1, limits, 2, T0 + 300).await.unwrap(), None);
     // Five calls today: the next waits for tomorrow (UTC).
     let wait = locations.throttle(&l1, limits, 1, T0 + 10_000).await.unwrap().unwrap();
     assert_eq!(wait % 86_400_000, 0);

@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn smoothing_spaces_a_location_s_calls_in_process_and_leaves_others_alone() {
-        let smoothing = Smoothing::new(Limits { spacing_ms: 60_000, daily: 100 });
+        let smoothing = Smoothing::new(Limits::strict(60_000, 100));
         let (a, b) = (crate::event::LocationId::parse("a").unwrap(), crate::event::LocationId::parse("b").unwrap());
         assert_eq!(smoothing.check(&a, 3), None);
         assert!(smoothing.check(&a, 1).is_some_and(|wait| wait > Duration::from_secs(1)));

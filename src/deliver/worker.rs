@@ -150,6 +150,13 @@ impl Deliverer {
             }
         }
         let change = fold(lease.ops.iter().map(|queued| (&queued.op, queued.ownership)));
+        // A webhook's change may go a few slots ahead of the schedule; a reconcile's waits for its slot, so a
+        // live webhook never queues behind a reconcile's reservations (see `domain::rate`).
+        let background = lease.ops.iter().all(|q| q.event_id.is_reconcile());
+        let limits = if background { self.limits } else { self.limits.for_live() };
+        // Background work never waits in place: a worker asleep on a reconcile's slot is a worker a live
+        // webhook cannot have.
+        let wait_in_place = if background { Duration::ZERO } else { MAX_WAIT_IN_PLACE };
         let mut attempt = 0;
         // Smoothing is asked once per attempt: a worker it let through that Redis then told to wait has
         // already paid its in-process slot.
@@ -158,7 +165,9 @@ impl Deliverer {
             // The rate budget is shared by every process: a throttled location gives its contact back and the
             // worker takes other work, unless the wait is short. Workers of this process first queue among
             // themselves (smoothing), so contention costs no Redis round trips.
-            let in_process_wait = if smoothed {
+            // Background work skips it: it never waits in place, and a cell it took and did not use (the shared
+            // budget said no) would delay the live work behind it.
+            let in_process_wait = if smoothed || background {
                 None
             } else {
                 self.smoothing.check(location, u32::try_from(max_calls(&change, self.at_cap)).unwrap_or(u32::MAX))
@@ -167,12 +176,12 @@ impl Deliverer {
                 Some(wait) => Ok(Some(now_ms() + millis(wait))),
                 None => {
                     smoothed = true;
-                    self.locations.throttle(location, self.limits, max_calls(&change, self.at_cap), now_ms()).await
+                    self.locations.throttle(location, limits, max_calls(&change, self.at_cap), now_ms()).await
                 }
             };
             match budget {
                 Ok(None) => {}
-                Ok(Some(at)) if at.saturating_sub(now_ms()) <= millis(MAX_WAIT_IN_PLACE) => {
+                Ok(Some(at)) if at.saturating_sub(now_ms()) <= millis(wait_in_place) => {
                     metrics::counter!("followd_rate_limit_waits_total", "where" => "in_place").increment(1);
                     tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
                     continue;
@@ -473,7 +482,7 @@ mod tests {
         let text = "[upstream]\nbase_url = \"http://127.0.0.1:9\"\ntoken = \"t\"\ntimeout = \"10ms\"";
         let config = crate::config::Config::from_toml(text, dir.path()).unwrap();
         let upstream = Upstream::from_config(&config.upstream, dir.path(), Arc::clone(&stores.tokens)).unwrap();
-        let limits = Limits { spacing_ms: 1, daily: 1_000 };
+        let limits = Limits::strict(1, 1_000);
         let policy = Policy::from(&config.delivery);
         let (deliverer, _) =
             Deliverer::new(&stores, Arc::new(upstream), limits, policy, AtCap::default(), Arc::default());

@@ -2,10 +2,16 @@
 //! daily count. The Redis queue runs the same arithmetic in `throttle.lua` (shared by every process); the
 //! embedded queue runs this in process.
 //!
-//! Why no burst: "N calls per D" is a limit on *any* window of D as the CRM counts it, and a GCRA that allows
-//! a burst of N lets N + 1 calls into some window of D. Spacing calls `D / N` apart never exceeds it and still
-//! uses the whole budget. [`HEADROOM`] keeps a little of it unused, so network jitter between followd's clock
-//! and the CRM's cannot push one window over.
+//! Why no burst of N: "N calls per D" is a limit on *any* window of D as the CRM counts it, and a GCRA that
+//! allows a burst of N lets up to 2N calls into some window of D. Spacing calls evenly never exceeds it.
+//! [`HEADROOM`] keeps a little of the budget unused, so network jitter between followd's clock and the CRM's
+//! cannot push one window over.
+//!
+//! One exception, for latency: a live webhook's delivery may take up to [`LIVE_SLOTS`] slots ahead of the
+//! schedule (a GCRA tolerance of that many spacings), so it does not wait behind a reconcile's reservations;
+//! background work never may. A tolerance of k slots lets k more calls into a window, so the spacing is
+//! computed for `HEADROOM × N − k` calls per D: no window of D ever holds more than `HEADROOM × N`, burst or
+//! not, and the sustained rate gives up k slots per window (3 of 100 by default).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -14,8 +20,11 @@ use serde::Deserialize;
 
 use super::clock::Millis;
 
-/// The share of the CRM's budget followd uses.
+/// The share of the CRM's budget followd uses at most in any window.
 pub const HEADROOM: f64 = 0.97;
+/// Most slots a live delivery may take ahead of the schedule (one delivery makes at most three calls). Fewer
+/// for small budgets: one per 33 calls per window.
+pub const LIVE_SLOTS: u64 = 3;
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A rate written `"N/Ds"`: at most N calls in any window of D, as the CRM counts.
@@ -52,13 +61,36 @@ pub struct Limits {
     pub spacing_ms: u64,
     /// Calls per UTC day.
     pub daily: u64,
+    /// How far ahead of the schedule (ms) a call asked with these limits may go: 0, or, from
+    /// [`Limits::for_live`], the live tolerance.
+    pub tolerance_ms: u64,
+    /// The tolerance [`Limits::for_live`] grants: [`LIVE_SLOTS`] spacings (fewer for small budgets).
+    pub live_tolerance_ms: u64,
 }
 
 impl Limits {
     pub fn new(rate: Rate, daily: u64) -> Self {
-        let per = rate.per.as_secs_f64() * 1000.0 / HEADROOM;
-        let spacing_ms = (per / f64::from(rate.calls.get())).ceil() as u64;
-        Self { spacing_ms: spacing_ms.max(1), daily: ((daily as f64) * HEADROOM).floor() as u64 }
+        let calls = f64::from(rate.calls.get()) * HEADROOM;
+        let slots = LIVE_SLOTS.min((f64::from(rate.calls.get()) / 33.0).floor() as u64);
+        let spacing_ms = ((rate.per.as_secs_f64() * 1000.0) / (calls - slots as f64)).ceil() as u64;
+        let spacing_ms = spacing_ms.max(1);
+        Self {
+            spacing_ms,
+            daily: ((daily as f64) * HEADROOM).floor() as u64,
+            tolerance_ms: 0,
+            live_tolerance_ms: slots * spacing_ms,
+        }
+    }
+
+    /// Without any tolerance: every call waits for its slot.
+    pub fn strict(spacing_ms: u64, daily: u64) -> Self {
+        Self { spacing_ms, daily, tolerance_ms: 0, live_tolerance_ms: 0 }
+    }
+
+    /// The limits for a live webhook's delivery: it may take the live tolerance's slots ahead of the schedule.
+    #[must_use]
+    pub fn for_live(self) -> Self {
+        Self { tolerance_ms: self.live_tolerance_ms, ..self }
     }
 }
 
@@ -75,7 +107,7 @@ pub struct LimiterState {
 /// ```
 /// use followd::domain::rate::{LimiterState, Limits, acquire};
 ///
-/// let limits = Limits { spacing_ms: 100, daily: 1000 };
+/// let limits = Limits::strict(100, 1000);
 /// let state = acquire(LimiterState::default(), limits, 1, 0).unwrap();
 /// // The next call waits for its slot, 100 ms later.
 /// assert_eq!(acquire(state, limits, 1, 10), Err(100));
@@ -87,9 +119,9 @@ pub fn acquire(state: LimiterState, limits: Limits, cost: u64, now: Millis) -> R
         return Err((day + 1) * DAY_MS);
     }
     let tat = state.tat.max(now);
-    // Without burst, a call may start only once the previous reservation has passed.
-    if tat > now {
-        return Err(tat);
+    // A call may start once the previous reservation has passed, less its tolerance (live deliveries only).
+    if tat > now.saturating_add(limits.tolerance_ms) {
+        return Err(tat - limits.tolerance_ms);
     }
     Ok(LimiterState { tat: tat + limits.spacing_ms * cost, day, count: count + cost })
 }
@@ -126,6 +158,36 @@ mod tests {
     }
 
     #[test]
+    fn live_calls_may_go_a_few_slots_early_and_no_window_holds_more_than_before() {
+        let limits = limits(100, 10);
+        assert_eq!(limits.live_tolerance_ms, 3 * limits.spacing_ms);
+        // Background work keeps the budget busy; every fourth call is live and goes as soon as it may.
+        let mut state = LimiterState::default();
+        let (mut calls, mut now, mut i) = (Vec::new(), 0, 0u64);
+        while calls.len() < 2000 {
+            let asked = if i % 4 == 0 { limits.for_live() } else { limits };
+            match acquire(state, asked, 1, now) {
+                Ok(next) => {
+                    calls.push(now);
+                    state = next;
+                    i += 1;
+                }
+                Err(at) => now = at,
+            }
+        }
+        for (i, start) in calls.iter().enumerate() {
+            let in_window = calls[i..].iter().take_while(|&&t| t < start + 10_000).count();
+            assert!(in_window <= 97, "{in_window} calls in the 10 s from {start}");
+        }
+        // A live call right after a background one does not wait for its slot.
+        let busy = acquire(LimiterState::default(), limits, 2, 0).unwrap();
+        assert_eq!(acquire(busy, limits, 1, 1), Err(2 * limits.spacing_ms));
+        assert!(acquire(busy, limits.for_live(), 1, 1).is_ok());
+        // Small budgets get no tolerance.
+        assert_eq!(self::limits(10, 1).live_tolerance_ms, 0);
+    }
+
+    #[test]
     fn a_cost_reserves_that_many_slots() {
         let limits = limits(10, 1);
         let state = acquire(LimiterState::default(), limits, 3, 0).unwrap();
@@ -134,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_daily_budget_waits_for_the_next_utc_day() {
-        let limits = Limits { spacing_ms: 1, daily: 2 };
+        let limits = Limits::strict(1, 2);
         let state = acquire(LimiterState::default(), limits, 2, 10).unwrap();
         assert_eq!(acquire(state, limits, 1, 20), Err(DAY_MS));
         assert!(acquire(state, limits, 1, DAY_MS + 5).is_ok());

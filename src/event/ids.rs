@@ -93,6 +93,16 @@ id_type!(
     EventId
 );
 
+/// How the ids of the changes a reconcile queues begin (`reconcile:<run>:<contact>`).
+pub const RECONCILE_EVENT_PREFIX: &str = "reconcile:";
+
+impl EventId {
+    /// Whether a reconcile queued this change (background work), rather than a webhook.
+    pub fn is_reconcile(&self) -> bool {
+        self.0.starts_with(RECONCILE_EVENT_PREFIX)
+    }
+}
+
 /// The contact an event or a queue entry is about. A contact id is only unique within its sub-account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ContactKey {

@@ -15,7 +15,7 @@ pub mod normalize;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use ids::{ContactId, ContactKey, EventId, IdError, LocationId, UserId};
+pub use ids::{ContactId, ContactKey, EventId, IdError, LocationId, RECONCILE_EVENT_PREFIX, UserId};
 pub use normalize::{NameLookup, Occurrence, Stored, TagDiff};
 
 /// How the CRM compares tags, and how followd compares tags, sources, pipelines and stages everywhere (rules,

@@ -25,7 +25,7 @@ use self::report::Report;
 use crate::domain::clock::{Millis, now_ms};
 use crate::domain::followers::{Action, Ownership};
 use crate::domain::rate::Limits;
-use crate::event::{ContactKey, EventId, LocationId, UserId};
+use crate::event::{ContactKey, EventId, LocationId, RECONCILE_EVENT_PREFIX, UserId};
 use crate::queue::{EventOps, PlannedOp, QueueError, RunLog, RunRecord, RunState, Stores};
 use crate::rules::RuleSet;
 use crate::upstream::{ContactPage, MAX_PAGE, Upstream, UpstreamError};
@@ -279,8 +279,8 @@ fn event_ops(run: &str, contact: ContactKey, needed: Needed) -> Result<EventOps,
 
 /// `reconcile:<run>:<contact>`, or with a hash of the contact id when the whole one would make the id too long.
 fn event_id(run: &str, contact: &ContactKey) -> Result<EventId, ReconcileError> {
-    EventId::parse(&format!("reconcile:{run}:{}", contact.contact_id))
-        .or_else(|_| EventId::parse(&format!("reconcile:{run}:{:x}", fnv(contact.contact_id.as_str()))))
+    EventId::parse(&format!("{RECONCILE_EVENT_PREFIX}{run}:{}", contact.contact_id))
+        .or_else(|_| EventId::parse(&format!("{RECONCILE_EVENT_PREFIX}{run}:{:x}", fnv(contact.contact_id.as_str()))))
         .map_err(|source| ReconcileError::EventId { contact: contact.contact_id.to_string(), source })
 }
 

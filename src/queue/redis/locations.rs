@@ -28,6 +28,7 @@ impl LocationState for RedisQueue {
             .arg(limits.spacing_ms)
             .arg(limits.daily)
             .arg(cost)
+            .arg(limits.tolerance_ms)
             .invoke_async(&mut self.conn())
             .await?;
         Ok((wait > 0).then_some(wait))
