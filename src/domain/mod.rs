@@ -10,4 +10,5 @@
 pub mod clock;
 pub mod followers;
 pub mod outcome;
+pub mod pick;
 pub mod rate;
