@@ -200,7 +200,7 @@ async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(stores: 
 async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
     let queue = &*stores.queue;
     let pool: Arc<[UserId]> = vec![user("s1"), user("s2")].into();
-    let rr = || Action::RoundRobin { rule: Arc::from("rr"), pool: Arc::clone(&pool) };
+    let rr = || Action::RoundRobin { rule: Arc::from("rr"), pool: Arc::clone(&pool), weights: vec![1, 1].into() };
     let picks = |lease: &Lease| ops(lease);
     for (i, (location, contact)) in [("l1", "a"), ("l1", "b"), ("l2", "c"), ("l1", "d")].iter().enumerate() {
         queue.enqueue(vec![event(&format!("e{i}"), &key(location, contact), vec![rr()])], T0 + i as u64).await.unwrap();
@@ -216,6 +216,29 @@ async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
         got,
         [("a".into(), add("s1")), ("b".into(), add("s2")), ("c".into(), add("s1")), ("d".into(), add("s1"))]
     );
+}
+
+async fn a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood(stores: &Stores) {
+    let queue = &*stores.queue;
+    let rr = |team: &[&str], weights: &[u32]| Action::RoundRobin {
+        rule: Arc::from("weighted"),
+        pool: team.iter().map(|u| user(u)).collect(),
+        weights: weights.into(),
+    };
+    let mut picked = Vec::new();
+    for i in 0..9u64 {
+        // Three turns of alice 2 : bob 1, then carol joins with weight 1.
+        let action = if i < 6 { rr(&["alice", "bob"], &[2, 1]) } else { rr(&["alice", "bob", "carol"], &[2, 1, 1]) };
+        let contact = key("l1", &format!("c{i}"));
+        queue.enqueue(vec![event(&format!("w{i}"), &contact, vec![action])], T0 + i).await.unwrap();
+        let lease = lease(queue, T0 + 100 + i).await;
+        let [FollowerOp::Add(user)] = &ops(&lease)[..] else { panic!("{:?}", lease.ops) };
+        picked.push(user.to_string());
+        queue.ack(&lease, &Applied::default(), T0 + 100 + i).await.unwrap();
+    }
+    assert_eq!(picked[..6], ["alice", "bob", "alice", "alice", "bob", "alice"], "{picked:?}");
+    // The newcomer gets one turn in the next three, not all of them.
+    assert_eq!(picked[6..].iter().filter(|u| *u == "carol").count(), 1, "{picked:?}");
 }
 
 async fn stats_count_ready_leased_and_pending(stores: &Stores) {
@@ -576,6 +599,7 @@ macro_rules! contract {
                 a_duplicate_event_id_stores_nothing_until_the_window_passes,
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
+    a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
                 stats_count_ready_leased_and_pending,
                 live_contacts_are_leased_before_background_ones_and_live_work_brings_a_contact_forward,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,

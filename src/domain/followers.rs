@@ -51,10 +51,13 @@ pub enum Action {
     RemoveAll,
     Remove(UserId),
     Add(UserId),
-    /// Resolved to one Add at enqueue time by the queue, which keeps a cursor per (rule, location).
+    /// Resolved to one Add at enqueue time by the queue, which keeps each member's standing per (rule,
+    /// location) and picks with [`super::pick`].
     RoundRobin {
         rule: Arc<str>,
         pool: Arc<[UserId]>,
+        /// Each member's weight, in `pool`'s order.
+        weights: Arc<[u32]>,
     },
 }
 
@@ -72,6 +75,33 @@ impl Action {
                 FollowerOp::Add(pool.get(usize::try_from(cursor % size).ok()?)?.clone())
             }
         })
+    }
+
+    /// A round robin's members with their weights, in the team's order; `None` for other actions.
+    pub fn members(&self) -> Option<Vec<super::pick::Member>> {
+        match self {
+            Self::RoundRobin { pool, weights, .. } => Some(
+                pool.iter()
+                    .enumerate()
+                    .map(|(i, user)| super::pick::Member {
+                        user: user.clone(),
+                        weight: weights.get(i).copied().unwrap_or(1),
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Picks the user a round robin adds now from its `standings` (updated), as the stores do inside their
+    /// transaction; `None` for other actions or when nobody can be picked.
+    pub fn pick(&self, standings: &mut super::pick::Standings, now: crate::domain::clock::Millis) -> Option<UserId> {
+        let members = self.members()?;
+        let when = super::pick::When::at(now);
+        match super::pick::pick(&members, standings, |_| false, super::pick::Caps::default(), false, when) {
+            super::pick::Pick::Picked { user, .. } => Some(user),
+            super::pick::Pick::AllAtCap => None,
+        }
     }
 
     /// The key of this action's round-robin cursor in `location`, for a round robin only: one cursor per rule
@@ -110,11 +140,12 @@ mod tests {
 
     #[test]
     fn a_round_robin_picks_by_cursor_modulo_the_team_and_an_empty_team_picks_nobody() {
-        let action = Action::RoundRobin { rule: Arc::from("r"), pool: users(&["a", "b", "c"]) };
+        let action =
+            Action::RoundRobin { rule: Arc::from("r"), pool: users(&["a", "b", "c"]), weights: vec![1; 3].into() };
         let picks: Vec<_> = (0..4).map(|cursor| action.resolve(cursor)).collect();
         let add = |id: &str| Some(FollowerOp::Add(UserId::parse(id).unwrap()));
         assert_eq!(picks, vec![add("a"), add("b"), add("c"), add("a")]);
-        let empty = Action::RoundRobin { rule: Arc::from("r"), pool: users(&[]) };
+        let empty = Action::RoundRobin { rule: Arc::from("r"), pool: users(&[]), weights: vec![].into() };
         assert_eq!(empty.resolve(0), None);
         let location = LocationId::parse("loc").unwrap();
         assert_eq!(action.cursor_key(&location).as_deref(), Some("r\u{1f}loc"));

@@ -87,6 +87,15 @@ pub struct When {
     pub week: u64,
 }
 
+impl When {
+    /// The UTC day and week of `now` (ms since the epoch); weeks start on Monday.
+    pub fn at(now: crate::domain::clock::Millis) -> Self {
+        let day = now / 86_400_000;
+        // 1970-01-01 was a Thursday: shift by 3 days so weeks begin on Mondays.
+        Self { day, week: (day + 3) / 7 }
+    }
+}
+
 /// What a pick decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {

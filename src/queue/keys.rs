@@ -2,7 +2,7 @@
 //!
 //! The hash-tag rule (`DESIGN.md`): every key one script touches shares one hash tag, so each script runs in one
 //! Redis Cluster slot. The queue is split into `partitions`, each with its own tag `{<prefix>:<n>}`; a location
-//! (sub-account) always maps to the same partition, so its contacts, their event ids and its round-robin cursors
+//! (sub-account) always maps to the same partition, so its contacts, their event ids and its round robins' standings
 //! live together, and the partitions spread over the cluster's shards. Changing the partition function or the
 //! count moves every location: treat both as part of the stored format.
 
@@ -92,9 +92,9 @@ impl PartitionKeys {
         format!("{}seen:{event}", self.base)
     }
 
-    /// Counter: a round-robin position.
-    pub fn cursor(&self, cursor_key: &str) -> String {
-        format!("{}cursor:{cursor_key}", self.base)
+    /// Hash: a round robin's standings, its team weight and each member's credit (see `enqueue.lua`).
+    pub fn rotation(&self, cursor_key: &str) -> String {
+        format!("{}rotation:{cursor_key}", self.base)
     }
 
     /// Set: the contact's last seen tags, normalized.
@@ -194,7 +194,7 @@ mod tests {
             p.pending(contact),
             p.state(contact),
             p.seen(&EventId::parse("e}{").unwrap()),
-            p.cursor("rule\u{1f}loc"),
+            p.rotation("rule\u{1f}loc"),
             p.known(contact),
             p.owned(contact),
             p.dead(),

@@ -107,7 +107,8 @@ fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'
 /// the first member, then the second. Feed the actions in the order the queue would store them.
 #[derive(Debug, Default)]
 pub struct OpLines {
-    cursors: HashMap<(Arc<str>, LocationId), usize>,
+    /// Each round robin's standings, as a fresh store would hold them.
+    cursors: HashMap<(Arc<str>, LocationId), crate::domain::pick::Standings>,
     lines: Vec<String>,
 }
 
@@ -118,11 +119,10 @@ impl OpLines {
             Action::RemoveAll => "remove_all".to_owned(),
             Action::Remove(user) => format!("remove {user}"),
             Action::Add(user) => format!("add {user}"),
-            Action::RoundRobin { rule, pool } => {
-                let cursor = self.cursors.entry((Arc::clone(rule), location.clone())).or_default();
+            Action::RoundRobin { rule, .. } => {
+                let standings = self.cursors.entry((Arc::clone(rule), location.clone())).or_default();
                 // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
-                let Some(user) = pool.get(*cursor % pool.len().max(1)) else { return };
-                *cursor += 1;
+                let Some(user) = action.pick(standings, 0) else { return };
                 format!("add {user}")
             }
         };

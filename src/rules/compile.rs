@@ -15,6 +15,9 @@ use serde_spanned::Spanned;
 use super::aliases::{self, Aliases, Resolved};
 use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
+
+/// The largest weight a round-robin member may have.
+const MAX_WEIGHT: u32 = 1000;
 use super::model::{self, Kind, RawRule, Then, When};
 use super::{Action, Summary};
 use crate::event::{LocationId, UserId};
@@ -203,6 +206,14 @@ impl<'a> Checker<'a> {
         let remove = spec.remove.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "remove"));
         let add = spec.add.as_ref().map_or_else(Vec::new, |list| self.expand(source, list, "add"));
         let pool = spec.round_robin.as_ref().and_then(|team| self.pool(source, team));
+        let weights = pool.as_ref().map(|pool| self.weights(source, spec, pool));
+        if let (Some(written), None) = (&spec.weights, &spec.round_robin) {
+            self.report(
+                source,
+                written.span(),
+                "`weights` weigh the members of a round_robin; this rule has none".into(),
+            );
+        }
         let written =
             |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
         if !remove_all && !written(&spec.remove) && !written(&spec.add) && spec.round_robin.is_none() {
@@ -226,7 +237,9 @@ impl<'a> Checker<'a> {
         }
         actions.extend(remove.into_iter().map(Action::Remove));
         actions.extend(add.into_iter().map(Action::Add));
-        actions.extend(pool.map(|pool| Action::RoundRobin { rule: rule.clone(), pool }));
+        if let (Some(pool), Some(weights)) = (pool, weights) {
+            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights });
+        }
         actions
     }
 
@@ -261,6 +274,43 @@ impl<'a> Checker<'a> {
             Resolved::Team(ids) => Some(ids.clone()),
             Resolved::Broken => None,
         }
+    }
+
+    /// Each member's weight, in `pool`'s order: what `weights` says for them, else 1. A name in `weights` must be
+    /// a member of the team, and a weight a whole number from 1 to [`MAX_WEIGHT`].
+    fn weights(&mut self, source: Source<'_>, spec: &Then, pool: &[UserId]) -> Arc<[u32]> {
+        let mut weights = vec![1u32; pool.len()];
+        let Some(written) = &spec.weights else { return weights.into() };
+        for (name, weight) in written.get_ref() {
+            let at = match self.lookup(source, name, "weights") {
+                Some(Resolved::User(id)) => pool.iter().position(|member| member == id),
+                Some(Resolved::Team(_)) => {
+                    let message = format!("`{}` is a team; weights name one member each", name.get_ref().trim());
+                    self.report(source, name.span(), message);
+                    continue;
+                }
+                Some(Resolved::Broken) | None => continue,
+            };
+            let Some(at) = at else {
+                let team = spec.round_robin.as_ref().map_or("", |t| t.get_ref().trim());
+                let message =
+                    format!("`{}` is not a member of `{team}`, the team this rule picks from", name.get_ref().trim());
+                self.report(source, name.span(), message);
+                continue;
+            };
+            match u32::try_from(*weight.get_ref()) {
+                Ok(w) if (1..=MAX_WEIGHT).contains(&w) => weights[at] = w,
+                _ => {
+                    let message = format!(
+                        "weight {} for `{}`: a weight is a whole number from 1 to {MAX_WEIGHT} (picks per turn)",
+                        weight.get_ref(),
+                        name.get_ref().trim()
+                    );
+                    self.report(source, weight.span(), message);
+                }
+            }
+        }
+        weights.into()
     }
 
     /// Resolves a name written in `then`. It must be an alias: a typo must not become a user id.

@@ -8,11 +8,13 @@ use redb::{ReadableTable, WriteTransaction};
 use super::audit::record_audit;
 use super::memory::note_followers;
 use super::tables::{
-    CONTACTS, CURSORS, ContactState, LEASES, LeaseState, META, OrQueue, PENDING, READY, SEEN, SEEN_EXPIRY, contact_key,
-    parse_contact_key, read_state, write_state,
+    CONTACTS, ContactState, LEASES, LeaseState, META, OrQueue, PENDING, READY, ROTATIONS, SEEN, SEEN_EXPIRY,
+    contact_key, parse_contact_key, read_state, write_state,
 };
 use crate::domain::clock::Millis;
+use crate::domain::followers::FollowerOp;
 use crate::domain::outcome::Outcome;
+use crate::domain::pick::Standings;
 use crate::queue::{
     Applied, BACKGROUND_OFFSET, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp, ready_score,
 };
@@ -35,7 +37,7 @@ pub(super) fn enqueue(
         let mut pending = tx.open_table(PENDING).q()?;
         let mut contacts = tx.open_table(CONTACTS).q()?;
         let mut ready = tx.open_table(READY).q()?;
-        let mut cursors = tx.open_table(CURSORS).q()?;
+        let mut rotations = tx.open_table(ROTATIONS).q()?;
         let mut meta = tx.open_table(META).q()?;
         let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
         for event in batch {
@@ -53,15 +55,22 @@ pub(super) fn enqueue(
             let key = contact_key(&event.contact);
             let mut stored = 0;
             for planned in &event.ops {
-                let cursor_name = planned.action.cursor_key(&event.contact.location_id);
-                let cursor = match &cursor_name {
-                    Some(name) => cursors.get(name.as_str()).q()?.map(|v| v.value()).unwrap_or(0),
-                    None => 0,
+                let op = match planned.action.cursor_key(&event.contact.location_id) {
+                    // A round robin picks from its standings, stored per rule and location, in this transaction.
+                    Some(name) => {
+                        let mut standings: Standings = match rotations.get(name.as_str()).q()? {
+                            Some(bytes) => serde_json::from_slice(bytes.value())?,
+                            None => Standings::default(),
+                        };
+                        let Some(user) = planned.action.pick(&mut standings, now) else { continue };
+                        rotations.insert(name.as_str(), serde_json::to_vec(&standings)?.as_slice()).q()?;
+                        FollowerOp::Add(user)
+                    }
+                    None => match planned.action.resolve(0) {
+                        Some(op) => op,
+                        None => continue,
+                    },
                 };
-                let Some(op) = planned.action.resolve(cursor) else { continue };
-                if let Some(name) = &cursor_name {
-                    cursors.insert(name.as_str(), cursor.wrapping_add(1)).q()?;
-                }
                 seq += 1;
                 let queued = QueuedOp {
                     seq,

@@ -8,7 +8,7 @@
 //!   background contacts (a reconcile's) wait at their time plus `BACKGROUND_OFFSET`, after every live one
 //! - `leases`   (deadline, contact) → (): held contacts, earliest deadline first, for the reaper
 //! - `seen`     event id → expiry; `seen_expiry` (expiry, event id) → () to forget old ids in order
-//! - `cursors`  rule \x1f location → round-robin position
+//! - `rotations` rule \x1f location → a round robin's standings ([`crate::domain::pick::Standings`], JSON)
 //! - `known`    contact → followers followd added (the `remove_all` fallback)
 //! - `meta`     "seq" → the last operation sequence number
 //! - `tags`     contact → its last seen tags; `stages` location \x1f opportunity → its last seen stage
@@ -32,7 +32,7 @@ pub(super) const READY: TableDefinition<(u64, &str), ()> = TableDefinition::new(
 pub(super) const LEASES: TableDefinition<(u64, &str), ()> = TableDefinition::new("leases");
 pub(super) const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 pub(super) const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_expiry");
-pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+pub(super) const ROTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rotations");
 pub(super) const KNOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("known");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
@@ -56,7 +56,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
         tx.open_table(LEASES).map_err(redb::Error::from)?;
         tx.open_table(SEEN).map_err(redb::Error::from)?;
         tx.open_table(SEEN_EXPIRY).map_err(redb::Error::from)?;
-        tx.open_table(CURSORS).map_err(redb::Error::from)?;
+        tx.open_table(ROTATIONS).map_err(redb::Error::from)?;
         tx.open_table(KNOWN).map_err(redb::Error::from)?;
         tx.open_table(META).map_err(redb::Error::from)?;
         tx.open_table(TAGS).map_err(redb::Error::from)?;

@@ -1,17 +1,75 @@
 -- enqueue.lua — store a batch of events' follower operations, once per event id, in one partition.
 -- KEYS[1] ready zset (contact -> ready_at)   KEYS[2] pending operation counter
--- KEYS[3..] per event, three keys: seen marker, pending list, state hash; then round-robin cursors
+-- KEYS[3..] per event, three keys: seen marker, pending list, state hash; then round robins' standings hashes
 -- ARGV[1] now (ms)   ARGV[2] de-duplication window (ms)   ARGV[3] number of events
 -- then per event: contact member, number of operations, "1" for background work (a reconcile) or "0", and
 -- per operation either
 --   the operation's JSON, encoded by the caller (it starts with "{"), or
---   "rr", cursor KEYS index, JSON before the user, JSON after the user, pool size, pool users (JSON-escaped)
+--   "rr", standings KEYS index, JSON before the user, JSON after the user, team size, then per member its
+--   user id (JSON-escaped) and weight
 -- Returns one integer per event: -1 when its id was seen within the window, else the operations stored.
 -- Every key shares the partition's hash tag (see keys.rs), so the script runs on Redis Cluster.
 -- Kept lean on purpose: no cjson, one RPUSH per event, ZADD NX; this is the webhook path's only write.
 -- Lanes: a background contact waits at its time plus OFFSET (after every live one; state field bg = 1, set
 -- while every pending operation is background); live work brings it forward, keeping its time.
 local OFFSET = 10000000000000
+-- A round robin's standings hash: field TEAM_WEIGHT is the team's total weight when last settled, and one
+-- field per member (its user id, JSON-escaped) holds its credit. The arithmetic is domain/pick.rs's, step for
+-- step (settle, gain, pick the most credit, pay back), so both stores pick alike.
+local TEAM_WEIGHT = '\31w'
+
+local function round(x)
+  if x >= 0 then return math.floor(x + 0.5) end
+  return -math.floor(-x + 0.5)
+end
+
+local function pick(key, users, weights)
+  local n = #users
+  local total = 0
+  local member = {}
+  for j = 1, n do
+    total = total + weights[j]
+    member[users[j]] = true
+  end
+  local stored = redis.call('HGETALL', key)
+  local credit, settled = {}, 0
+  for j = 1, #stored, 2 do
+    if stored[j] == TEAM_WEIGHT then
+      settled = tonumber(stored[j + 1])
+    elseif member[stored[j]] then
+      credit[stored[j]] = tonumber(stored[j + 1])
+    else
+      redis.call('HDEL', key, stored[j])
+    end
+  end
+  if settled > 0 and settled ~= total then
+    for user, c in pairs(credit) do credit[user] = round(c * total / settled) end
+  end
+  local sum = 0
+  for j = 1, n do sum = sum + (credit[users[j]] or 0) end
+  if sum ~= 0 then
+    local each = math.floor(sum / n)
+    local rest = sum - each * n
+    for j = 1, n do
+      local share = each
+      if j <= rest then share = share + 1 end
+      credit[users[j]] = (credit[users[j]] or 0) - share
+    end
+  end
+  local chosen = 1
+  for j = 1, n do
+    credit[users[j]] = (credit[users[j]] or 0) + weights[j]
+    if credit[users[j]] > credit[users[chosen]] then chosen = j end
+  end
+  credit[users[chosen]] = credit[users[chosen]] - total
+  local fields = { TEAM_WEIGHT, total }
+  for j = 1, n do
+    fields[#fields + 1] = users[j]
+    fields[#fields + 1] = credit[users[j]]
+  end
+  redis.call('HSET', key, unpack(fields))
+  return users[chosen]
+end
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local events = tonumber(ARGV[3])
@@ -31,11 +89,15 @@ for i = 1, events do
     if ARGV[a] == 'rr' then
       local size = tonumber(ARGV[a + 4])
       if not duplicate then
-        -- Round robin: the cursor advances only when the pick is stored, in this same script.
-        local position = redis.call('INCR', KEYS[tonumber(ARGV[a + 1])]) - 1
-        ops[#ops + 1] = ARGV[a + 2] .. ARGV[a + 5 + (position % size)] .. ARGV[a + 3]
+        -- Round robin: the standings change only when the pick is stored, in this same script.
+        local users, weights = {}, {}
+        for j = 1, size do
+          users[j] = ARGV[a + 3 + 2 * j]
+          weights[j] = tonumber(ARGV[a + 4 + 2 * j])
+        end
+        ops[#ops + 1] = ARGV[a + 2] .. pick(KEYS[tonumber(ARGV[a + 1])], users, weights) .. ARGV[a + 3]
       end
-      a = a + 5 + size
+      a = a + 5 + 2 * size
     else
       ops[#ops + 1] = ARGV[a]
       a = a + 1

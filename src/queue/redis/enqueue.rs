@@ -83,8 +83,8 @@ impl RedisQueue {
                     ownership: planned.ownership,
                 };
                 match (&planned.action, planned.action.cursor_key(&event.contact.location_id)) {
-                    (Action::RoundRobin { pool, .. }, Some(cursor_key)) => {
-                        let cursor = partition.cursor(&cursor_key);
+                    (Action::RoundRobin { pool, weights, .. }, Some(cursor_key)) => {
+                        let cursor = partition.rotation(&cursor_key);
                         let index = cursors.iter().position(|c| *c == cursor).unwrap_or_else(|| {
                             cursors.push(cursor);
                             cursors.len() - 1
@@ -98,9 +98,10 @@ impl RedisQueue {
                         args.push("rr".to_owned());
                         cursor_args.push((args.len(), index));
                         args.extend([String::new(), before.to_owned(), after.to_owned(), pool.len().to_string()]);
-                        for user in pool.iter() {
+                        for (i, user) in pool.iter().enumerate() {
                             let quoted = serde_json::to_string(user.as_str())?;
                             args.push(quoted[1..quoted.len() - 1].to_owned());
+                            args.push(weights.get(i).copied().unwrap_or(1).to_string());
                         }
                     }
                     (action, _) => {

@@ -114,7 +114,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                 Action::Add(user("usr_alice")),
                 Action::Add(user("usr_bob")),
                 Action::Add(user("usr_carol")),
-                Action::RoundRobin { rule: "all".into(), pool },
+                Action::RoundRobin { rule: "all".into(), weights: vec![1; pool.len()].into(), pool },
             ],
             ownership: None,
         }]
@@ -127,7 +127,8 @@ fn round_robin_on_a_single_user_is_a_pool_of_one() {
         "[[rule]]\nname = \"solo\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"alice\" }\n";
     let set = valid(&[("users.toml", USERS), ("x.toml", text)]);
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
-    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool: vec![user("usr_alice")].into() }]);
+    let pool = vec![user("usr_alice")].into();
+    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into() }]);
 }
 
 #[test]
@@ -163,4 +164,34 @@ fn rules_fire_in_file_name_then_position_order() {
     // Given out of order on purpose: rule order is by path.
     let set = valid(&[("rules/b.toml", &b), ("rules/a.toml", &a)]);
     assert_eq!(fired(&set, &tag_added("x")), ["a1", "a2", "b1", "b2"]);
+}
+
+#[test]
+fn weights_give_each_member_of_a_round_robin_their_weight_and_the_others_one() {
+    let text = "[[rule]]\nname = \"w\"\nwhen = { event = \"contact_created\" }\n\
+                then = { round_robin = \"everyone\", weights = { alice = 3, carol = 2 } }\n";
+    let users = "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\ncarol = \"usr_carol\"\n\
+                 everyone = [\"alice\", \"bob\", \"carol\"]\n";
+    let set = valid(&[("users.toml", users), ("x.toml", text)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    let [Action::RoundRobin { weights, .. }] = &actions[..] else { panic!("{actions:?}") };
+    assert_eq!(&weights[..], [3, 1, 2]);
+}
+
+#[test]
+fn weights_that_name_no_member_are_zero_or_stand_alone_are_errors_at_their_place() {
+    let text = "[[rule]]\nname = \"w\"\nwhen = { event = \"contact_created\" }\n\
+                then = { round_robin = \"sales\", weights = { carol = 2, bob = 0 } }\n\
+                [[rule]]\nname = \"alone\"\nwhen = { event = \"contact_created\" }\n\
+                then = { add = [\"alice\"], weights = { alice = 2 } }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let expected = [
+        "x.toml:4:62: weight 0 for `bob`: a weight is a whole number from 1 to 1000",
+        "x.toml:4:45: `carol` is not a member of `sales`, the team this rule picks from",
+        "x.toml:8:37: `weights` weigh the members of a round_robin; this rule has none",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for expected in expected {
+        assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
 }
