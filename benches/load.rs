@@ -2,11 +2,16 @@
 //!
 //! `cargo bench --bench load` starts the release `followd serve` binary twice, each as a user runs it: once on
 //! the embedded store (no `redis_url`) and once on a private `redis-server`, both in dry run (no token: the
-//! workers deliver every change and the dry run logs it at debug). A load generator in this process sends
-//! signed generic `tag_added` webhooks with unique ids that the rules match, from 64 connections, for
-//! `FOLLOWD_LOAD_SECS` seconds (default 10) after a 2 s warm-up, and prints per store: webhooks per second,
-//! p50 / p99 latency, non-202 answers, and the ratio embedded / Redis. The service and the generator share the
-//! machine's cores, as they would on a small host; the ratio is what compares across machines.
+//! workers deliver every change and the dry run logs it at debug). It sends signed generic `tag_added`
+//! webhooks with unique ids that the rules match, from 64 connections, for `FOLLOWD_LOAD_SECS` seconds
+//! (default 10) after a 2 s warm-up, and prints per store: webhooks per second, p50 / p99 latency, failed
+//! answers, and the ratio embedded / Redis.
+//!
+//! The load comes from `wrk` when it is installed (`apt-get install wrk`: a second process in C, light on the
+//! shared cores; each of its two threads sends its own pre-signed bodies, every id unique), else from a
+//! reqwest generator in this process (heavier: it takes a good part of the cores from the service). The
+//! service and the generator share the machine's cores either way; the ratio is what compares across
+//! machines.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -48,10 +53,13 @@ fn main() {
 async fn run() {
     let secs = std::env::var("FOLLOWD_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let duration = Duration::from_secs(secs);
+    let wrk = std::process::Command::new("wrk").arg("--version").output().is_ok();
     let redis = RedisServer::start().await;
-    let embedded = measure(None, duration, "e").await;
-    let on_redis = measure(Some(&redis.url()), duration, "r").await;
+    let embedded = measure(None, duration, "e", wrk).await;
+    let on_redis = measure(Some(&redis.url()), duration, "r", wrk).await;
+    let driver = if wrk { "wrk, 2 threads" } else { "an in-process reqwest generator (install wrk for a lighter one)" };
     println!("load over HTTP: {CONNECTIONS} connections, {secs} s each, signed generic webhooks, dry-run delivery");
+    println!("load from {driver}");
     println!("| store | webhooks/s | p50 ms | p99 ms | not 202 |");
     println!("| --- | --- | --- | --- | --- |");
     for (name, f) in [("embedded (default)", &embedded), ("Redis", &on_redis)] {
@@ -84,7 +92,7 @@ verify = {{ scheme = "hmac-sha256", header = "{SIGNATURE_HEADER}", secrets = ["{
     path
 }
 
-async fn measure(redis_url: Option<&str>, duration: Duration, tag: &str) -> Figures {
+async fn measure(redis_url: Option<&str>, duration: Duration, tag: &str, wrk: bool) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), redis_url);
     let env = [("RUST_LOG", "warn")];
@@ -92,6 +100,9 @@ async fn measure(redis_url: Option<&str>, duration: Duration, tag: &str) -> Figu
     let url = format!("{}/webhooks/test", followd.addr);
     let counter = Arc::new(AtomicUsize::new(0));
     drive(&url, WARM_UP, &format!("{tag}w"), &counter).await;
+    if wrk {
+        return with_wrk(&url, duration, tag, dir.path()).await;
+    }
     let started = Instant::now();
     let (mut latencies, refused) = drive(&url, duration, tag, &counter).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -140,4 +151,72 @@ async fn drive(url: &str, duration: Duration, tag: &str, counter: &Arc<AtomicUsi
         refused += r;
     }
     (all, refused)
+}
+
+/// Bodies each wrk thread may send: more than a thread sends in the run at 20,000 webhooks/s, so no id repeats.
+const BODIES_PER_SECOND_PER_THREAD: u64 = 12_000;
+
+/// The wrk script: each thread reads its own file of pre-signed bodies (`body\tsignature` per line) and sends
+/// them in order; `done` prints one line this bench reads.
+const WRK_SCRIPT: &str = r#"
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  bodies, signatures, n = {}, {}, 0
+  for line in io.lines(args[1] .. "/bodies-" .. id) do
+    local tab = line:find("\t", 1, true)
+    n = n + 1
+    bodies[n] = line:sub(1, tab - 1)
+    signatures[n] = line:sub(tab + 1)
+  end
+  i = 0
+end
+function request()
+  i = i % n + 1
+  return wrk.format("POST", nil, { ["content-type"] = "application/json", ["x-signature"] = signatures[i] }, bodies[i])
+end
+function done(summary, latency, requests)
+  local failed = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("FOLLOWD %d %d %d %d %d\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), failed))
+end
+"#;
+
+/// Runs wrk against `url` for `duration` with pre-signed, unique bodies.
+async fn with_wrk(url: &str, duration: Duration, tag: &str, dir: &Path) -> Figures {
+    let per_thread = BODIES_PER_SECOND_PER_THREAD * duration.as_secs().max(1);
+    for thread in 0..2 {
+        let mut text = String::new();
+        for i in 0..per_thread {
+            let body = serde_json::json!({
+                "id": format!("{tag}-wrk{thread}-{i}"), "type": "tag_added", "location_id": "loc-1",
+                "contact_id": format!("c-{thread}-{i}"), "tag": "vip"
+            })
+            .to_string();
+            text.push_str(&format!("{body}\t{}\n", sign(SECRET, body.as_bytes())));
+        }
+        std::fs::write(dir.join(format!("bodies-{thread}")), text).expect("bodies");
+    }
+    std::fs::write(dir.join("load.lua"), WRK_SCRIPT).expect("script");
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{}s", duration.as_secs()), "--timeout", "10s"])
+        .arg("-s")
+        .arg(dir.join("load.lua"))
+        .arg(url)
+        .arg("--")
+        .arg(dir)
+        .output()
+        .await
+        .expect("wrk runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("FOLLOWD ")).unwrap_or_else(|| panic!("wrk said: {stdout}"));
+    let numbers: Vec<f64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let [requests, micros, p50, p99, failed] = numbers[..] else { panic!("wrk said: {line}") };
+    assert!(
+        requests < (2 * per_thread) as f64,
+        "wrk sent every body: ids repeated; raise BODIES_PER_SECOND_PER_THREAD"
+    );
+    Figures { per_second: requests / (micros / 1e6), p50_ms: p50 / 1e3, p99_ms: p99 / 1e3, refused: failed as usize }
 }
