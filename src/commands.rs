@@ -299,6 +299,8 @@ pub async fn reconcile(
         Ok(stores) => Some(stores),
         // The embedded store belongs to a running service: a plan still reads the CRM, without the memory
         // of which followers followd added (an apply needs it, and says so).
+        // An apply goes to the running service, which holds the store: it runs the reconcile itself.
+        Err(crate::queue::QueueError::Locked(_)) if !plan => return ask_service_to_reconcile(config, &location).await,
         Err(crate::queue::QueueError::Locked(dir)) if plan && config.upstream.oauth.is_none() => {
             eprintln!(
                 "note: {} is in use by a running followd; planning without its memory of the followers it added \
@@ -347,9 +349,63 @@ pub async fn reconcile(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Asks the service that holds the embedded store to run the reconcile (`POST /reconcile/{location}`).
+async fn ask_service_to_reconcile(config: &Config, location: &LocationId) -> anyhow::Result<ExitCode> {
+    let response = service_request(config, reqwest::Method::POST, &format!("/reconcile/{location}"))?.send().await?;
+    service_answer(response).await?;
+    println!(
+        "the running followd holds the store, so it runs this reconcile of {location} itself; \
+         `followd reconcile status` or its status page shows the run"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A request to the service running with this configuration: its `listen` address (loopback when it listens
+/// on every address), with the admin token when one is configured.
+fn service_request(config: &Config, method: reqwest::Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let request = client.request(method, format!("http://{addr}{path}"));
+    Ok(match &config.admin.token {
+        Some(token) => {
+            use secrecy::ExposeSecret as _;
+            request.bearer_auth(token.resolve_named("admin.token", &config.base_dir)?.expose_secret())
+        }
+        None => request,
+    })
+}
+
+/// The body of the service's answer, or an error that says what it answered.
+async fn service_answer(response: reqwest::Response) -> anyhow::Result<String> {
+    let status = response.status();
+    let body = response.text().await?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    if status == reqwest::StatusCode::NOT_FOUND {
+        anyhow::bail!("the running followd holds the store but cannot reconcile (a receiver, or a dry run)");
+    }
+    anyhow::bail!("the running followd answered {status}: {message}")
+}
+
 /// `followd reconcile status [--json]`.
 pub async fn reconcile_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let runs = Stores::open(&crate::http::store_options(config)).await?.runs.runs().await?;
+    let runs = match Stores::open(&crate::http::store_options(config)).await {
+        Ok(stores) => stores.runs.runs().await?,
+        // The embedded store belongs to a running service: it answers for it.
+        Err(crate::queue::QueueError::Locked(_)) => {
+            let response = service_request(config, reqwest::Method::GET, "/reconcile")?.send().await?;
+            serde_json::from_str(&service_answer(response).await?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);

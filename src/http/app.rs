@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use super::reconcile::{MakeReconciler, ReconcileState};
 use super::routes::{self, Routes};
 use crate::config::{Config, ConfigError, Origin};
 use crate::decisions::Decisions;
@@ -88,8 +89,20 @@ impl Application {
         let workers = (role != Role::Receiver).then(|| {
             start_workers(&config, &stores, Arc::clone(&upstream), Arc::clone(&decisions), &wake, &background, &stop)
         });
-        if role != Role::Receiver {
-            schedule_reconcile(&config, &stores, &upstream, &decisions, &rules, &background, &stop);
+        let reconcile = (role != Role::Receiver && !upstream.is_dry_run()).then(|| {
+            let make = reconciler_factory(&config, &stores, &upstream);
+            schedule_reconcile(&config, &make, &decisions, &rules, &background, &stop);
+            ReconcileState {
+                make,
+                rules: Arc::clone(&rules),
+                runs: Arc::clone(&stores.runs),
+                running: Arc::default(),
+                tasks: background.clone(),
+                stop: stop.clone(),
+            }
+        });
+        if role != Role::Receiver && upstream.is_dry_run() && config.reconcile.every.is_some() {
+            tracing::warn!("reconcile.every is set, but a dry run cannot read the CRM: no scheduled reconcile");
         }
         let intake = (role != Role::Worker)
             .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
@@ -98,7 +111,7 @@ impl Application {
         if let Some(intake) = &intake {
             background.spawn(crate::intake::forward_spool(Arc::clone(intake), stop.clone()));
         }
-        let routes = Routes::new(&config, &stores, rules, decisions, intake, metrics)?;
+        let routes = Routes::new(&config, &stores, rules, decisions, intake, reconcile, metrics)?;
         let (server, addr) = routes::serve(routes, &config)?;
         tracing::info!(%addr, ?role, "listening");
         background.close();
@@ -230,28 +243,13 @@ fn start_workers(
     Workers::spawn(deliverer, writer, config.workers.get(), Arc::clone(wake), reap_every)
 }
 
-/// `reconcile.every`: the service reconciles its locations on a schedule (workers' processes only).
-fn schedule_reconcile(
-    config: &Config,
-    stores: &Stores,
-    upstream: &Arc<Upstream>,
-    decisions: &Arc<Decisions>,
-    rules: &Arc<LiveRules>,
-    tasks: &TaskTracker,
-    stop: &CancellationToken,
-) {
-    let Some(every) = config.reconcile.every else { return };
-    if upstream.is_dry_run() {
-        tracing::warn!("reconcile.every is set, but a dry run cannot read the CRM: no scheduled reconcile");
-        return;
-    }
-    let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
-    let configured = config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
+/// How this service builds a reconciler for a run (scheduled, or asked for through `POST /reconcile/{location}`).
+fn reconciler_factory(config: &Config, stores: &Stores, upstream: &Arc<Upstream>) -> MakeReconciler {
     let (stores, upstream) = (stores.clone(), Arc::clone(upstream));
     let judgement = Judgement { run: None, config: config.followers.ownership };
     let (limits, max_share, page_limit) =
         (Limits::from(&config.rate_limit), config.reconcile.max_share, config.reconcile.page_size);
-    let make = move |rules| Reconciler {
+    Arc::new(move |rules| Reconciler {
         upstream: Arc::clone(&upstream),
         stores: Some(stores.clone()),
         rules,
@@ -260,9 +258,24 @@ fn schedule_reconcile(
         max_share,
         page_limit,
         next_call: Default::default(),
-    };
+    })
+}
+
+/// `reconcile.every`: the service reconciles its locations on a schedule (workers' processes only).
+fn schedule_reconcile(
+    config: &Config,
+    make: &MakeReconciler,
+    decisions: &Arc<Decisions>,
+    rules: &Arc<LiveRules>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let Some(every) = config.reconcile.every else { return };
+    let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
+    let configured = config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
+    let make = Arc::clone(make);
     tracing::info!(every_s = every.as_secs(), "reconciling every location on a schedule");
-    tasks.spawn(run_every(every, configured, Arc::clone(decisions), Arc::clone(rules), make, stop.clone()));
+    tasks.spawn(run_every(every, configured, Arc::clone(decisions), Arc::clone(rules), move |r| make(r), stop.clone()));
 }
 
 /// The receiving side: the configured sources (or the defaults, said at start), the name lookups and, on

@@ -5,6 +5,7 @@ mod answers;
 mod app;
 mod error;
 mod health;
+mod reconcile;
 mod routes;
 mod status;
 mod webhook;

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::app::StartupError;
 use super::health::{self, HealthState};
+use super::reconcile::ReconcileState;
 use super::status::{self, StatusState};
 use super::webhook::{self, WebhookState};
 use crate::config::{Config, ConfigError};
@@ -26,6 +27,8 @@ pub struct Routes {
     status: web::Data<StatusState>,
     /// `None` where this process does not receive webhooks.
     webhook: Option<web::Data<WebhookState>>,
+    /// `None` where this process does not deliver, or runs dry.
+    reconcile: Option<web::Data<ReconcileState>>,
 }
 
 impl Routes {
@@ -35,6 +38,7 @@ impl Routes {
         rules: Arc<LiveRules>,
         decisions: Arc<Decisions>,
         intake: Option<Arc<Intake>>,
+        reconcile: Option<ReconcileState>,
         metrics: PrometheusHandle,
     ) -> Result<Self, ConfigError> {
         let answers = Arc::new(super::answers::Answers::default());
@@ -62,7 +66,7 @@ impl Routes {
             })
         });
         let health = web::Data::new(HealthState { queue: Arc::clone(&stores.queue), spool, rules, metrics });
-        Ok(Self { health, status, webhook })
+        Ok(Self { health, status, webhook, reconcile: reconcile.map(web::Data::new) })
     }
 }
 
@@ -71,7 +75,7 @@ pub fn serve(routes: Routes, config: &Config) -> Result<(actix_web::dev::Server,
     let listener =
         TcpListener::bind(config.listen).map_err(|source| StartupError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
-    let Routes { health, status, webhook } = routes;
+    let Routes { health, status, webhook, reconcile } = routes;
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(health.clone())
@@ -82,6 +86,13 @@ pub fn serve(routes: Routes, config: &Config) -> Result<(actix_web::dev::Server,
             .route("/", web::get().to(status::status))
             .route("/login", web::post().to(status::login))
             .default_service(web::to(super::error::not_found));
+        let app = match &reconcile {
+            Some(reconcile) => app
+                .app_data(reconcile.clone())
+                .route("/reconcile", web::get().to(super::reconcile::runs))
+                .route("/reconcile/{location}", web::post().to(super::reconcile::start)),
+            None => app,
+        };
         match &webhook {
             Some(webhook) => {
                 app.app_data(webhook.clone()).route("/webhooks/{source}", web::post().to(webhook::receive))

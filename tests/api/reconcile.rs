@@ -295,3 +295,62 @@ async fn live_webhooks_during_an_apply_are_delivered_within_the_usual_time() {
     run.kill().await.unwrap();
     service.kill().await;
 }
+
+#[tokio::test]
+async fn on_the_embedded_store_the_command_has_the_running_service_apply_and_report_its_runs() {
+    let upstream = FakeUpstream::start().await;
+    seed(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &upstream, None, "");
+    let port = crate::support::free_port();
+    let _service = Followd::start(&config, port, &[]).await;
+    // The command finds the service where the configuration says it listens.
+    let listen = format!("127.0.0.1:{port}");
+    let command = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"));
+        command.args(args).arg("--config").arg(&config).env("FOLLOWD_LISTEN", &listen).output()
+    };
+    let output = command(&["reconcile", "--location", "loc-1"]).await.unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("runs this reconcile of loc-1 itself"), "{said}");
+    // The service's own workers deliver what its run queued.
+    assert!(upstream.wait_for_followers("c-000", &["usr_alice", "usr_bob"], WAIT).await);
+    let done = eventually(WAIT, || async {
+        let output = command(&["reconcile", "status", "--json"]).await.unwrap();
+        let runs: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        runs.as_array()
+            .is_some_and(|runs| runs.len() == 1 && runs[0]["state"] == "done" && runs[0]["location_id"] == "loc-1")
+    })
+    .await;
+    assert!(done, "the run was not reported done through the service");
+    // Once it has finished, the next one starts.
+    let again = command(&["reconcile", "--location", "loc-1"]).await.unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[tokio::test]
+async fn the_reconcile_routes_need_the_admin_token_and_refuse_a_second_run_of_a_location() {
+    let app = crate::support::app::TestApp::builder().config("[admin]\ntoken = \"adm-secret\"").spawn().await;
+    app.upstream.set_latency(Duration::from_millis(300));
+    for i in 0..5 {
+        app.upstream.set_contact(&format!("c-{i}"), "loc-1", &["vip"], None);
+    }
+    let start = |token: Option<&str>| {
+        let request = app.client.post(format!("{}/reconcile/loc-1", app.addr));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send()
+    };
+    assert_eq!(start(None).await.unwrap().status(), 401);
+    assert_eq!(start(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(app.client.get(format!("{}/reconcile", app.addr)).send().await.unwrap().status(), 401);
+    assert_eq!(start(Some("adm-secret")).await.unwrap().status(), 202);
+    // The first run is still reading (the CRM answers slowly): a second one of the same location is refused.
+    assert_eq!(start(Some("adm-secret")).await.unwrap().status(), 409);
+    let runs = app.client.get(format!("{}/reconcile", app.addr)).bearer_auth("adm-secret").send().await.unwrap();
+    assert_eq!(runs.status(), 200);
+    assert!(app.upstream.wait_for_followers("c-0", &["usr_alice", "usr_bob"], WAIT).await);
+}

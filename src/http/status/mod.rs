@@ -68,6 +68,22 @@ fn access(request: &HttpRequest, state: &StatusState) -> Access {
     if bearer || cookie { Access::Granted } else { Access::Login }
 }
 
+/// For the JSON routes the status page's protection covers (`/reconcile`): the refusal, if the request is not
+/// let in.
+pub(crate) fn refusal(request: &HttpRequest, state: &StatusState) -> Option<HttpResponse> {
+    match access(request, state) {
+        Access::Granted => None,
+        Access::Login => Some(HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": "unauthorized",
+            "message": "send the admin token: Authorization: Bearer <admin.token>"
+        }))),
+        Access::LoopbackOnly => Some(HttpResponse::Forbidden().json(serde_json::json!({
+            "error": "forbidden",
+            "message": "served to loopback only; set admin.token to open it to others"
+        }))),
+    }
+}
+
 /// An HTML answer.
 fn html(status: StatusCode, markup: maud::Markup) -> HttpResponse {
     HttpResponse::build(status).content_type("text/html; charset=utf-8").body(markup.into_string())
