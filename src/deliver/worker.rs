@@ -36,8 +36,11 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const IN_PLACE_ATTEMPTS: u32 = 3;
 /// Delay between attempts in place.
 const IN_PLACE_BACKOFF: Backoff = Backoff { base: Duration::from_millis(200), cap: Duration::from_secs(2) };
-/// Longest a worker waits after the queue itself failed.
-const MAX_QUEUE_ERROR_WAIT: Duration = Duration::from_secs(30);
+/// Longest a worker waits after the queue itself failed: short, so work resumes within 2 s of the queue's
+/// return (an attempt every 2 s per worker is nothing to a store that is down).
+const MAX_QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
+/// The first wait after the queue failed.
+const MIN_QUEUE_ERROR_WAIT: Duration = Duration::from_millis(100);
 /// Longest wait between two tries of a call that ends a lease while the store fails.
 const END_LEASE_MAX_WAIT: Duration = Duration::from_secs(2);
 /// How soon a lease is given back after the queue failed mid-delivery.
@@ -418,7 +421,7 @@ impl Workers {
 }
 
 async fn work(deliverer: Arc<Deliverer>, wake: Arc<Notify>, cancel: CancellationToken) {
-    let mut error_wait = Duration::from_millis(100);
+    let mut error_wait = MIN_QUEUE_ERROR_WAIT;
     loop {
         // Register for a wake-up before looking, so an enqueue between the look and the wait is not missed.
         let notified = wake.notified();
@@ -429,16 +432,22 @@ async fn work(deliverer: Arc<Deliverer>, wake: Arc<Notify>, cancel: Cancellation
         }
         let wait = match deliverer.queue.lease(now_ms()).await {
             Ok(LeaseOutcome::Leased(lease)) => {
-                error_wait = Duration::from_millis(100);
+                error_wait = MIN_QUEUE_ERROR_WAIT;
                 deliverer.deliver(lease).await;
                 continue;
             }
             Ok(LeaseOutcome::Empty { next_at }) => {
+                error_wait = MIN_QUEUE_ERROR_WAIT;
                 let until_next = next_at.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
                 until_next.unwrap_or(IDLE_POLL).min(IDLE_POLL)
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = error_wait.as_millis() as u64, "cannot lease from the queue");
+                // Once per outage at warn: the attempts every 2 s after the first say nothing new.
+                if error_wait == MIN_QUEUE_ERROR_WAIT {
+                    tracing::warn!(error = %e, "cannot lease from the queue; trying again every 2 s at most");
+                } else {
+                    tracing::debug!(error = %e, retry_in_ms = error_wait.as_millis() as u64, "cannot lease from the queue");
+                }
                 let wait = error_wait;
                 error_wait = (error_wait * 2).min(MAX_QUEUE_ERROR_WAIT);
                 wait
