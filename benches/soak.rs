@@ -10,8 +10,9 @@
 //! - every `FOLLOWD_SOAK_PERIOD_SECS` (default 180): SIGKILLs the second worker and starts it again, and half a
 //!   period later stops Redis for 15 s (the receivers spool meanwhile) and starts it again;
 //! - at the end stops the traffic, waits up to 3 minutes for the queue to drain, and prints the RSS of each
-//!   process after a one-minute warm-up and at the end, webhooks acknowledged and refused, contacts whose
-//!   followers at the CRM differ from their last acknowledged webhook (lost: must be 0), and dead letters.
+//!   process after a warm-up (a sixth of the run, 1 to 10 minutes), at the end and every 5 minutes; webhooks
+//!   acknowledged and refused; contacts whose followers at the CRM differ from their last acknowledged webhook
+//!   (lost: must be 0); and dead letters.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -30,7 +31,9 @@ use support::upstream::{FakeUpstream, TOKEN};
 const CONTACTS: usize = 2000;
 const LOCATIONS: usize = 20;
 const SENDERS: usize = 8;
-const WARM_UP: Duration = Duration::from_secs(60);
+/// RSS is sampled this often, and compared between the end of the warm-up (a sixth of the run, 1 to 10 min)
+/// and the end.
+const SAMPLE_EVERY: Duration = Duration::from_secs(300);
 const REDIS_DOWN: Duration = Duration::from_secs(15);
 const DRAIN: Duration = Duration::from_secs(180);
 const RULES: &str = r#"
@@ -155,7 +158,10 @@ async fn run() {
     }
 
     let started = Instant::now();
+    let warm_up = (duration / 6).clamp(Duration::from_secs(60), Duration::from_secs(600));
     let mut warm = None;
+    let mut samples: Vec<(u64, [u64; 4])> = Vec::new();
+    let mut next_sample = started + SAMPLE_EVERY;
     let mut next_kill = started + period;
     let mut next_outage = started + period / 2;
     let mut next_failures = started + Duration::from_secs(20);
@@ -163,8 +169,13 @@ async fn run() {
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = Instant::now();
-        if warm.is_none() && started.elapsed() >= WARM_UP {
+        if warm.is_none() && started.elapsed() >= warm_up {
             warm = Some([&receivers[0], &receivers[1], &steady_worker, &killed_worker].map(rss_kib));
+        }
+        if now >= next_sample {
+            let rss = [&receivers[0], &receivers[1], &steady_worker, &killed_worker].map(rss_kib);
+            samples.push((started.elapsed().as_secs() / 60, rss));
+            next_sample = now + SAMPLE_EVERY;
         }
         if now >= next_failures {
             upstream.fail_next(429, 3);
@@ -204,13 +215,17 @@ async fn run() {
     let statuses = |s: u16| calls.iter().filter(|c| c.status == s).count();
 
     println!("soak: {minutes} min, {kills} worker kills, {outages} Redis outages of {REDIS_DOWN:?}");
-    println!("| process | RSS after {WARM_UP:?} | RSS at end | growth |");
+    println!("| process | RSS after {warm_up:?} (warm-up) | RSS at end | growth |");
     println!("| --- | --- | --- | --- |");
     let names = ["receiver-1", "receiver-2", "worker-1 (steady)", "worker-2 (killed and restarted)"];
     for (i, name) in names.iter().enumerate() {
         let (start, end) = (warm.map_or(0, |w| w[i]), end_rss[i]);
         let growth = if start > 0 { (end as f64 / start as f64 - 1.0) * 100.0 } else { f64::NAN };
         println!("| {name} | {} KiB | {end} KiB | {growth:+.1}% |", start);
+    }
+    println!("RSS (KiB) every {} min: minute, receiver-1, receiver-2, worker-1, worker-2", SAMPLE_EVERY.as_secs() / 60);
+    for (minute, rss) in &samples {
+        println!("  {minute:>3}  {}  {}  {}  {}", rss[0], rss[1], rss[2], rss[3]);
     }
     println!(
         "webhooks acknowledged: {}; refused and sent again: {}; contacts: {}; drained: {drained}",

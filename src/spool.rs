@@ -28,6 +28,8 @@ use crate::domain::clock::Millis;
 const ENTRIES: TableDefinition<u64, (u64, &str, &[u8])> = TableDefinition::new("spool");
 /// The file inside `spool.dir`.
 const FILE_NAME: &str = "spool.redb";
+/// redb's page cache for the spool.
+const SPOOL_CACHE_BYTES: usize = 4 << 20;
 /// Bytes counted per entry besides its body and source name (sequence, time, redb's own bookkeeping).
 const ENTRY_OVERHEAD: u64 = 64;
 
@@ -93,7 +95,8 @@ impl Spool {
         let path = dir.join(FILE_NAME);
         let open_error = |source: redb::Error| SpoolError::Open { path: path.clone(), source: Box::new(source) };
         std::fs::create_dir_all(dir).map_err(|e| open_error(redb::StorageError::Io(e).into()))?;
-        let db = match Database::create(&path) {
+        // A small page cache: the spool is written and read once, in order (redb's default cache is 1 GiB).
+        let db = match Database::builder().set_cache_size(SPOOL_CACHE_BYTES).create(&path) {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(SpoolError::Locked(path)),
             Err(e) => return Err(open_error(e.into())),
