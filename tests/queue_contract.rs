@@ -200,7 +200,12 @@ async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(stores: 
 async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
     let queue = &*stores.queue;
     let pool: Arc<[UserId]> = vec![user("s1"), user("s2")].into();
-    let rr = || Action::RoundRobin { rule: Arc::from("rr"), pool: Arc::clone(&pool), weights: vec![1, 1].into() };
+    let rr = || Action::RoundRobin {
+        rule: Arc::from("rr"),
+        pool: Arc::clone(&pool),
+        weights: vec![1, 1].into(),
+        availability: Arc::default(),
+    };
     let picks = |lease: &Lease| ops(lease);
     for (i, (location, contact)) in [("l1", "a"), ("l1", "b"), ("l2", "c"), ("l1", "d")].iter().enumerate() {
         queue.enqueue(vec![event(&format!("e{i}"), &key(location, contact), vec![rr()])], T0 + i as u64).await.unwrap();
@@ -224,6 +229,7 @@ async fn a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_
         rule: Arc::from("weighted"),
         pool: team.iter().map(|u| user(u)).collect(),
         weights: weights.into(),
+        availability: Arc::default(),
     };
     let mut picked = Vec::new();
     for i in 0..9u64 {
@@ -239,6 +245,43 @@ async fn a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_
     assert_eq!(picked[..6], ["alice", "bob", "alice", "alice", "bob", "alice"], "{picked:?}");
     // The newcomer gets one turn in the next three, not all of them.
     assert_eq!(picked[6..].iter().filter(|u| *u == "carol").count(), 1, "{picked:?}");
+}
+
+async fn a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is(stores: &Stores) {
+    let queue = &*stores.queue;
+    let day = T0 / 86_400_000;
+    let mut availability = followd::domain::availability::Availability::default();
+    // alice is away today; bob from tomorrow.
+    availability.add(user("alice"), (day, day));
+    availability.add(user("bob"), (day + 1, day + 1));
+    let rr = Action::RoundRobin {
+        rule: Arc::from("cover"),
+        pool: vec![user("alice"), user("bob")].into(),
+        weights: vec![1, 1].into(),
+        availability: Arc::new(availability.clone()),
+    };
+    let mut picked = Vec::new();
+    for (i, at) in [T0, T0 + 1, T0 + 2].into_iter().chain([T0 + 86_400_000]).enumerate() {
+        let contact = key("l1", &format!("a{i}"));
+        queue.enqueue(vec![event(&format!("a{i}"), &contact, vec![rr.clone()])], at).await.unwrap();
+        let lease = lease(queue, at + 10).await;
+        let [FollowerOp::Add(user)] = &ops(&lease)[..] else { panic!("{:?}", lease.ops) };
+        picked.push(user.to_string());
+        queue.ack(&lease, &Applied::default(), at + 10).await.unwrap();
+    }
+    assert_eq!(picked, ["bob", "bob", "bob", "alice"], "today alice is away, tomorrow bob");
+    // Everyone away: the pick goes ahead.
+    let mut everyone = availability;
+    everyone.add(user("bob"), (day, day));
+    let rr = Action::RoundRobin {
+        rule: Arc::from("all-away"),
+        pool: vec![user("alice"), user("bob")].into(),
+        weights: vec![1, 1].into(),
+        availability: Arc::new(everyone),
+    };
+    queue.enqueue(vec![event("z", &key("l1", "z"), vec![rr])], T0 + 5).await.unwrap();
+    let lease = lease(queue, T0 + 20).await;
+    assert!(matches!(&ops(&lease)[..], [FollowerOp::Add(_)]), "{:?}", lease.ops);
 }
 
 async fn stats_count_ready_leased_and_pending(stores: &Stores) {
@@ -600,6 +643,7 @@ macro_rules! contract {
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
+    a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
                 stats_count_ready_leased_and_pending,
                 live_contacts_are_leased_before_background_ones_and_live_work_brings_a_contact_forward,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,

@@ -58,6 +58,8 @@ pub enum Action {
         pool: Arc<[UserId]>,
         /// Each member's weight, in `pool`'s order.
         weights: Arc<[u32]>,
+        /// Who is away when: an away member is skipped (unless everyone is).
+        availability: Arc<super::availability::Availability>,
     },
 }
 
@@ -75,6 +77,11 @@ impl Action {
                 FollowerOp::Add(pool.get(usize::try_from(cursor % size).ok()?)?.clone())
             }
         })
+    }
+
+    /// Whether a round robin's member is away at `now` (always false for other actions).
+    pub fn is_away(&self, user: &UserId, now: crate::domain::clock::Millis) -> bool {
+        matches!(self, Self::RoundRobin { availability, .. } if availability.is_away(user, now))
     }
 
     /// A round robin's members with their weights, in the team's order; `None` for other actions.
@@ -98,7 +105,8 @@ impl Action {
     pub fn pick(&self, standings: &mut super::pick::Standings, now: crate::domain::clock::Millis) -> Option<UserId> {
         let members = self.members()?;
         let when = super::pick::When::at(now);
-        match super::pick::pick(&members, standings, |_| false, super::pick::Caps::default(), false, when) {
+        let away = |user: &UserId| self.is_away(user, now);
+        match super::pick::pick(&members, standings, away, super::pick::Caps::default(), false, when) {
             super::pick::Pick::Picked { user, .. } => Some(user),
             super::pick::Pick::AllAtCap => None,
         }
@@ -140,12 +148,21 @@ mod tests {
 
     #[test]
     fn a_round_robin_picks_by_cursor_modulo_the_team_and_an_empty_team_picks_nobody() {
-        let action =
-            Action::RoundRobin { rule: Arc::from("r"), pool: users(&["a", "b", "c"]), weights: vec![1; 3].into() };
+        let action = Action::RoundRobin {
+            rule: Arc::from("r"),
+            pool: users(&["a", "b", "c"]),
+            weights: vec![1; 3].into(),
+            availability: Arc::default(),
+        };
         let picks: Vec<_> = (0..4).map(|cursor| action.resolve(cursor)).collect();
         let add = |id: &str| Some(FollowerOp::Add(UserId::parse(id).unwrap()));
         assert_eq!(picks, vec![add("a"), add("b"), add("c"), add("a")]);
-        let empty = Action::RoundRobin { rule: Arc::from("r"), pool: users(&[]), weights: vec![].into() };
+        let empty = Action::RoundRobin {
+            rule: Arc::from("r"),
+            pool: users(&[]),
+            weights: vec![].into(),
+            availability: Arc::default(),
+        };
         assert_eq!(empty.resolve(0), None);
         let location = LocationId::parse("loc").unwrap();
         assert_eq!(action.cursor_key(&location).as_deref(), Some("r\u{1f}loc"));

@@ -7,6 +7,7 @@
 //! - [`followers`]: [`followers::Action`] (what a rule asks), [`followers::FollowerOp`] (what is stored).
 //! - [`outcome`]: [`outcome::Outcome`], the one delivery result.
 
+pub mod availability;
 pub mod clock;
 pub mod followers;
 pub mod outcome;

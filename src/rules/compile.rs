@@ -15,6 +15,7 @@ use serde_spanned::Spanned;
 use super::aliases::{self, Aliases, Resolved};
 use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
+use crate::domain::availability::{Availability, parse_range};
 
 /// The largest weight a round-robin member may have.
 const MAX_WEIGHT: u32 = 1000;
@@ -52,7 +53,9 @@ pub(super) fn compile(
     } else {
         format!(" (note: {} could not be read or parsed, so aliases defined there are missing)", missing.join(", "))
     };
-    let mut checker = Checker { aliases: &aliases, note, names: HashMap::new(), diagnostics: &mut diagnostics };
+    let availability = Arc::new(availability(&parsed, &aliases, &mut diagnostics));
+    let mut checker =
+        Checker { aliases: &aliases, availability, note, names: HashMap::new(), diagnostics: &mut diagnostics };
     let mut rules = Vec::new();
     let mut total = 0;
     for (source, file) in &parsed {
@@ -77,8 +80,44 @@ pub(super) fn compile(
 }
 
 /// The rule checks, with what they share across files.
+/// The `[availability]` entries of every file, names resolved through the aliases (a team: each member).
+fn availability(
+    parsed: &[(Source<'_>, model::RawFile)],
+    aliases: &Aliases,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Availability {
+    let mut availability = Availability::default();
+    for (source, file) in parsed {
+        for entry in &file.availability {
+            let name = entry.name.get_ref().trim();
+            let users: Vec<UserId> = match aliases.get(name) {
+                Some(Resolved::User(id)) => vec![id.clone()],
+                Some(Resolved::Team(ids)) => ids.to_vec(),
+                Some(Resolved::Broken) => continue,
+                None => {
+                    let message = format!(
+                        "unknown alias `{name}` in [availability]{}names there must be aliases defined under [users]",
+                        did_you_mean(name, aliases.names().iter().map(String::as_str))
+                    );
+                    diagnostics.push(source.at(entry.name.span(), message));
+                    continue;
+                }
+            };
+            for range in &entry.away {
+                match parse_range(range.get_ref()) {
+                    Ok(days) => users.iter().for_each(|user| availability.add(user.clone(), days)),
+                    Err(message) => diagnostics.push(source.at(range.span(), message)),
+                }
+            }
+        }
+    }
+    availability
+}
+
 struct Checker<'a> {
     aliases: &'a Aliases,
+    /// Who is away when (`[availability]`, all files): every round robin skips them then.
+    availability: Arc<Availability>,
     /// Appended to "unknown alias" messages when some file's aliases could not be read.
     note: String,
     /// Rule name → where it was first defined, for the duplicate check across files. Positions are turned
@@ -238,7 +277,8 @@ impl<'a> Checker<'a> {
         actions.extend(remove.into_iter().map(Action::Remove));
         actions.extend(add.into_iter().map(Action::Add));
         if let (Some(pool), Some(weights)) = (pool, weights) {
-            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights });
+            let availability = Arc::clone(&self.availability);
+            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights, availability });
         }
         actions
     }

@@ -73,6 +73,13 @@ impl Kind {
 pub(super) struct RawFile {
     pub aliases: Vec<RawAlias>,
     pub rules: Vec<RawRule>,
+    pub availability: Vec<RawAbsences>,
+}
+
+/// One `[availability]` entry: `alice = { away = ["2026-12-20/2026-12-31"] }`.
+pub(super) struct RawAbsences {
+    pub name: Spanned<String>,
+    pub away: Vec<Spanned<String>>,
 }
 
 /// One `[users]` entry.
@@ -160,7 +167,7 @@ pub(super) struct Then {
     pub weights: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<i64>>>>,
 }
 
-const FILE_KEYS: &[&str] = &["users", "rule"];
+const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
 const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
 const THEN_KEYS: &[&str] = &["remove_all", "remove", "add", "round_robin", "weights"];
@@ -183,10 +190,12 @@ pub(super) fn parse_file(source: Source<'_>, diagnostics: &mut Vec<Diagnostic>) 
         match key.get_ref().as_ref() {
             "users" => parse_users(source, value, &mut file.aliases, diagnostics),
             "rule" => parse_rules(source, value, &mut file.rules, diagnostics),
+            "availability" => parse_availability(source, value, &mut file.availability, diagnostics),
             other => diagnostics.push(source.at(
                 key.span(),
                 format!(
-                    "unknown key `{other}`{}a rule file holds a [users] table and [[rule]] tables",
+                    "unknown key `{other}`{}a rule file holds a [users] table, [[rule]] tables and an \
+                     [availability] table",
                     did_you_mean(other, FILE_KEYS.iter().copied())
                 ),
             )),
@@ -253,6 +262,49 @@ fn parse_users(
             }
         };
         aliases.push(RawAlias { name, value });
+    }
+}
+
+fn parse_availability(
+    source: Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    out: &mut Vec<RawAbsences>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let example = r#"alice = { away = ["2026-12-20/2026-12-31"] }"#;
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        diagnostics.push(source.at(span, format!("`availability` must be a table: [availability] then {example}")));
+        return;
+    };
+    for (name, entry) in table {
+        let name = Spanned::new(name.span(), name.get_ref().to_string());
+        let span = entry.span();
+        let DeValue::Table(entry) = entry.into_inner() else {
+            diagnostics.push(source.at(span, format!("write each entry as {example}")));
+            continue;
+        };
+        let mut away = Vec::new();
+        for (key, value) in entry {
+            if key.get_ref().as_ref() != "away" {
+                let message = format!("unknown key `{}` in availability; write {example}", key.get_ref());
+                diagnostics.push(source.at(key.span(), message));
+                continue;
+            }
+            let span = value.span();
+            let DeValue::Array(items) = value.into_inner() else {
+                diagnostics.push(source.at(span, format!("`away` is a list of day ranges: {example}")));
+                continue;
+            };
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::String(text) => away.push(Spanned::new(item.span(), text.to_string())),
+                    _ => diagnostics
+                        .push(source.at(item.span(), "a day range is a string like \"2026-12-20/2026-12-31\"".into())),
+                }
+            }
+        }
+        out.push(RawAbsences { name, away });
     }
 }
 

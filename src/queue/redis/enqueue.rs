@@ -98,10 +98,12 @@ impl RedisQueue {
                         args.push("rr".to_owned());
                         cursor_args.push((args.len(), index));
                         args.extend([String::new(), before.to_owned(), after.to_owned(), pool.len().to_string()]);
+                        // Who is away is known here, at the time of the enqueue; the script skips them.
                         for (i, user) in pool.iter().enumerate() {
                             let quoted = serde_json::to_string(user.as_str())?;
                             args.push(quoted[1..quoted.len() - 1].to_owned());
                             args.push(weights.get(i).copied().unwrap_or(1).to_string());
+                            args.push(if planned.action.is_away(user, now) { "1" } else { "0" }.to_owned());
                         }
                     }
                     (action, _) => {

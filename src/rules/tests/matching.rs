@@ -114,7 +114,12 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                 Action::Add(user("usr_alice")),
                 Action::Add(user("usr_bob")),
                 Action::Add(user("usr_carol")),
-                Action::RoundRobin { rule: "all".into(), weights: vec![1; pool.len()].into(), pool },
+                Action::RoundRobin {
+                    rule: "all".into(),
+                    weights: vec![1; pool.len()].into(),
+                    pool,
+                    availability: Default::default()
+                },
             ],
             ownership: None,
         }]
@@ -128,7 +133,8 @@ fn round_robin_on_a_single_user_is_a_pool_of_one() {
     let set = valid(&[("users.toml", USERS), ("x.toml", text)]);
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
     let pool = vec![user("usr_alice")].into();
-    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into() }]);
+    let availability = Default::default();
+    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into(), availability }]);
 }
 
 #[test]
@@ -193,5 +199,30 @@ fn weights_that_name_no_member_are_zero_or_stand_alone_are_errors_at_their_place
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for expected in expected {
         assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
+}
+
+#[test]
+fn availability_is_read_per_alias_and_its_mistakes_are_reported_at_their_place() {
+    let text = "[availability]\nalice = { away = [\"2026-12-20/2026-12-31\"] }\nsales = { away = [\"2027-01-05\"] }\n\
+                [[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"everyone\" }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    let christmas = 1_798_156_800_000; // 2026-12-25T00:00:00Z
+    let twelfth = 1_799_107_200_000; // 2027-01-05T00:00:00Z
+    assert!(actions[0].is_away(&user("usr_alice"), christmas));
+    assert!(!actions[0].is_away(&user("usr_bob"), christmas));
+    assert!(actions[0].is_away(&user("usr_bob"), twelfth), "a team's entry applies to each member");
+    let broken = "[availability]\nalise = { away = [\"2026-12-20\"] }\nbob = { away = [\"2026-12-31/2026-12-20\"] }\n\
+                  carol = { holidays = [] }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    let expected = [
+        "y.toml:2:1: unknown alias `alise` in [availability]; did you mean `alice`?",
+        "y.toml:3:17: `2026-12-31/2026-12-20` ends before it starts",
+        "y.toml:4:11: unknown key `holidays` in availability",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found, expected) in found.iter().zip(expected) {
+        assert!(found.starts_with(expected), "expected `{expected}...`, found `{found}`");
     }
 }
