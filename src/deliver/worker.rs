@@ -481,8 +481,10 @@ mod tests {
     use crate::event::{ContactId, EventId};
     use crate::queue::{EmbeddedQueue, EventOps, PlannedOp};
 
-    /// Tokio's clock is paused: the in-place backoff is measured in virtual time, and the test takes none.
-    #[tokio::test(start_paused = true)]
+    /// On the real clock: the embedded store commits on its own thread, which a paused Tokio clock does not
+    /// wait for (it would jump to the next timer while the commit runs). The bounds leave room for a busy
+    /// machine; broken backoff (none, or the queue's seconds-long one used in place) still fails them.
+    #[tokio::test]
     async fn a_failing_delivery_is_retried_in_place_with_backoff_then_given_back_to_the_queue() {
         let dir = tempfile::tempdir().unwrap();
         let stores =
@@ -509,7 +511,7 @@ mod tests {
         let waited = started.elapsed();
         // Three attempts, two waits between them: 200 ms and 400 ms, each half fixed and half jitter.
         assert!(waited >= Duration::from_millis(300), "no backoff between attempts: {waited:?}");
-        assert!(waited <= Duration::from_millis(600 + 3 * 10 + 50), "{waited:?}");
+        assert!(waited <= Duration::from_secs(3), "{waited:?}");
         let stats = stores.queue.stats().await.unwrap();
         assert_eq!((stats.ready, stats.leased, stats.pending, stats.dead), (1, 0, 1, 0), "kept for a later attempt");
     }
