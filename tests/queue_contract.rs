@@ -205,6 +205,7 @@ async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
         pool: Arc::clone(&pool),
         weights: vec![1, 1].into(),
         availability: Arc::default(),
+        catch_up: false,
     };
     let picks = |lease: &Lease| ops(lease);
     for (i, (location, contact)) in [("l1", "a"), ("l1", "b"), ("l2", "c"), ("l1", "d")].iter().enumerate() {
@@ -230,6 +231,7 @@ async fn a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_
         pool: team.iter().map(|u| user(u)).collect(),
         weights: weights.into(),
         availability: Arc::default(),
+        catch_up: false,
     };
     let mut picked = Vec::new();
     for i in 0..9u64 {
@@ -259,6 +261,7 @@ async fn a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is(store
         pool: vec![user("alice"), user("bob")].into(),
         weights: vec![1, 1].into(),
         availability: Arc::new(availability.clone()),
+        catch_up: false,
     };
     let mut picked = Vec::new();
     for (i, at) in [T0, T0 + 1, T0 + 2].into_iter().chain([T0 + 86_400_000]).enumerate() {
@@ -278,10 +281,51 @@ async fn a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is(store
         pool: vec![user("alice"), user("bob")].into(),
         weights: vec![1, 1].into(),
         availability: Arc::new(everyone),
+        catch_up: false,
     };
     queue.enqueue(vec![event("z", &key("l1", "z"), vec![rr])], T0 + 5).await.unwrap();
     let lease = lease(queue, T0 + 20).await;
     assert!(matches!(&ops(&lease)[..], [FollowerOp::Add(_)]), "{:?}", lease.ops);
+}
+
+async fn with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed(stores: &Stores) {
+    use followd::domain::pick::{Caps, Member, Pick, Standings, When, pick};
+    let queue = &*stores.queue;
+    let day = T0 / 86_400_000;
+    let mut availability = followd::domain::availability::Availability::default();
+    availability.add(user("alice"), (day, day));
+    let team = [user("alice"), user("bob"), user("carol")];
+    let rr = Action::RoundRobin {
+        rule: Arc::from("catch-up"),
+        pool: team.to_vec().into(),
+        weights: vec![1, 1, 1].into(),
+        availability: Arc::new(availability.clone()),
+        catch_up: true,
+    };
+    // What the pure pick says, step by step: both stores must pick exactly this.
+    let members: Vec<Member> = team.iter().map(|u| Member { user: u.clone(), weight: 1 }).collect();
+    let mut standings = Standings::default();
+    let times: Vec<u64> = (0..4).map(|i| T0 + i).chain((0..6).map(|i| T0 + 86_400_000 + i)).collect();
+    let mut expected = Vec::new();
+    let mut picked = Vec::new();
+    for (i, &at) in times.iter().enumerate() {
+        let away = |u: &UserId| availability.is_away(u, at);
+        let Pick::Picked { user, .. } = pick(&members, &mut standings, away, Caps::default(), true, When::at(at))
+        else {
+            panic!("nobody picked")
+        };
+        expected.push(user.to_string());
+        let contact = key("l1", &format!("k{i}"));
+        queue.enqueue(vec![event(&format!("k{i}"), &contact, vec![rr.clone()])], at).await.unwrap();
+        let lease = lease(queue, at + 10).await;
+        let [FollowerOp::Add(user)] = &ops(&lease)[..] else { panic!("{:?}", lease.ops) };
+        picked.push(user.to_string());
+        queue.ack(&lease, &Applied::default(), at + 10).await.unwrap();
+    }
+    assert_eq!(picked, expected);
+    assert!(!picked[..4].contains(&"alice".to_owned()), "alice is away on the first day: {picked:?}");
+    let alice_back = picked[4..].iter().filter(|u| *u == "alice").count();
+    assert!(alice_back >= 3, "alice catches up on the second day: {picked:?}");
 }
 
 async fn stats_count_ready_leased_and_pending(stores: &Stores) {
@@ -644,6 +688,7 @@ macro_rules! contract {
                 round_robin_rotates_per_rule_and_location,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
+    with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,
                 stats_count_ready_leased_and_pending,
                 live_contacts_are_leased_before_background_ones_and_live_work_brings_a_contact_forward,
                 a_dead_letter_keeps_its_operations_until_replayed_in_order_or_purged,

@@ -60,6 +60,8 @@ pub enum Action {
         weights: Arc<[u32]>,
         /// Who is away when: an away member is skipped (unless everyone is).
         availability: Arc<super::availability::Availability>,
+        /// An away member keeps gaining standing, and gets the picks they missed once back.
+        catch_up: bool,
     },
 }
 
@@ -106,7 +108,8 @@ impl Action {
         let members = self.members()?;
         let when = super::pick::When::at(now);
         let away = |user: &UserId| self.is_away(user, now);
-        match super::pick::pick(&members, standings, away, super::pick::Caps::default(), false, when) {
+        let catch_up = matches!(self, Self::RoundRobin { catch_up: true, .. });
+        match super::pick::pick(&members, standings, away, super::pick::Caps::default(), catch_up, when) {
             super::pick::Pick::Picked { user, .. } => Some(user),
             super::pick::Pick::AllAtCap => None,
         }
@@ -153,6 +156,7 @@ mod tests {
             pool: users(&["a", "b", "c"]),
             weights: vec![1; 3].into(),
             availability: Arc::default(),
+            catch_up: false,
         };
         let picks: Vec<_> = (0..4).map(|cursor| action.resolve(cursor)).collect();
         let add = |id: &str| Some(FollowerOp::Add(UserId::parse(id).unwrap()));
@@ -162,6 +166,7 @@ mod tests {
             pool: users(&[]),
             weights: vec![].into(),
             availability: Arc::default(),
+            catch_up: false,
         };
         assert_eq!(empty.resolve(0), None);
         let location = LocationId::parse("loc").unwrap();

@@ -253,6 +253,11 @@ impl<'a> Checker<'a> {
                 "`weights` weigh the members of a round_robin; this rule has none".into(),
             );
         }
+        if let (Some(written), None) = (&spec.catch_up, &spec.round_robin) {
+            let message = "`catch_up` is about a round_robin's absent members; this rule has none";
+            self.report(source, written.span(), message.into());
+        }
+        let catch_up = spec.catch_up.as_ref().is_some_and(|flag| *flag.get_ref());
         let written =
             |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
         if !remove_all && !written(&spec.remove) && !written(&spec.add) && spec.round_robin.is_none() {
@@ -278,7 +283,7 @@ impl<'a> Checker<'a> {
         actions.extend(add.into_iter().map(Action::Add));
         if let (Some(pool), Some(weights)) = (pool, weights) {
             let availability = Arc::clone(&self.availability);
-            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights, availability });
+            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights, availability, catch_up });
         }
         actions
     }

@@ -165,12 +165,15 @@ pub(super) struct Then {
     /// Picks per turn of `round_robin`'s members (alias or user id → weight); members not named count 1.
     #[serde(default)]
     pub weights: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<i64>>>>,
+    /// A member back from an absence gets the picks they missed (`round_robin` only).
+    #[serde(default)]
+    pub catch_up: Option<Spanned<bool>>,
 }
 
 const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
 const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
-const THEN_KEYS: &[&str] = &["remove_all", "remove", "add", "round_robin", "weights"];
+const THEN_KEYS: &[&str] = &["remove_all", "remove", "add", "round_robin", "weights", "catch_up"];
 const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed";
 const WHEN_EXAMPLE: &str = r#"when = { event = "tag_added", tag = "vip" }"#;
 const THEN_EXAMPLE: &str = r#"then = { add = ["alice"] }"#;

@@ -5,8 +5,9 @@
 -- then per event: contact member, number of operations, "1" for background work (a reconcile) or "0", and
 -- per operation either
 --   the operation's JSON, encoded by the caller (it starts with "{"), or
---   "rr", standings KEYS index, JSON before the user, JSON after the user, team size, then per member its
---   user id (JSON-escaped), weight, and "1" when away now (skipped, unless everyone is) or "0"
+--   "rr", standings KEYS index, JSON before the user, JSON after the user, team size, "1" for catch_up or
+--   "0", then per member its user id (JSON-escaped), weight, and "1" when away now (skipped, unless everyone
+--   is) or "0"
 -- Returns one integer per event: -1 when its id was seen within the window, else the operations stored.
 -- Every key shares the partition's hash tag (see keys.rs), so the script runs on Redis Cluster.
 -- Kept lean on purpose: no cjson, one RPUSH per event, ZADD NX; this is the webhook path's only write.
@@ -23,7 +24,7 @@ local function round(x)
   return -math.floor(-x + 0.5)
 end
 
-local function pick(key, users, weights, away)
+local function pick(key, users, weights, away, catch_up)
   local n = #users
   local total = 0
   local member = {}
@@ -56,16 +57,18 @@ local function pick(key, users, weights, away)
       credit[users[j]] = (credit[users[j]] or 0) - share
     end
   end
-  -- Who takes part: the members not away; everyone when all are. Only they gain, and one of them is picked.
+  -- Who takes part: the members not away; everyone when all are. They gain, and one of them is picked; with
+  -- catch_up, who is away gains too (and gets the picks they missed once back).
   local present = 0
   for j = 1, n do if not away[j] then present = present + 1 end end
   local chosen, handed_out = nil, 0
   for j = 1, n do
-    if present == 0 or not away[j] then
+    local eligible = present == 0 or not away[j]
+    if eligible or catch_up then
       credit[users[j]] = (credit[users[j]] or 0) + weights[j]
       handed_out = handed_out + weights[j]
-      if chosen == nil or credit[users[j]] > credit[users[chosen]] then chosen = j end
     end
+    if eligible and (chosen == nil or credit[users[j]] > credit[users[chosen]]) then chosen = j end
   end
   credit[users[chosen]] = credit[users[chosen]] - handed_out
   local fields = { TEAM_WEIGHT, total }
@@ -97,14 +100,15 @@ for i = 1, events do
       if not duplicate then
         -- Round robin: the standings change only when the pick is stored, in this same script.
         local users, weights, away = {}, {}, {}
+        local catch_up = ARGV[a + 5] == '1'
         for j = 1, size do
-          users[j] = ARGV[a + 2 + 3 * j]
-          weights[j] = tonumber(ARGV[a + 3 + 3 * j])
-          away[j] = ARGV[a + 4 + 3 * j] == '1'
+          users[j] = ARGV[a + 3 + 3 * j]
+          weights[j] = tonumber(ARGV[a + 4 + 3 * j])
+          away[j] = ARGV[a + 5 + 3 * j] == '1'
         end
-        ops[#ops + 1] = ARGV[a + 2] .. pick(KEYS[tonumber(ARGV[a + 1])], users, weights, away) .. ARGV[a + 3]
+        ops[#ops + 1] = ARGV[a + 2] .. pick(KEYS[tonumber(ARGV[a + 1])], users, weights, away, catch_up) .. ARGV[a + 3]
       end
-      a = a + 5 + 3 * size
+      a = a + 6 + 3 * size
     else
       ops[#ops + 1] = ARGV[a]
       a = a + 1

@@ -83,7 +83,7 @@ impl RedisQueue {
                     ownership: planned.ownership,
                 };
                 match (&planned.action, planned.action.cursor_key(&event.contact.location_id)) {
-                    (Action::RoundRobin { pool, weights, .. }, Some(cursor_key)) => {
+                    (Action::RoundRobin { pool, weights, catch_up, .. }, Some(cursor_key)) => {
                         let cursor = partition.rotation(&cursor_key);
                         let index = cursors.iter().position(|c| *c == cursor).unwrap_or_else(|| {
                             cursors.push(cursor);
@@ -98,6 +98,7 @@ impl RedisQueue {
                         args.push("rr".to_owned());
                         cursor_args.push((args.len(), index));
                         args.extend([String::new(), before.to_owned(), after.to_owned(), pool.len().to_string()]);
+                        args.push(if *catch_up { "1" } else { "0" }.to_owned());
                         // Who is away is known here, at the time of the enqueue; the script skips them.
                         for (i, user) in pool.iter().enumerate() {
                             let quoted = serde_json::to_string(user.as_str())?;

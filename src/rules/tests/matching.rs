@@ -118,7 +118,8 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                     rule: "all".into(),
                     weights: vec![1; pool.len()].into(),
                     pool,
-                    availability: Default::default()
+                    availability: Default::default(),
+                    catch_up: false,
                 },
             ],
             ownership: None,
@@ -134,7 +135,9 @@ fn round_robin_on_a_single_user_is_a_pool_of_one() {
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
     let pool = vec![user("usr_alice")].into();
     let availability = Default::default();
-    assert_eq!(actions, [Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into(), availability }]);
+    let expected =
+        Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into(), availability, catch_up: false };
+    assert_eq!(actions, [expected]);
 }
 
 #[test]
@@ -225,4 +228,18 @@ fn availability_is_read_per_alias_and_its_mistakes_are_reported_at_their_place()
     for (found, expected) in found.iter().zip(expected) {
         assert!(found.starts_with(expected), "expected `{expected}...`, found `{found}`");
     }
+}
+
+#[test]
+fn catch_up_is_read_with_a_round_robin_and_refused_without_one() {
+    let with = "[[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\n\
+                then = { round_robin = \"sales\", catch_up = true }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", with)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    assert!(matches!(&actions[..], [Action::RoundRobin { catch_up: true, .. }]), "{actions:?}");
+    let without = "[[rule]]\nname = \"a\"\nwhen = { event = \"contact_created\" }\n\
+                   then = { add = [\"alice\"], catch_up = true }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", without)]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].starts_with("y.toml:4:38: `catch_up` is about a round_robin's absent members"), "{found:#?}");
 }
