@@ -49,6 +49,34 @@ fn event(i: usize) -> EventOps {
     }
 }
 
+/// One event whose only operation is a round robin over five members: `weighted` gives them weights 3, 2, 1,
+/// 1, 1 and has one of them away today; otherwise equal weights and nobody away (a plain round robin).
+fn round_robin_event(i: usize, weighted: bool) -> EventOps {
+    let team: Vec<UserId> = (0..5).map(|m| UserId::parse(&format!("usr_{m}")).expect("a valid id")).collect();
+    let mut availability = followd::domain::availability::Availability::default();
+    if weighted {
+        let today = now_ms() / 86_400_000;
+        availability.add(team[4].clone(), (today, today));
+    }
+    let weights: Vec<u32> = if weighted { vec![3, 2, 1, 1, 1] } else { vec![1; 5] };
+    let action = Action::RoundRobin {
+        rule: Arc::from(if weighted { "weighted" } else { "plain" }),
+        pool: team.into(),
+        weights: weights.into(),
+        availability: Arc::new(availability),
+        catch_up: false,
+    };
+    EventOps {
+        event_id: EventId::parse(&format!("rr-{weighted}-{i}")).expect("a valid id"),
+        contact: ContactKey {
+            location_id: LocationId::parse(&format!("loc-{}", i % 16)).expect("a valid id"),
+            contact_id: ContactId::parse(&format!("rr-{weighted}-{i}")).expect("a valid id"),
+        },
+        ops: vec![PlannedOp { rule: Arc::from("bench"), action, ownership: Default::default() }],
+        background: false,
+    }
+}
+
 /// Server-side microseconds per EVALSHA since the last reset, from Redis's own `INFO commandstats`.
 async fn server_usec_per_call(conn: &mut redis::aio::ConnectionManager) -> f64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("info");
@@ -151,6 +179,23 @@ async fn run() {
         .await
     };
 
+    // The round-robin pick inside the enqueue script: plain (equal weights, nobody away) and weighted with one
+    // member away, in alternating rounds so the machine's noise falls on both alike.
+    let (mut plain_rr, mut weighted_rr) = (0.0, 0.0);
+    for round in 0..3 {
+        for weighted in [false, true] {
+            let queue = Arc::clone(&queue);
+            let rate = throughput(N / 4, move |i| {
+                let queue = Arc::clone(&queue);
+                async move {
+                    queue.enqueue(vec![round_robin_event(round * N + i, weighted)], now_ms()).await.expect("enqueue");
+                }
+            })
+            .await;
+            if weighted { weighted_rr += rate / 3.0 } else { plain_rr += rate / 3.0 }
+        }
+    }
+
     // What one enqueue costs in round trips: one caller, raw and enqueue calls alternating so that the
     // machine's noise falls on both alike, compared by median latency.
     let mut raw_us = Vec::with_capacity(LATENCY_SAMPLES);
@@ -190,6 +235,11 @@ async fn run() {
         raw / enqueue
     );
     println!("  redis lease+ack          {lease_ack:>10.0} /s   cost {:.2}x a raw round trip", raw / lease_ack);
+    println!("  redis enqueue, plain round robin of 5            {plain_rr:>10.0} /s");
+    println!(
+        "  redis enqueue, weighted round robin, one away    {weighted_rr:>10.0} /s   cost {:.2}x the plain one",
+        plain_rr / weighted_rr
+    );
     println!(
         "  embedded enqueue (fsync) {embedded_enqueue:>10.0} /s   cost {:.2}x a raw redis round trip",
         raw / embedded_enqueue
