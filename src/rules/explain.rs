@@ -52,23 +52,29 @@ impl fmt::Display for Consideration {
     }
 }
 
-/// How an action reads in `explain` output: `remove_all`, `remove usr_x`, `add usr_x`, or `round_robin [usr_a,
-/// usr_b]` (the pick depends on the queue's cursor, so the whole pool is shown).
+/// How an action reads in `explain` output: `remove_all`, `remove usr_x`, `add usr_x`, or `round_robin [usr_a x2,
+/// usr_b]` (the pick depends on the standings in the queue's store, so the whole team is shown, with each
+/// weight above 1, and `catch_up` when set).
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::RemoveAll => f.write_str("remove_all"),
             Self::Remove(user) => write!(f, "remove {user}"),
             Self::Add(user) => write!(f, "add {user}"),
-            Self::RoundRobin { pool, .. } => {
+            Self::RoundRobin { pool, weights, catch_up, .. } => {
                 f.write_str("round_robin [")?;
                 for (i, user) in pool.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "{user}")?;
+                    match weights.get(i) {
+                        Some(&weight) if weight > 1 => write!(f, " x{weight}")?,
+                        _ => {}
+                    }
                 }
-                f.write_str("]")
+                f.write_str("]")?;
+                if *catch_up { f.write_str(" catch_up") } else { Ok(()) }
             }
         }
     }

@@ -185,6 +185,11 @@ fn weights_give_each_member_of_a_round_robin_their_weight_and_the_others_one() {
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
     let [Action::RoundRobin { weights, .. }] = &actions[..] else { panic!("{actions:?}") };
     assert_eq!(&weights[..], [3, 1, 2]);
+    assert_eq!(
+        actions[0].to_string(),
+        "round_robin [usr_alice x3, usr_bob, usr_carol x2]",
+        "as `rules explain` says it"
+    );
 }
 
 #[test]
