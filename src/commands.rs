@@ -72,7 +72,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
             }
         }
     }
-    let mut lines = OpLines::default();
+    let mut lines = OpLines::at(now_ms());
     for event in plan(&occurrences, &rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);
@@ -123,7 +123,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
     let parsed = case.format.parse(&case.payload).context("the payload does not parse")?;
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
-    let now = now_ms();
+    let now = case.at.unwrap_or_else(now_ms);
     if let Some(known) = &case.known_tags {
         // The contact's stored tags before the payload, under an id of their own so the payload's is fresh.
         let seed = EventId::parse("rules-test-known-tags")?;
@@ -135,7 +135,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
         }
     }
     let occurrences = occurrences(&store, parsed, now, &Names::new()).await?;
-    let mut lines = OpLines::default();
+    let mut lines = OpLines::at(now);
     for event in plan(&occurrences, rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);

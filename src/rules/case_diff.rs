@@ -109,10 +109,17 @@ fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'
 pub struct OpLines {
     /// Each round robin's standings, as a fresh store would hold them.
     cursors: HashMap<(Arc<str>, LocationId), crate::domain::pick::Standings>,
+    /// When the picks happen (who is away is decided then); 0 before [`OpLines::at`] sets it.
+    now: crate::domain::clock::Millis,
     lines: Vec<String>,
 }
 
 impl OpLines {
+    /// Lines for events that happen at `now` (ms since the epoch).
+    pub fn at(now: crate::domain::clock::Millis) -> Self {
+        Self { now, ..Self::default() }
+    }
+
     /// Adds the line(s) for one planned action of an event in `location`.
     pub fn push(&mut self, location: &LocationId, action: &Action) {
         let line = match action {
@@ -122,7 +129,7 @@ impl OpLines {
             Action::RoundRobin { rule, .. } => {
                 let standings = self.cursors.entry((Arc::clone(rule), location.clone())).or_default();
                 // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
-                let Some(user) = action.pick(standings, 0) else { return };
+                let Some(user) = action.pick(standings, self.now) else { return };
                 format!("add {user}")
             }
         };

@@ -44,6 +44,8 @@ pub struct Case {
     pub known_tags: Option<Vec<String>>,
     /// The follower operations expected, in order, normalized: `add <user>`, `remove <user>`, `remove_all`.
     pub expect: Vec<String>,
+    /// When the case happens (ms since the epoch), from `at`: who is away is decided at this time. `None`: now.
+    pub at: Option<crate::domain::clock::Millis>,
 }
 
 /// A case as written.
@@ -60,10 +62,12 @@ struct RawCase {
     #[serde(default)]
     known_tags: Option<Vec<String>>,
     expect: Vec<Spanned<String>>,
+    #[serde(default)]
+    at: Option<Spanned<String>>,
 }
 
 const FILE_KEYS: &[&str] = &["case"];
-const CASE_KEYS: &[&str] = &["name", "source_format", "payload", "payload_file", "known_tags", "expect"];
+const CASE_KEYS: &[&str] = &["name", "source_format", "payload", "payload_file", "known_tags", "expect", "at"];
 
 /// Reads the cases in `paths`: each is a case file or a directory whose `*.toml` files (not recursive, by
 /// name; dot files skipped) are case files. Cases come in path order, then file order. Every problem in every
@@ -197,6 +201,14 @@ fn check(
             Err(message) => diagnostics.push(source.at(line.span(), message)),
         }
     }
+    let at = raw.at.as_ref().and_then(|at| match chrono::DateTime::parse_from_rfc3339(at.get_ref().trim()) {
+        Ok(time) => u64::try_from(time.timestamp_millis()).ok(),
+        Err(_) => {
+            let message = format!("`{}` is not a time; write RFC 3339, e.g. \"2026-12-24T10:00:00Z\"", at.get_ref());
+            diagnostics.push(source.at(at.span(), message));
+            None
+        }
+    });
     if diagnostics.len() > before {
         return None;
     }
@@ -209,6 +221,7 @@ fn check(
         payload: payload?,
         known_tags: raw.known_tags,
         expect,
+        at,
     };
     Some((case, raw.name.span()))
 }

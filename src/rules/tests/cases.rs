@@ -123,7 +123,7 @@ expect = ["add", "follow usr_1", "remove_all"]
         load_errors(dir.path()),
         [
             "a.toml:3:1: unknown key `source_formt` in `case`; did you mean `source_format`? valid keys: name, \
-             source_format, payload, payload_file, known_tags, expect",
+             source_format, payload, payload_file, known_tags, expect, at",
             "a.toml:9:17: unknown value `ghl-workflw` in `case`; did you mean `ghl-workflow`? expected one of: \
              generic, ghl, ghl-workflow",
             "b.toml:4:16: a case has either `payload` or `payload_file`, not both",
@@ -190,6 +190,7 @@ fn case(expect: &[&str]) -> Case {
         payload: Vec::new(),
         known_tags: None,
         expect: expect.iter().map(|line| (*line).to_owned()).collect(),
+        at: None,
     }
 }
 
@@ -227,4 +228,33 @@ fn round_robin_reads_as_the_picks_of_a_fresh_store() {
     }
     let picks: Vec<String> = lines.into_lines().into_iter().filter(|l| l.starts_with("add")).collect();
     assert_eq!(picks, ["add usr_1", "add usr_2", "add usr_1", "add usr_1"], "each location rotates on its own");
+}
+
+#[test]
+fn a_case_s_time_decides_who_is_away_and_a_bad_time_is_reported_at_its_place() {
+    // usr_1 (alias `one`) is away on Christmas Eve.
+    let text = "[users]\none = \"usr_1\"\ntwo = \"usr_2\"\nteam = [\"one\", \"two\"]\n\
+                [availability]\none = { away = [\"2026-12-24\"] }\n\
+                [[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"team\" }\n";
+    let set = valid(&[("r.toml", text)]);
+    let actions =
+        set.evaluate(&super::event(crate::event::EventKind::ContactCreated { source: None })).remove(0).actions;
+    let location = LocationId::parse("loc_1").unwrap();
+    let first_pick = |at| {
+        let mut lines = OpLines::at(at);
+        lines.push(&location, &actions[0]);
+        lines.into_lines()
+    };
+    assert_eq!(first_pick(1_798_070_400_000), ["add usr_2"], "on 2026-12-24 usr_1 is away");
+    assert_eq!(first_pick(1_798_156_800_000), ["add usr_1"], "on 2026-12-25 usr_1 is back");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.toml");
+    std::fs::write(&file, "[[case]]\nname = \"x\"\npayload = '{}'\nexpect = []\nat = \"Christmas\"\n").unwrap();
+    let error = load_cases(&[file]).unwrap_err().to_string();
+    assert!(error.contains("cases.toml:5:6: `Christmas` is not a time; write RFC 3339"), "{error}");
+    let file = dir.path().join("good.toml");
+    std::fs::write(&file, "[[case]]\nname = \"y\"\npayload = '{}'\nexpect = []\nat = \"2026-12-24T10:00:00Z\"\n")
+        .unwrap();
+    assert_eq!(load_cases(&[file]).unwrap()[0].at, Some(1_798_106_400_000));
 }
