@@ -108,7 +108,7 @@ fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'
 #[derive(Debug, Default)]
 pub struct OpLines {
     /// Each round robin's standings, as a fresh store would hold them.
-    cursors: HashMap<(Arc<str>, LocationId), crate::domain::pick::Standings>,
+    standings: HashMap<(Arc<str>, LocationId), crate::domain::pick::Standings>,
     /// When the picks happen (who is away is decided then); 0 before [`OpLines::at`] sets it.
     now: crate::domain::clock::Millis,
     lines: Vec<String>,
@@ -127,7 +127,7 @@ impl OpLines {
             Action::Remove(user) => format!("remove {user}"),
             Action::Add(user) => format!("add {user}"),
             Action::RoundRobin { rule, .. } => {
-                let standings = self.cursors.entry((Arc::clone(rule), location.clone())).or_default();
+                let standings = self.standings.entry((Arc::clone(rule), location.clone())).or_default();
                 // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
                 let Some(user) = action.pick(standings, self.now) else { return };
                 format!("add {user}")
