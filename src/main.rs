@@ -8,6 +8,11 @@ use followd::config::Config;
 use followd::telemetry::{self, LogFormat};
 use followd::{Application, Role, commands};
 
+/// mimalloc instead of the system allocator: a webhook's path allocates often (parsing, records, replies), and
+/// glibc's malloc and free were the largest items in the load profile (about 14% of the service's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "followd", version, about = "Keeps CRM contact followers right from declarative rules")]
 struct Cli {
