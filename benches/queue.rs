@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use followd::config::RedisUrl;
 use followd::domain::clock::now_ms;
+use followd::domain::pick::{Caps, Member};
+use followd::domain::rotation::Rotation;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
     Applied, ContactKey, EmbeddedQueue, EventOps, LeaseOutcome, PlannedOp, Queue, RedisOptions, RedisQueue,
@@ -59,13 +61,16 @@ fn round_robin_event(i: usize, weighted: bool) -> EventOps {
         availability.add(team[4].clone(), (today, today));
     }
     let weights: Vec<u32> = if weighted { vec![3, 2, 1, 1, 1] } else { vec![1; 5] };
-    let action = Action::RoundRobin {
+    // Caps high enough never to refuse a turn: the bench measures their counting, not a dead letter.
+    let caps = if weighted { Caps { per_day: Some(1_000_000), per_week: Some(5_000_000) } } else { Caps::default() };
+    let action = Action::RoundRobin(Arc::new(Rotation {
         rule: Arc::from(if weighted { "weighted" } else { "plain" }),
-        pool: team.into(),
-        weights: weights.into(),
+        members: team.into_iter().zip(weights).map(|(user, weight)| Member { user, weight }).collect(),
         availability: Arc::new(availability),
         catch_up: false,
-    };
+        caps,
+        overflow: None,
+    }));
     EventOps {
         event_id: EventId::parse(&format!("rr-{weighted}-{i}")).expect("a valid id"),
         contact: ContactKey {

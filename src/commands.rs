@@ -135,7 +135,7 @@ async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
         }
     }
     let occurrences = occurrences(&store, parsed, now, &Names::new()).await?;
-    let mut lines = OpLines::at(now);
+    let mut lines = OpLines::for_case(case, now);
     for event in plan(&occurrences, rules, Default::default()) {
         for planned in &event.ops {
             lines.push(&event.contact.location_id, &planned.action);
@@ -250,6 +250,9 @@ pub async fn audit(config: &Config, contact: &str, location: Option<&str>, json:
             entry.operation.rule,
             entry.operation.event_id
         );
+        if let Some(note) = &entry.operation.note {
+            println!("    {note}");
+        }
     }
     for (location_id, followers) in &owned {
         let names: Vec<&str> = followers.iter().map(|u| u.as_str()).collect();

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use followd::config::RedisUrl;
 use followd::domain::outcome::Outcome;
+use followd::domain::pick::{Caps, Member};
 use followd::domain::rate::Limits;
+use followd::domain::rotation::Rotation;
 use followd::event::{ContactId, EventId, LocationId, UserId};
 use followd::queue::{
     Applied, ContactKey, EmbeddedQueue, EventOps, Failure, FollowerOp, Lease, LeaseOutcome, Pause, PlannedOp, Queue,
@@ -61,6 +63,22 @@ fn key(location: &str, contact: &str) -> ContactKey {
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
+}
+
+/// A round robin over `team` (user, weight), nobody away, no caps: change what a case needs with `..`.
+fn rotation(rule: &str, team: &[(&str, u32)]) -> Rotation {
+    Rotation {
+        rule: Arc::from(rule),
+        members: team.iter().map(|&(u, weight)| Member { user: user(u), weight }).collect(),
+        availability: Arc::default(),
+        catch_up: false,
+        caps: Caps::default(),
+        overflow: None,
+    }
+}
+
+fn round_robin(rotation: Rotation) -> Action {
+    Action::RoundRobin(Arc::new(rotation))
 }
 
 fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
@@ -199,14 +217,7 @@ async fn an_event_that_matched_nothing_is_remembered_but_queues_nothing(stores: 
 
 async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
     let queue = &*stores.queue;
-    let pool: Arc<[UserId]> = vec![user("s1"), user("s2")].into();
-    let rr = || Action::RoundRobin {
-        rule: Arc::from("rr"),
-        pool: Arc::clone(&pool),
-        weights: vec![1, 1].into(),
-        availability: Arc::default(),
-        catch_up: false,
-    };
+    let rr = || round_robin(rotation("rr", &[("s1", 1), ("s2", 1)]));
     let picks = |lease: &Lease| ops(lease);
     for (i, (location, contact)) in [("l1", "a"), ("l1", "b"), ("l2", "c"), ("l1", "d")].iter().enumerate() {
         queue.enqueue(vec![event(&format!("e{i}"), &key(location, contact), vec![rr()])], T0 + i as u64).await.unwrap();
@@ -226,12 +237,9 @@ async fn round_robin_rotates_per_rule_and_location(stores: &Stores) {
 
 async fn a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood(stores: &Stores) {
     let queue = &*stores.queue;
-    let rr = |team: &[&str], weights: &[u32]| Action::RoundRobin {
-        rule: Arc::from("weighted"),
-        pool: team.iter().map(|u| user(u)).collect(),
-        weights: weights.into(),
-        availability: Arc::default(),
-        catch_up: false,
+    let rr = |team: &[&str], weights: &[u32]| {
+        let team: Vec<(&str, u32)> = team.iter().copied().zip(weights.iter().copied()).collect();
+        round_robin(rotation("weighted", &team))
     };
     let mut picked = Vec::new();
     for i in 0..9u64 {
@@ -256,13 +264,10 @@ async fn a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is(store
     // alice is away today; bob from tomorrow.
     availability.add(user("alice"), (day, day));
     availability.add(user("bob"), (day + 1, day + 1));
-    let rr = Action::RoundRobin {
-        rule: Arc::from("cover"),
-        pool: vec![user("alice"), user("bob")].into(),
-        weights: vec![1, 1].into(),
+    let rr = round_robin(Rotation {
         availability: Arc::new(availability.clone()),
-        catch_up: false,
-    };
+        ..rotation("cover", &[("alice", 1), ("bob", 1)])
+    });
     let mut picked = Vec::new();
     for (i, at) in [T0, T0 + 1, T0 + 2].into_iter().chain([T0 + 86_400_000]).enumerate() {
         let contact = key("l1", &format!("a{i}"));
@@ -276,32 +281,67 @@ async fn a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is(store
     // Everyone away: the pick goes ahead.
     let mut everyone = availability;
     everyone.add(user("bob"), (day, day));
-    let rr = Action::RoundRobin {
-        rule: Arc::from("all-away"),
-        pool: vec![user("alice"), user("bob")].into(),
-        weights: vec![1, 1].into(),
-        availability: Arc::new(everyone),
-        catch_up: false,
-    };
+    let rr =
+        round_robin(Rotation { availability: Arc::new(everyone), ..rotation("all-away", &[("alice", 1), ("bob", 1)]) });
     queue.enqueue(vec![event("z", &key("l1", "z"), vec![rr])], T0 + 5).await.unwrap();
     let lease = lease(queue, T0 + 20).await;
     assert!(matches!(&ops(&lease)[..], [FollowerOp::Add(_)]), "{:?}", lease.ops);
+    let note = lease.ops[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("every member was away"), "the audit will say so: {:?}", lease.ops[0]);
+}
+
+async fn a_capped_round_robin_skips_who_is_at_the_cap_then_overflows_or_sets_the_turn_aside(stores: &Stores) {
+    let queue = &*stores.queue;
+    let caps = Caps { per_day: Some(1), per_week: None };
+    let team = [("alice", 1), ("bob", 1)];
+    let with_overflow = round_robin(Rotation { caps, overflow: Some(user("boss")), ..rotation("overflowing", &team) });
+    let strict = round_robin(Rotation { caps, ..rotation("strict", &team) });
+    let tomorrow = T0 + 86_400_000;
+    let mut picked = Vec::new();
+    for (i, at) in [T0, T0 + 1, T0 + 2, tomorrow].into_iter().enumerate() {
+        for (name, action) in [("o", &with_overflow), ("s", &strict)] {
+            let contact = key("l1", &format!("{name}{i}"));
+            queue.enqueue(vec![event(&format!("{name}{i}"), &contact, vec![action.clone()])], at).await.unwrap();
+        }
+    }
+    while let LeaseOutcome::Leased(lease) = queue.lease(tomorrow + 10).await.unwrap() {
+        let [FollowerOp::Add(user)] = &ops(&lease)[..] else { panic!("{:?}", lease.ops) };
+        picked.push((lease.contact.contact_id.to_string(), user.to_string(), lease.ops[0].note.clone()));
+        queue.ack(&lease, &Applied::default(), tomorrow + 10).await.unwrap();
+    }
+    picked.sort();
+    let who: Vec<(&str, &str)> = picked.iter().map(|(c, u, _)| (c.as_str(), u.as_str())).collect();
+    assert_eq!(
+        who,
+        [("o0", "alice"), ("o1", "bob"), ("o2", "boss"), ("o3", "bob"), ("s0", "alice"), ("s1", "bob"), ("s3", "bob")],
+        "one pick each per day; the third turn of the day overflows, or is set aside; alice, capped for bob's \
+         turn, took no part in it (as when away), so bob leads the next day"
+    );
+    assert!(picked[2].2.as_deref().is_some_and(|n| n.contains("overflow")), "{:?}", picked[2]);
+    assert!(picked[0].2.is_none(), "an ordinary pick carries no note: {:?}", picked[0]);
+    let letters = queue.dead_letters().await.unwrap();
+    let [letter] = &letters[..] else { panic!("one turn set aside: {letters:?}") };
+    assert_eq!(letter.contact_id.to_string(), "s2");
+    assert!(letter.reason.contains("every member is at their cap (max_per_day = 1)"), "{}", letter.reason);
+    assert_eq!(letter.operations.iter().map(|o| o.op.clone()).collect::<Vec<_>>(), [FollowerOp::Add(user("bob"))]);
+    // Replayed by an operator: the pick the caps refused is made.
+    assert_eq!(queue.replay(&Selection::All, tomorrow + 20).await.unwrap(), 1);
+    let lease = lease(queue, tomorrow + 30).await;
+    assert_eq!(ops(&lease), [FollowerOp::Add(user("bob"))]);
 }
 
 async fn with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed(stores: &Stores) {
-    use followd::domain::pick::{Caps, Member, Pick, Standings, When, pick};
+    use followd::domain::pick::{Pick, Standings, When, pick};
     let queue = &*stores.queue;
     let day = T0 / 86_400_000;
     let mut availability = followd::domain::availability::Availability::default();
     availability.add(user("alice"), (day, day));
     let team = [user("alice"), user("bob"), user("carol")];
-    let rr = Action::RoundRobin {
-        rule: Arc::from("catch-up"),
-        pool: team.to_vec().into(),
-        weights: vec![1, 1, 1].into(),
+    let rr = round_robin(Rotation {
         availability: Arc::new(availability.clone()),
         catch_up: true,
-    };
+        ..rotation("catch-up", &[("alice", 1), ("bob", 1), ("carol", 1)])
+    });
     // What the pure pick says, step by step: both stores must pick exactly this.
     let members: Vec<Member> = team.iter().map(|u| Member { user: u.clone(), weight: 1 }).collect();
     let mut standings = Standings::default();
@@ -686,6 +726,7 @@ macro_rules! contract {
                 a_duplicate_event_id_stores_nothing_until_the_window_passes,
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
+                a_capped_round_robin_skips_who_is_at_the_cap_then_overflows_or_sets_the_turn_aside,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
     with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,

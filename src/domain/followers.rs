@@ -2,15 +2,14 @@
 //! by a stored operation ([`FollowerOp`]).
 //!
 //! Rules produce actions and the queue stores operations; both speak this vocabulary, so neither imports the
-//! other. The round-robin pick lives here once: the embedded store calls [`Action::resolve`] inside its
-//! transaction, and `enqueue.lua` does the same modulo inside its script (a Redis cursor must advance in the
-//! same atomic step as the store).
+//! other. A round robin's turn is taken by the store, inside its transaction, from the standings it keeps
+//! (see [`super::rotation`]).
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{LocationId, UserId};
+use crate::event::UserId;
 
 /// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
 pub const MAX_FOLLOWERS: usize = 10;
@@ -52,74 +51,26 @@ pub enum Action {
     Remove(UserId),
     Add(UserId),
     /// Resolved to one Add at enqueue time by the queue, which keeps each member's standing per (rule,
-    /// location) and picks with [`super::pick`].
-    RoundRobin {
-        rule: Arc<str>,
-        pool: Arc<[UserId]>,
-        /// Each member's weight, in `pool`'s order.
-        weights: Arc<[u32]>,
-        /// Who is away when: an away member is skipped (unless everyone is).
-        availability: Arc<super::availability::Availability>,
-        /// An away member keeps gaining standing, and gets the picks they missed once back.
-        catch_up: bool,
-    },
+    /// location) and takes a turn with [`super::rotation::Rotation::turn`].
+    RoundRobin(Arc<super::rotation::Rotation>),
 }
 
 impl Action {
-    /// The stored operation this action becomes; `cursor` is the round-robin position for its rule and
-    /// location (advanced by the caller only when the pick is stored). `None` only for an empty pool, which
-    /// the rules already reject.
-    pub fn resolve(&self, cursor: u64) -> Option<FollowerOp> {
-        Some(match self {
-            Self::RemoveAll => FollowerOp::RemoveAll,
-            Self::Remove(user) => FollowerOp::Remove(user.clone()),
-            Self::Add(user) => FollowerOp::Add(user.clone()),
-            Self::RoundRobin { pool, .. } => {
-                let size = u64::try_from(pool.len()).ok().filter(|&n| n > 0)?;
-                FollowerOp::Add(pool.get(usize::try_from(cursor % size).ok()?)?.clone())
-            }
-        })
-    }
-
-    /// Whether a round robin's member is away at `now` (always false for other actions).
-    pub fn is_away(&self, user: &UserId, now: crate::domain::clock::Millis) -> bool {
-        matches!(self, Self::RoundRobin { availability, .. } if availability.is_away(user, now))
-    }
-
-    /// A round robin's members with their weights, in the team's order; `None` for other actions.
-    pub fn members(&self) -> Option<Vec<super::pick::Member>> {
+    /// The stored operation this action becomes; `None` for a round robin, which the queue resolves with its
+    /// standings (see [`Action::rotation`]).
+    pub fn resolve(&self) -> Option<FollowerOp> {
         match self {
-            Self::RoundRobin { pool, weights, .. } => Some(
-                pool.iter()
-                    .enumerate()
-                    .map(|(i, user)| super::pick::Member {
-                        user: user.clone(),
-                        weight: weights.get(i).copied().unwrap_or(1),
-                    })
-                    .collect(),
-            ),
-            _ => None,
+            Self::RemoveAll => Some(FollowerOp::RemoveAll),
+            Self::Remove(user) => Some(FollowerOp::Remove(user.clone())),
+            Self::Add(user) => Some(FollowerOp::Add(user.clone())),
+            Self::RoundRobin(_) => None,
         }
     }
 
-    /// Picks the user a round robin adds now from its `standings` (updated), as the stores do inside their
-    /// transaction; `None` for other actions or when nobody can be picked.
-    pub fn pick(&self, standings: &mut super::pick::Standings, now: crate::domain::clock::Millis) -> Option<UserId> {
-        let members = self.members()?;
-        let when = super::pick::When::at(now);
-        let away = |user: &UserId| self.is_away(user, now);
-        let catch_up = matches!(self, Self::RoundRobin { catch_up: true, .. });
-        match super::pick::pick(&members, standings, away, super::pick::Caps::default(), catch_up, when) {
-            super::pick::Pick::Picked { user, .. } => Some(user),
-            super::pick::Pick::AllAtCap => None,
-        }
-    }
-
-    /// The key of this action's round-robin cursor in `location`, for a round robin only: one cursor per rule
-    /// and location, so each sub-account rotates on its own.
-    pub fn cursor_key(&self, location: &LocationId) -> Option<String> {
+    /// The round robin this action takes a turn of, if it is one.
+    pub fn rotation(&self) -> Option<&super::rotation::Rotation> {
         match self {
-            Self::RoundRobin { rule, .. } => Some(format!("{rule}\u{1f}{location}")),
+            Self::RoundRobin(rotation) => Some(rotation),
             _ => None,
         }
     }
@@ -145,32 +96,12 @@ pub fn is_any(ownership: &Ownership) -> bool {
 mod tests {
     use super::*;
 
-    fn users(ids: &[&str]) -> Arc<[UserId]> {
-        ids.iter().map(|id| UserId::parse(id).unwrap()).collect()
-    }
-
     #[test]
-    fn a_round_robin_picks_by_cursor_modulo_the_team_and_an_empty_team_picks_nobody() {
-        let action = Action::RoundRobin {
-            rule: Arc::from("r"),
-            pool: users(&["a", "b", "c"]),
-            weights: vec![1; 3].into(),
-            availability: Arc::default(),
-            catch_up: false,
-        };
-        let picks: Vec<_> = (0..4).map(|cursor| action.resolve(cursor)).collect();
-        let add = |id: &str| Some(FollowerOp::Add(UserId::parse(id).unwrap()));
-        assert_eq!(picks, vec![add("a"), add("b"), add("c"), add("a")]);
-        let empty = Action::RoundRobin {
-            rule: Arc::from("r"),
-            pool: users(&[]),
-            weights: vec![].into(),
-            availability: Arc::default(),
-            catch_up: false,
-        };
-        assert_eq!(empty.resolve(0), None);
-        let location = LocationId::parse("loc").unwrap();
-        assert_eq!(action.cursor_key(&location).as_deref(), Some("r\u{1f}loc"));
-        assert_eq!(Action::RemoveAll.cursor_key(&location), None);
+    fn only_a_round_robin_needs_the_store_to_resolve() {
+        let user = UserId::parse("a").unwrap();
+        assert_eq!(Action::Add(user.clone()).resolve(), Some(FollowerOp::Add(user.clone())));
+        assert_eq!(Action::Remove(user.clone()).resolve(), Some(FollowerOp::Remove(user)));
+        assert_eq!(Action::RemoveAll.resolve(), Some(FollowerOp::RemoveAll));
+        assert!(Action::RemoveAll.rotation().is_none());
     }
 }

@@ -5,6 +5,8 @@
 //! - [`clock`]: [`clock::Millis`], always passed in; only drivers read the clock.
 //! - [`rate`]: the per-location limit (GCRA without burst, daily count), pure.
 //! - [`followers`]: [`followers::Action`] (what a rule asks), [`followers::FollowerOp`] (what is stored).
+//! - [`pick`] and [`rotation`]: a round robin's arithmetic and the rule's round robin that uses it;
+//!   [`availability`]: who is away when.
 //! - [`outcome`]: [`outcome::Outcome`], the one delivery result.
 
 pub mod availability;
@@ -13,3 +15,4 @@ pub mod followers;
 pub mod outcome;
 pub mod pick;
 pub mod rate;
+pub mod rotation;

@@ -98,6 +98,10 @@ pub struct QueuedOp {
     /// For a removal: whose followers it may touch. Absent in what older versions stored: `any`.
     #[serde(default, skip_serializing_if = "is_any")]
     pub ownership: Ownership,
+    /// What the audit trail should say about how this operation came to be (a round robin's turn taken while
+    /// everyone was away, or given to the overflow); absent for most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What an enqueue did.

@@ -139,10 +139,10 @@ pub fn needed(present: Present<'_>, rules: &RuleSet, judgement: Judgement) -> Ne
     }
     // A round robin is satisfied by any member of its team following, or about to.
     for (rule, action) in round_robins {
-        let Action::RoundRobin { pool, .. } = &action else { continue };
+        let Some(rotation) = action.rotation() else { continue };
         let stays =
             |u: &UserId| (following.contains(u) && !needed.remove.contains_key(u)) || needed.add.contains_key(u);
-        if !pool.iter().any(stays) && !needed.round_robin.iter().any(|(r, _)| *r == rule) {
+        if !rotation.members.iter().any(|m| stays(&m.user)) && !needed.round_robin.iter().any(|(r, _)| *r == rule) {
             needed.round_robin.push((rule, action));
         }
     }

@@ -4,14 +4,16 @@
 //! This is pure: running the payload (parse, resolve against a throwaway store, plan) is the command's job,
 //! so the check here cannot drift from what `followd rules test` prints.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Action;
 use super::cases::{Case, normalize_op};
-use crate::event::LocationId;
+use crate::domain::pick::{Standing, Standings, When};
+use crate::domain::rotation::Turn;
+use crate::event::{LocationId, UserId};
 
 /// How one case went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,17 +102,22 @@ fn lines_diff<'a>(expected: &'a [String], actual: &'a [String]) -> Vec<(char, &'
     out
 }
 
-/// Turns planned actions into the lines case files expect: `remove_all`, `remove <user>`, `add <user>`.
+/// Turns planned actions into the lines case files expect: `remove_all`, `remove <user>`, `add <user>`, and
+/// `dead_letter` for a round robin's turn refused because every member is at their cap.
 ///
-/// A round robin is resolved as a fresh store resolves it: each (rule, location) starts at the pool's first
-/// member and moves one on per pick, so a case that fires the same round robin twice in one location expects
-/// the first member, then the second. Feed the actions in the order the queue would store them.
+/// A round robin is resolved as a fresh store resolves it (with the picks a case says were already made
+/// today and this week): each (rule, location) starts level, so a case that fires the same equal-weight
+/// round robin twice in one location expects the first member, then the second. Feed the actions in the
+/// order the queue would store them.
 #[derive(Debug, Default)]
 pub struct OpLines {
     /// Each round robin's standings, as a fresh store would hold them.
-    standings: HashMap<(Arc<str>, LocationId), crate::domain::pick::Standings>,
+    standings: HashMap<(Arc<str>, LocationId), Standings>,
     /// When the picks happen (who is away is decided then); 0 before [`OpLines::at`] sets it.
     now: crate::domain::clock::Millis,
+    /// Picks each user already had today and this week, in every round robin (a case's `picked_today`,
+    /// `picked_this_week`).
+    picked: BTreeMap<UserId, (u32, u32)>,
     lines: Vec<String>,
 }
 
@@ -120,17 +127,47 @@ impl OpLines {
         Self { now, ..Self::default() }
     }
 
+    /// Lines for `case`: at its time (else `now`), with the picks it says were already made.
+    pub fn for_case(case: &super::Case, now: crate::domain::clock::Millis) -> Self {
+        let mut picked: BTreeMap<UserId, (u32, u32)> = BTreeMap::new();
+        for (user, &n) in &case.picked_today {
+            picked.entry(user.clone()).or_default().0 = n;
+        }
+        for (user, &n) in &case.picked_this_week {
+            picked.entry(user.clone()).or_default().1 = n;
+        }
+        Self { now: case.at.unwrap_or(now), picked, ..Self::default() }
+    }
+
+    /// A fresh store's standings for `rotation`, holding the picks already made.
+    fn fresh(&self, rotation: &crate::domain::rotation::Rotation) -> Standings {
+        let when = When::at(self.now);
+        let mut standings = Standings::default();
+        for member in &rotation.members {
+            if let Some(&(today, week)) = self.picked.get(&member.user) {
+                let standing =
+                    Standing { day: when.day, today, week: when.week, this_week: week.max(today), credit: 0 };
+                standings.members.insert(member.user.clone(), standing);
+            }
+        }
+        standings
+    }
+
     /// Adds the line(s) for one planned action of an event in `location`.
     pub fn push(&mut self, location: &LocationId, action: &Action) {
         let line = match action {
             Action::RemoveAll => "remove_all".to_owned(),
             Action::Remove(user) => format!("remove {user}"),
             Action::Add(user) => format!("add {user}"),
-            Action::RoundRobin { rule, .. } => {
-                let standings = self.standings.entry((Arc::clone(rule), location.clone())).or_default();
+            Action::RoundRobin(rotation) => {
+                let fresh = self.fresh(rotation);
+                let standings = self.standings.entry((Arc::clone(&rotation.rule), location.clone())).or_insert(fresh);
                 // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
-                let Some(user) = action.pick(standings, self.now) else { return };
-                format!("add {user}")
+                match rotation.turn(standings, self.now) {
+                    Some(Turn::Picked { user, .. } | Turn::Overflow(user)) => format!("add {user}"),
+                    Some(Turn::Refused { .. }) => "dead_letter".to_owned(),
+                    None => return,
+                }
             }
         };
         self.lines.push(line);

@@ -11,14 +11,18 @@
 //! # or: payload_file = "payloads/x.json"           # relative to this file
 //! known_tags = ["new lead"]                        # optional: the contact's stored tags before the payload,
 //!                                                  # for payloads that carry the whole tag list (ghl)
-//! expect = ["add usr_alice", "add usr_bob"]        # in order: "add <user id>", "remove <user id>", "remove_all"
+//! expect = ["add usr_alice", "add usr_bob"]        # in order: "add <user id>", "remove <user id>", "remove_all",
+//!                                                  # "dead_letter" (a round robin's turn refused at the caps)
+//! at = "2026-12-24T10:00:00Z"                      # optional: when it happens (who is away), default now
+//! picked_today = { usr_alice = 5 }                 # optional: picks already made today / this week, toward
+//! picked_this_week = { usr_alice = 12 }            # max_per_day / max_per_week
 //! ```
 //!
 //! Expected operations are written with user ids, not aliases: a case states what reaches the CRM, and an
 //! alias renamed by mistake should make it fail. A round robin shows as the user a fresh store picks (see
 //! [`OpLines`](super::OpLines)).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +50,10 @@ pub struct Case {
     pub expect: Vec<String>,
     /// When the case happens (ms since the epoch), from `at`: who is away is decided at this time. `None`: now.
     pub at: Option<crate::domain::clock::Millis>,
+    /// Picks each user already had today and this week, in any round robin (`picked_today`,
+    /// `picked_this_week`): what a store would count toward `max_per_day` / `max_per_week`.
+    pub picked_today: BTreeMap<UserId, u32>,
+    pub picked_this_week: BTreeMap<UserId, u32>,
 }
 
 /// A case as written.
@@ -64,10 +72,24 @@ struct RawCase {
     expect: Vec<Spanned<String>>,
     #[serde(default)]
     at: Option<Spanned<String>>,
+    #[serde(default)]
+    picked_today: BTreeMap<Spanned<String>, u32>,
+    #[serde(default)]
+    picked_this_week: BTreeMap<Spanned<String>, u32>,
 }
 
 const FILE_KEYS: &[&str] = &["case"];
-const CASE_KEYS: &[&str] = &["name", "source_format", "payload", "payload_file", "known_tags", "expect", "at"];
+const CASE_KEYS: &[&str] = &[
+    "name",
+    "source_format",
+    "payload",
+    "payload_file",
+    "known_tags",
+    "expect",
+    "at",
+    "picked_today",
+    "picked_this_week",
+];
 
 /// Reads the cases in `paths`: each is a case file or a directory whose `*.toml` files (not recursive, by
 /// name; dot files skipped) are case files. Cases come in path order, then file order. Every problem in every
@@ -209,6 +231,22 @@ fn check(
             None
         }
     });
+    let mut counts = |written: &BTreeMap<Spanned<String>, u32>| {
+        let mut counts = BTreeMap::new();
+        for (user, &n) in written {
+            match UserId::parse(user.get_ref().trim()) {
+                Ok(id) => {
+                    counts.insert(id, n);
+                }
+                Err(error) => {
+                    diagnostics.push(source.at(user.span(), format!("the user id `{}` {error}", user.get_ref())))
+                }
+            }
+        }
+        counts
+    };
+    let picked_today = counts(&raw.picked_today);
+    let picked_this_week = counts(&raw.picked_this_week);
     if diagnostics.len() > before {
         return None;
     }
@@ -222,6 +260,8 @@ fn check(
         known_tags: raw.known_tags,
         expect,
         at,
+        picked_today,
+        picked_this_week,
     };
     Some((case, raw.name.span()))
 }
@@ -231,12 +271,14 @@ pub(super) fn normalize_op(line: &str) -> Result<String, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let bad = || {
         format!(
-            "`{}` is not an operation; write \"add <user id>\", \"remove <user id>\" or \"remove_all\"",
+            "`{}` is not an operation; write \"add <user id>\", \"remove <user id>\", \"remove_all\" or \
+             \"dead_letter\" (a round robin's turn set aside: every member at their cap)",
             line.trim()
         )
     };
     match words.as_slice() {
         ["remove_all"] => Ok("remove_all".to_owned()),
+        ["dead_letter"] => Ok("dead_letter".to_owned()),
         [verb @ ("add" | "remove"), user] => match UserId::parse(user) {
             Ok(user) => Ok(format!("{verb} {user}")),
             Err(error) => Err(format!("the user id in `{}` {error}", line.trim())),

@@ -16,6 +16,8 @@ use super::aliases::{self, Aliases, Resolved};
 use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
 use crate::domain::availability::{Availability, parse_range};
+use crate::domain::pick::{Caps, Member};
+use crate::domain::rotation::Rotation;
 
 /// The largest weight a round-robin member may have.
 const MAX_WEIGHT: u32 = 1000;
@@ -253,11 +255,36 @@ impl<'a> Checker<'a> {
                 "`weights` weigh the members of a round_robin; this rule has none".into(),
             );
         }
-        if let (Some(written), None) = (&spec.catch_up, &spec.round_robin) {
-            let message = "`catch_up` is about a round_robin's absent members; this rule has none";
-            self.report(source, written.span(), message.into());
+        if spec.round_robin.is_none() {
+            let only_rr = [
+                spec.catch_up.as_ref().map(|w| ("catch_up", w.span())),
+                spec.max_per_day.as_ref().map(|w| ("max_per_day", w.span())),
+                spec.max_per_week.as_ref().map(|w| ("max_per_week", w.span())),
+                spec.overflow.as_ref().map(|w| ("overflow", w.span())),
+            ];
+            for (key, span) in only_rr.into_iter().flatten() {
+                self.report(source, span, format!("`{key}` is about a round_robin's members; this rule has none"));
+            }
         }
         let catch_up = spec.catch_up.as_ref().is_some_and(|flag| *flag.get_ref());
+        let caps = Caps {
+            per_day: spec.max_per_day.as_ref().and_then(|n| self.cap(source, n, "max_per_day")),
+            per_week: spec.max_per_week.as_ref().and_then(|n| self.cap(source, n, "max_per_week")),
+        };
+        let overflow = spec.overflow.as_ref().and_then(|name| match self.lookup(source, name, "overflow")? {
+            Resolved::User(id) => Some(id.clone()),
+            Resolved::Team(_) => {
+                let message = format!("`{}` is a team; overflow names one user", name.get_ref().trim());
+                self.report(source, name.span(), message);
+                None
+            }
+            Resolved::Broken => None,
+        });
+        if let (Some(name), None, None) = (&spec.overflow, &spec.max_per_day, &spec.max_per_week) {
+            let message = "`overflow` takes the turns nobody can take at their cap; this rule sets no \
+                           max_per_day or max_per_week";
+            self.report(source, name.span(), message.into());
+        }
         let written =
             |list: &Option<Spanned<Vec<Spanned<String>>>>| list.as_ref().is_some_and(|l| !l.get_ref().is_empty());
         if !remove_all && !written(&spec.remove) && !written(&spec.add) && spec.round_robin.is_none() {
@@ -282,8 +309,15 @@ impl<'a> Checker<'a> {
         actions.extend(remove.into_iter().map(Action::Remove));
         actions.extend(add.into_iter().map(Action::Add));
         if let (Some(pool), Some(weights)) = (pool, weights) {
-            let availability = Arc::clone(&self.availability);
-            actions.push(Action::RoundRobin { rule: rule.clone(), pool, weights, availability, catch_up });
+            let members = pool.iter().zip(weights.iter()).map(|(user, &weight)| Member { user: user.clone(), weight });
+            actions.push(Action::RoundRobin(Arc::new(Rotation {
+                rule: rule.clone(),
+                members: members.collect(),
+                availability: Arc::clone(&self.availability),
+                catch_up,
+                caps,
+                overflow,
+            })));
         }
         actions
     }
@@ -356,6 +390,18 @@ impl<'a> Checker<'a> {
             }
         }
         weights.into()
+    }
+
+    /// A cap on picks: a whole number of at least 1.
+    fn cap(&mut self, source: Source<'_>, written: &Spanned<i64>, key: &str) -> Option<u32> {
+        match u32::try_from(*written.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                let message = format!("{key} = {}: a cap is a whole number of picks, at least 1", written.get_ref());
+                self.report(source, written.span(), message);
+                None
+            }
+        }
     }
 
     /// Resolves a name written in `then`. It must be an alias: a typo must not become a user id.

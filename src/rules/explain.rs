@@ -54,27 +54,38 @@ impl fmt::Display for Consideration {
 
 /// How an action reads in `explain` output: `remove_all`, `remove usr_x`, `add usr_x`, or `round_robin [usr_a x2,
 /// usr_b]` (the pick depends on the standings in the queue's store, so the whole team is shown, with each
-/// weight above 1, and `catch_up` when set).
+/// weight above 1, then `catch_up`, the caps and the overflow when set).
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::RemoveAll => f.write_str("remove_all"),
             Self::Remove(user) => write!(f, "remove {user}"),
             Self::Add(user) => write!(f, "add {user}"),
-            Self::RoundRobin { pool, weights, catch_up, .. } => {
+            Self::RoundRobin(rotation) => {
                 f.write_str("round_robin [")?;
-                for (i, user) in pool.iter().enumerate() {
+                for (i, member) in rotation.members.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{user}")?;
-                    match weights.get(i) {
-                        Some(&weight) if weight > 1 => write!(f, " x{weight}")?,
-                        _ => {}
+                    write!(f, "{}", member.user)?;
+                    if member.weight > 1 {
+                        write!(f, " x{}", member.weight)?;
                     }
                 }
                 f.write_str("]")?;
-                if *catch_up { f.write_str(" catch_up") } else { Ok(()) }
+                if rotation.catch_up {
+                    f.write_str(" catch_up")?;
+                }
+                if let Some(n) = rotation.caps.per_day {
+                    write!(f, " max_per_day {n}")?;
+                }
+                if let Some(n) = rotation.caps.per_week {
+                    write!(f, " max_per_week {n}")?;
+                }
+                match &rotation.overflow {
+                    Some(user) => write!(f, " overflow {user}"),
+                    None => Ok(()),
+                }
             }
         }
     }

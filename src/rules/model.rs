@@ -168,12 +168,21 @@ pub(super) struct Then {
     /// A member back from an absence gets the picks they missed (`round_robin` only).
     #[serde(default)]
     pub catch_up: Option<Spanned<bool>>,
+    /// Most picks per member per day (UTC), and per week (Monday to Sunday, UTC) (`round_robin` only).
+    #[serde(default)]
+    pub max_per_day: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_per_week: Option<Spanned<i64>>,
+    /// Who is added when every member is at their cap (an alias); without it such a turn is dead-lettered.
+    #[serde(default)]
+    pub overflow: Option<Spanned<String>>,
 }
 
 const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
 const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
-const THEN_KEYS: &[&str] = &["remove_all", "remove", "add", "round_robin", "weights", "catch_up"];
+const THEN_KEYS: &[&str] =
+    &["remove_all", "remove", "add", "round_robin", "weights", "catch_up", "max_per_day", "max_per_week", "overflow"];
 const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed";
 const WHEN_EXAMPLE: &str = r#"when = { event = "tag_added", tag = "vip" }"#;
 const THEN_EXAMPLE: &str = r#"then = { add = ["alice"] }"#;

@@ -8,15 +8,17 @@ use redb::{ReadableTable, WriteTransaction};
 use super::audit::record_audit;
 use super::memory::note_followers;
 use super::tables::{
-    CONTACTS, ContactState, LEASES, LeaseState, META, OrQueue, PENDING, READY, ROTATIONS, SEEN, SEEN_EXPIRY,
+    CONTACTS, ContactState, DEAD, LEASES, LeaseState, META, OrQueue, PENDING, READY, ROTATIONS, SEEN, SEEN_EXPIRY,
     contact_key, parse_contact_key, read_state, write_state,
 };
 use crate::domain::clock::Millis;
 use crate::domain::followers::FollowerOp;
 use crate::domain::outcome::Outcome;
 use crate::domain::pick::Standings;
+use crate::domain::rotation::Turn;
 use crate::queue::{
-    Applied, BACKGROUND_OFFSET, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp, ready_score,
+    Applied, BACKGROUND_OFFSET, DeadLetter, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp,
+    ready_score,
 };
 
 /// Most operations handed out in one lease: bounds a worker's batch and the transaction that builds it.
@@ -56,9 +58,11 @@ pub(super) fn enqueue(
             let key = contact_key(&event.contact);
             let mut stored = 0;
             for planned in &event.ops {
-                let op = match planned.action.cursor_key(&event.contact.location_id) {
-                    // A round robin picks from its standings, stored per rule and location, in this transaction.
-                    Some(name) => {
+                let (op, note) = match planned.action.rotation() {
+                    // A round robin takes its turn from its standings, kept per rule and location, in this
+                    // transaction.
+                    Some(rotation) => {
+                        let name = rotation.key(&event.contact.location_id);
                         let rotations = match &mut rotations {
                             Some(table) => table,
                             None => rotations.insert(tx.open_table(ROTATIONS).q()?),
@@ -67,12 +71,35 @@ pub(super) fn enqueue(
                             Some(bytes) => serde_json::from_slice(bytes.value())?,
                             None => Standings::default(),
                         };
-                        let Some(user) = planned.action.pick(&mut standings, now) else { continue };
-                        rotations.insert(name.as_str(), serde_json::to_vec(&standings)?.as_slice()).q()?;
-                        FollowerOp::Add(user)
+                        let Some(turn) = rotation.turn(&mut standings, now) else { continue };
+                        let note = turn.note(rotation);
+                        match turn {
+                            Turn::Picked { user, .. } => {
+                                rotations.insert(name.as_str(), serde_json::to_vec(&standings)?.as_slice()).q()?;
+                                (FollowerOp::Add(user), note)
+                            }
+                            Turn::Overflow(user) => (FollowerOp::Add(user), note),
+                            Turn::Refused { anyway } => {
+                                let op = QueuedOp {
+                                    seq: 1,
+                                    op: FollowerOp::Add(anyway),
+                                    rule: planned.rule.to_string(),
+                                    event_id: event.event_id.clone(),
+                                    enqueued_at: now,
+                                    ownership: planned.ownership,
+                                    note,
+                                };
+                                let letter = refused_letter(&event.contact, op, rotation.refusal(), now);
+                                tx.open_table(DEAD)
+                                    .q()?
+                                    .insert(letter.id.as_str(), serde_json::to_vec(&letter)?.as_slice())
+                                    .q()?;
+                                continue;
+                            }
+                        }
                     }
-                    None => match planned.action.resolve(0) {
-                        Some(op) => op,
+                    None => match planned.action.resolve() {
+                        Some(op) => (op, None),
                         None => continue,
                     },
                 };
@@ -84,6 +111,7 @@ pub(super) fn enqueue(
                     event_id: event.event_id.clone(),
                     enqueued_at: now,
                     ownership: planned.ownership,
+                    note,
                 };
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
                 stored += 1;
@@ -119,6 +147,20 @@ pub(super) fn enqueue(
         meta.insert("seq", seq).q()?;
     }
     Ok(outcome)
+}
+
+/// The dead letter for a round robin's turn refused at `now` because every member was at their cap: it holds
+/// the operation a replay performs (over the cap, by an operator's choice).
+fn refused_letter(contact: &crate::queue::ContactKey, op: QueuedOp, reason: String, now: Millis) -> DeadLetter {
+    DeadLetter {
+        id: format!("0-{:016x}", rand::random::<u64>()),
+        location_id: contact.location_id.clone(),
+        contact_id: contact.contact_id.clone(),
+        operations: vec![op],
+        status: None,
+        reason,
+        failed_at: now,
+    }
 }
 
 /// Live work arrived for a contact that only had background work: it moves to the live lane, keeping its time.

@@ -6,8 +6,12 @@
 -- per operation either
 --   the operation's JSON, encoded by the caller (it starts with "{"), or
 --   "rr", standings KEYS index, JSON before the user, JSON after the user, team size, "1" for catch_up or
---   "0", then per member its user id (JSON-escaped), weight, and "1" when away now (skipped, unless everyone
---   is) or "0"
+--   "0", max per day and max per week (0: none), today and this week (days and weeks since the epoch), JSON
+--   after the user when everyone was away, the overflow user (JSON-escaped; "" for none), JSON after it, the
+--   KEYS indexes of the dead letters hash and of the letter's operation list, the letter's id and JSON
+--   description ("" x4 unless a refused turn is dead-lettered), JSON after the user a replayed letter adds;
+--   then per member its user id (JSON-escaped), weight, and "1" when away now (skipped, unless everyone is)
+--   or "0"
 -- Returns one integer per event: -1 when its id was seen within the window, else the operations stored.
 -- Every key shares the partition's hash tag (see keys.rs), so the script runs on Redis Cluster.
 -- Kept lean on purpose: no cjson, one RPUSH per event, ZADD NX; this is the webhook path's only write.
@@ -15,8 +19,9 @@
 -- while every pending operation is background); live work brings it forward, keeping its time.
 local OFFSET = 10000000000000
 -- A round robin's standings hash: field TEAM_WEIGHT is the team's total weight when last settled, and one
--- field per member (its user id, JSON-escaped) holds its credit. The arithmetic is domain/pick.rs's, step for
--- step (settle, gain, pick the most credit, pay back), so both stores pick alike.
+-- field per member (its user id, JSON-escaped) holds "credit:day:today:week:this_week" (older versions wrote
+-- the credit alone). The arithmetic is domain/pick.rs's, step for step (settle, skip who is capped or away,
+-- gain, pick the most credit, pay back, count), so both stores pick alike.
 local TEAM_WEIGHT = '\31w'
 
 local function round(x)
@@ -24,7 +29,15 @@ local function round(x)
   return -math.floor(-x + 0.5)
 end
 
-local function pick(key, users, weights, away, catch_up)
+local function standing(text)
+  local c, d, t, w, k = string.match(text, '^(-?%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if c then return tonumber(c), { day = tonumber(d), today = tonumber(t), week = tonumber(w), this_week = tonumber(k) } end
+  return tonumber(text), { day = 0, today = 0, week = 0, this_week = 0 }
+end
+
+-- Returns the user picked and whether everyone was away, or nil when every member is at their cap. Stores the
+-- standings only when `commit` (a turn refused at the cap asks, without storing, whom it would have been).
+local function pick(key, users, weights, away, catch_up, caps, when, commit)
   local n = #users
   local total = 0
   local member = {}
@@ -33,12 +46,12 @@ local function pick(key, users, weights, away, catch_up)
     member[users[j]] = true
   end
   local stored = redis.call('HGETALL', key)
-  local credit, settled = {}, 0
+  local credit, count, settled = {}, {}, 0
   for j = 1, #stored, 2 do
     if stored[j] == TEAM_WEIGHT then
       settled = tonumber(stored[j + 1])
     elseif member[stored[j]] then
-      credit[stored[j]] = tonumber(stored[j + 1])
+      credit[stored[j]], count[stored[j]] = standing(stored[j + 1])
     else
       redis.call('HDEL', key, stored[j])
     end
@@ -57,27 +70,50 @@ local function pick(key, users, weights, away, catch_up)
       credit[users[j]] = (credit[users[j]] or 0) - share
     end
   end
-  -- Who takes part: the members not away; everyone when all are. They gain, and one of them is picked; with
-  -- catch_up, who is away gains too (and gets the picks they missed once back).
-  local present = 0
-  for j = 1, n do if not away[j] then present = present + 1 end end
+  local function picks(user)
+    local c = count[user]
+    if not c then return 0, 0 end
+    local today, week = 0, 0
+    if c.day == when.day then today = c.today end
+    if c.week == when.week then week = c.this_week end
+    return today, week
+  end
+  local capped, open, present = {}, 0, 0
+  for j = 1, n do
+    local today, week = picks(users[j])
+    capped[j] = (caps.day > 0 and today >= caps.day) or (caps.week > 0 and week >= caps.week)
+    if not capped[j] then
+      open = open + 1
+      if not away[j] then present = present + 1 end
+    end
+  end
+  if open == 0 then return nil end
+  -- Who takes part: the members neither capped nor away; every uncapped one when all are away. They gain, and
+  -- one of them is picked; with catch_up, who is away (and not capped) gains too.
+  local everyone_away = present == 0
   local chosen, handed_out = nil, 0
   for j = 1, n do
-    local eligible = present == 0 or not away[j]
-    if eligible or catch_up then
+    local eligible = not capped[j] and (everyone_away or not away[j])
+    if eligible or (catch_up and away[j] and not capped[j]) then
       credit[users[j]] = (credit[users[j]] or 0) + weights[j]
       handed_out = handed_out + weights[j]
     end
     if eligible and (chosen == nil or credit[users[j]] > credit[users[chosen]]) then chosen = j end
   end
-  credit[users[chosen]] = credit[users[chosen]] - handed_out
-  local fields = { TEAM_WEIGHT, total }
-  for j = 1, n do
-    fields[#fields + 1] = users[j]
-    fields[#fields + 1] = credit[users[j]] or 0
+  local user = users[chosen]
+  credit[user] = credit[user] - handed_out
+  local today, week = picks(user)
+  count[user] = { day = when.day, today = today + 1, week = when.week, this_week = week + 1 }
+  if commit then
+    local fields = { TEAM_WEIGHT, total }
+    for j = 1, n do
+      local c = count[users[j]] or { day = 0, today = 0, week = 0, this_week = 0 }
+      fields[#fields + 1] = users[j]
+      fields[#fields + 1] = string.format('%d:%d:%d:%d:%d', credit[users[j]] or 0, c.day, c.today, c.week, c.this_week)
+    end
+    redis.call('HSET', key, unpack(fields))
   end
-  redis.call('HSET', key, unpack(fields))
-  return users[chosen]
+  return user, everyone_away
 end
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -100,15 +136,31 @@ for i = 1, events do
       if not duplicate then
         -- Round robin: the standings change only when the pick is stored, in this same script.
         local users, weights, away = {}, {}, {}
-        local catch_up = ARGV[a + 5] == '1'
         for j = 1, size do
-          users[j] = ARGV[a + 3 + 3 * j]
-          weights[j] = tonumber(ARGV[a + 4 + 3 * j])
-          away[j] = ARGV[a + 5 + 3 * j] == '1'
+          local m = a + 15 + 3 * j
+          users[j] = ARGV[m]
+          weights[j] = tonumber(ARGV[m + 1])
+          away[j] = ARGV[m + 2] == '1'
         end
-        ops[#ops + 1] = ARGV[a + 2] .. pick(KEYS[tonumber(ARGV[a + 1])], users, weights, away, catch_up) .. ARGV[a + 3]
+        local catch_up = ARGV[a + 5] == '1'
+        local caps = { day = tonumber(ARGV[a + 6]), week = tonumber(ARGV[a + 7]) }
+        local when = { day = tonumber(ARGV[a + 8]), week = tonumber(ARGV[a + 9]) }
+        local key = KEYS[tonumber(ARGV[a + 1])]
+        local user, everyone_away = pick(key, users, weights, away, catch_up, caps, when, true)
+        if user then
+          local after = ARGV[a + 3]
+          if everyone_away then after = ARGV[a + 10] end
+          ops[#ops + 1] = ARGV[a + 2] .. user .. after
+        elseif ARGV[a + 11] ~= '' then
+          ops[#ops + 1] = ARGV[a + 2] .. ARGV[a + 11] .. ARGV[a + 12]
+        elseif ARGV[a + 13] ~= '' then
+          -- Every member at their cap, no overflow: set aside; a replay adds whom the pick would choose uncapped.
+          local anyway = pick(key, users, weights, away, catch_up, { day = 0, week = 0 }, when, false)
+          redis.call('RPUSH', KEYS[tonumber(ARGV[a + 14])], ARGV[a + 2] .. anyway .. ARGV[a + 17])
+          redis.call('HSET', KEYS[tonumber(ARGV[a + 13])], ARGV[a + 15], ARGV[a + 16])
+        end
       end
-      a = a + 6 + 3 * size
+      a = a + 18 + 3 * size
     else
       ops[#ops + 1] = ARGV[a]
       a = a + 1

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use super::RedisQueue;
 use super::reply::corrupt;
 use crate::domain::clock::{Millis, millis};
-use crate::domain::followers::Action;
+use crate::domain::pick::When;
+use crate::domain::rotation::Turn;
 use crate::event::UserId;
-use crate::queue::keys::{PartitionKeys, contact_member};
-use crate::queue::{EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError, QueuedOp};
+use crate::queue::keys::contact_member;
+use crate::queue::{DeadLetter, EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError, QueuedOp};
 use QueuedOp as StoredOp;
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
@@ -27,7 +28,7 @@ impl RedisQueue {
         let mut results = vec![0i64; batch.len()];
         for (partition, indices) in by_partition {
             let events: Vec<&EventOps> = indices.iter().map(|&i| &batch[i]).collect();
-            let stored = self.enqueue_partition(&self.keys.partition(partition), &events, now).await?;
+            let stored = self.enqueue_partition(partition, &events, now).await?;
             for (&i, result) in indices.iter().zip(stored) {
                 results[i] = result;
             }
@@ -47,17 +48,19 @@ impl RedisQueue {
     /// One partition's part of a batch, as one script call (argument layout: the header of `enqueue.lua`).
     async fn enqueue_partition(
         &self,
-        partition: &PartitionKeys,
+        partition_number: u16,
         events: &[&EventOps],
         now: Millis,
     ) -> Result<Vec<i64>, QueueError> {
+        let partition = &self.keys.partition(partition_number);
         let mut invocation = self.scripts.enqueue.prepare_invoke();
         invocation.key(partition.ready()).key(partition.pending_count());
         let mut args: Vec<String> = Vec::with_capacity(3 + events.len() * 4);
-        let mut cursors: Vec<String> = Vec::new();
-        // (position in `args`, index in `cursors`): cursor keys follow the per-event keys, so their KEYS index
-        // is known only once every event is laid out.
-        let mut cursor_args: Vec<(usize, usize)> = Vec::new();
+        // Keys a round robin may touch (its standings; a dead letter's hash and list) follow the per-event keys,
+        // so their KEYS index is known only once every event is laid out: (position in `args`, index in
+        // `extra`), filled in at the end.
+        let mut extra: Vec<String> = Vec::new();
+        let mut extra_args: Vec<(usize, usize)> = Vec::new();
         for event in events {
             let member = contact_member(&event.contact);
             invocation
@@ -65,62 +68,94 @@ impl RedisQueue {
                 .key(partition.pending(&member))
                 .key(partition.state(&member));
             // An empty round-robin team stores nothing (the rules reject one; this keeps the script simple).
-            let ops: Vec<&PlannedOp> = event
-                .ops
-                .iter()
-                .filter(|p| !matches!(&p.action, Action::RoundRobin { pool, .. } if pool.is_empty()))
-                .collect();
+            let ops: Vec<&PlannedOp> =
+                event.ops.iter().filter(|p| p.action.rotation().is_none_or(|r| !r.members.is_empty())).collect();
             args.push(member);
             args.push(ops.len().to_string());
             args.push(if event.background { "1" } else { "0" }.to_owned());
             for planned in ops {
-                let stored = |op: FollowerOp| StoredOp {
+                let stored = |op: FollowerOp, note: Option<String>| StoredOp {
                     seq: 0,
                     op,
                     rule: planned.rule.to_string(),
                     event_id: event.event_id.clone(),
                     enqueued_at: now,
                     ownership: planned.ownership,
+                    note,
                 };
-                match (&planned.action, planned.action.cursor_key(&event.contact.location_id)) {
-                    (Action::RoundRobin { pool, weights, catch_up, .. }, Some(cursor_key)) => {
-                        let cursor = partition.rotation(&cursor_key);
-                        let index = cursors.iter().position(|c| *c == cursor).unwrap_or_else(|| {
-                            cursors.push(cursor);
-                            cursors.len() - 1
-                        });
-                        // The script splices the picked user between the two halves of the encoded operation.
-                        let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
-                        let template = serde_json::to_string(&stored(FollowerOp::Add(placeholder)))?;
-                        let (before, after) = template
-                            .split_once(RR_PLACEHOLDER)
-                            .ok_or_else(|| corrupt("round-robin template".to_owned()))?;
-                        args.push("rr".to_owned());
-                        cursor_args.push((args.len(), index));
-                        args.extend([String::new(), before.to_owned(), after.to_owned(), pool.len().to_string()]);
-                        args.push(if *catch_up { "1" } else { "0" }.to_owned());
-                        // Who is away is known here, at the time of the enqueue; the script skips them.
-                        for (i, user) in pool.iter().enumerate() {
-                            let quoted = serde_json::to_string(user.as_str())?;
-                            args.push(quoted[1..quoted.len() - 1].to_owned());
-                            args.push(weights.get(i).copied().unwrap_or(1).to_string());
-                            args.push(if planned.action.is_away(user, now) { "1" } else { "0" }.to_owned());
-                        }
+                let Some(rotation) = planned.action.rotation() else {
+                    if let Some(op) = planned.action.resolve() {
+                        args.push(serde_json::to_string(&stored(op, None))?);
                     }
-                    (action, _) => {
-                        if let Some(op) = action.resolve(0) {
-                            args.push(serde_json::to_string(&stored(op))?);
-                        }
-                    }
+                    continue;
+                };
+                let mut reference = |args: &mut Vec<String>, key: String| {
+                    let index = extra.iter().position(|k| *k == key).unwrap_or_else(|| {
+                        extra.push(key);
+                        extra.len() - 1
+                    });
+                    extra_args.push((args.len(), index));
+                    args.push(String::new());
+                };
+                // The script splices the picked user between the two halves of the encoded operation; the
+                // second half differs with the note the turn leaves in the audit trail.
+                let halves = |turn: &Turn| -> Result<(String, String), QueueError> {
+                    let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
+                    let template = serde_json::to_string(&stored(FollowerOp::Add(placeholder), turn.note(rotation)))?;
+                    let (before, after) = template
+                        .split_once(RR_PLACEHOLDER)
+                        .ok_or_else(|| corrupt("round-robin template".to_owned()))?;
+                    Ok((before.to_owned(), after.to_owned()))
+                };
+                let anybody = rotation.members[0].user.clone();
+                let (before, after) = halves(&Turn::Picked { user: anybody.clone(), everyone_away: false })?;
+                let (_, after_away) = halves(&Turn::Picked { user: anybody.clone(), everyone_away: true })?;
+                let (_, after_overflow) = halves(&Turn::Overflow(anybody.clone()))?;
+                let (_, after_anyway) = halves(&Turn::Refused { anyway: anybody })?;
+                let when = When::at(now);
+                let cap = |cap: Option<u32>| cap.map_or_else(|| "0".to_owned(), |n| n.to_string());
+                args.push("rr".to_owned());
+                reference(&mut args, partition.rotation(&rotation.key(&event.contact.location_id)));
+                args.extend([before, after, rotation.members.len().to_string()]);
+                args.push(if rotation.catch_up { "1" } else { "0" }.to_owned());
+                args.extend([cap(rotation.caps.per_day), cap(rotation.caps.per_week)]);
+                args.extend([when.day.to_string(), when.week.to_string(), after_away]);
+                args.push(rotation.overflow.as_ref().map(escaped).transpose()?.unwrap_or_default());
+                args.push(after_overflow);
+                let capped = rotation.caps.per_day.is_some() || rotation.caps.per_week.is_some();
+                if capped && rotation.overflow.is_none() {
+                    // Every member may be at their cap: the script then stores this dead letter instead.
+                    let letter_id = format!("{partition_number}-{:016x}", rand::random::<u64>());
+                    reference(&mut args, partition.dead());
+                    reference(&mut args, partition.dead_ops(&letter_id));
+                    let description = DeadLetter {
+                        id: letter_id.clone(),
+                        location_id: event.contact.location_id.clone(),
+                        contact_id: event.contact.contact_id.clone(),
+                        operations: Vec::new(),
+                        status: None,
+                        reason: rotation.refusal(),
+                        failed_at: now,
+                    };
+                    args.extend([letter_id, serde_json::to_string(&description)?]);
+                } else {
+                    args.extend([String::new(), String::new(), String::new(), String::new()]);
+                }
+                args.push(after_anyway);
+                // Who is away is known here, at the time of the enqueue; the script skips them.
+                for member in &rotation.members {
+                    args.push(escaped(&member.user)?);
+                    args.push(member.weight.to_string());
+                    args.push(if rotation.is_away(&member.user, now) { "1" } else { "0" }.to_owned());
                 }
             }
         }
-        let first_cursor = 3 + 3 * events.len();
-        for (position, index) in cursor_args {
-            args[position] = (first_cursor + index).to_string();
+        let first_extra = 3 + 3 * events.len();
+        for (position, index) in extra_args {
+            args[position] = (first_extra + index).to_string();
         }
-        for cursor in &cursors {
-            invocation.key(cursor);
+        for key in &extra {
+            invocation.key(key);
         }
         invocation.arg(now).arg(millis(self.dedup_ttl)).arg(events.len());
         for arg in &args {
@@ -128,4 +163,10 @@ impl RedisQueue {
         }
         Ok(invocation.invoke_async(&mut self.conn()).await?)
     }
+}
+
+/// A user id as it sits inside a JSON string (the script compares and splices it there).
+fn escaped(user: &UserId) -> Result<String, QueueError> {
+    let quoted = serde_json::to_string(user.as_str())?;
+    Ok(quoted[1..quoted.len() - 1].to_owned())
 }

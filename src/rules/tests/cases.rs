@@ -123,7 +123,7 @@ expect = ["add", "follow usr_1", "remove_all"]
         load_errors(dir.path()),
         [
             "a.toml:3:1: unknown key `source_formt` in `case`; did you mean `source_format`? valid keys: name, \
-             source_format, payload, payload_file, known_tags, expect, at",
+             source_format, payload, payload_file, known_tags, expect, at, picked_today, picked_this_week",
             "a.toml:9:17: unknown value `ghl-workflw` in `case`; did you mean `ghl-workflow`? expected one of: \
              generic, ghl, ghl-workflow",
             "b.toml:4:16: a case has either `payload` or `payload_file`, not both",
@@ -142,7 +142,7 @@ fn a_case_needs_one_readable_payload_and_operations_followd_can_queue() {
     assert!(found[0].starts_with("a.toml:1:1: this case has no payload;"), "{}", found[0]);
     assert_eq!(
         found[1],
-        "a.toml:3:11: `add` is not an operation; write \"add <user id>\", \"remove <user id>\" or \"remove_all\""
+        "a.toml:3:11: `add` is not an operation; write \"add <user id>\", \"remove <user id>\", \"remove_all\" or \"dead_letter\" (a round robin's turn set aside: every member at their cap)"
     );
     assert!(found[2].starts_with("a.toml:3:18: `follow usr_1` is not an operation"), "{}", found[2]);
     assert!(found[3].starts_with("a.toml:7:16: cannot read payload_file "), "{}", found[3]);
@@ -191,6 +191,8 @@ fn case(expect: &[&str]) -> Case {
         known_tags: None,
         expect: expect.iter().map(|line| (*line).to_owned()).collect(),
         at: None,
+        picked_today: Default::default(),
+        picked_this_week: Default::default(),
     }
 }
 
@@ -257,4 +259,31 @@ fn a_case_s_time_decides_who_is_away_and_a_bad_time_is_reported_at_its_place() {
     std::fs::write(&file, "[[case]]\nname = \"y\"\npayload = '{}'\nexpect = []\nat = \"2026-12-24T10:00:00Z\"\n")
         .unwrap();
     assert_eq!(load_cases(&[file]).unwrap()[0].at, Some(1_798_106_400_000));
+}
+
+#[test]
+fn a_case_s_picks_already_made_count_toward_the_caps() {
+    let text = "[users]\none = \"usr_1\"\ntwo = \"usr_2\"\nteam = [\"one\", \"two\"]\n\
+                [[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\n\
+                then = { round_robin = \"team\", max_per_day = 3, max_per_week = 10 }\n";
+    let set = valid(&[("r.toml", text)]);
+    let actions =
+        set.evaluate(&super::event(crate::event::EventKind::ContactCreated { source: None })).remove(0).actions;
+    let location = LocationId::parse("loc_1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.toml");
+    let cases = "[[case]]\nname = \"one capped\"\npayload = '{}'\nexpect = [\"add usr_2\"]\n\
+                 picked_today = { usr_1 = 3 }\n\
+                 [[case]]\nname = \"both capped\"\npayload = '{}'\nexpect = [\"dead_letter\"]\n\
+                 picked_today = { usr_1 = 3 }\npicked_this_week = { usr_2 = 10 }\n\
+                 [[case]]\nname = \"bad\"\npayload = '{}'\nexpect = []\npicked_today = { \"\" = 3 }\n";
+    std::fs::write(&file, cases).unwrap();
+    let error = load_cases(std::slice::from_ref(&file)).unwrap_err().to_string();
+    assert!(error.contains("cases.toml:16:18: the user id `` is empty"), "{error}");
+    std::fs::write(&file, cases.split("[[case]]\nname = \"bad\"").next().unwrap()).unwrap();
+    for case in load_cases(&[file]).unwrap() {
+        let mut lines = OpLines::for_case(&case, 1_798_070_400_000);
+        lines.push(&location, &actions[0]);
+        assert_eq!(lines.into_lines(), case.expect, "{}", case.name);
+    }
 }

@@ -114,13 +114,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                 Action::Add(user("usr_alice")),
                 Action::Add(user("usr_bob")),
                 Action::Add(user("usr_carol")),
-                Action::RoundRobin {
-                    rule: "all".into(),
-                    weights: vec![1; pool.len()].into(),
-                    pool,
-                    availability: Default::default(),
-                    catch_up: false,
-                },
+                Action::RoundRobin(std::sync::Arc::new(rotation("all", &pool))),
             ],
             ownership: None,
         }]
@@ -133,11 +127,20 @@ fn round_robin_on_a_single_user_is_a_pool_of_one() {
         "[[rule]]\nname = \"solo\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"alice\" }\n";
     let set = valid(&[("users.toml", USERS), ("x.toml", text)]);
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
-    let pool = vec![user("usr_alice")].into();
-    let availability = Default::default();
-    let expected =
-        Action::RoundRobin { rule: "solo".into(), pool, weights: vec![1].into(), availability, catch_up: false };
+    let expected = Action::RoundRobin(std::sync::Arc::new(rotation("solo", &[user("usr_alice")])));
     assert_eq!(actions, [expected]);
+}
+
+/// A round robin as written with nothing but its team: every weight 1, nobody away, no caps.
+fn rotation(rule: &str, team: &[crate::event::UserId]) -> crate::domain::rotation::Rotation {
+    crate::domain::rotation::Rotation {
+        rule: rule.into(),
+        members: team.iter().map(|user| crate::domain::pick::Member { user: user.clone(), weight: 1 }).collect(),
+        availability: Default::default(),
+        catch_up: false,
+        caps: Default::default(),
+        overflow: None,
+    }
 }
 
 #[test]
@@ -183,8 +186,8 @@ fn weights_give_each_member_of_a_round_robin_their_weight_and_the_others_one() {
                  everyone = [\"alice\", \"bob\", \"carol\"]\n";
     let set = valid(&[("users.toml", users), ("x.toml", text)]);
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
-    let [Action::RoundRobin { weights, .. }] = &actions[..] else { panic!("{actions:?}") };
-    assert_eq!(&weights[..], [3, 1, 2]);
+    let [Action::RoundRobin(rotation)] = &actions[..] else { panic!("{actions:?}") };
+    assert_eq!(rotation.members.iter().map(|m| m.weight).collect::<Vec<_>>(), [3, 1, 2]);
     assert_eq!(
         actions[0].to_string(),
         "round_robin [usr_alice x3, usr_bob, usr_carol x2]",
@@ -218,9 +221,10 @@ fn availability_is_read_per_alias_and_its_mistakes_are_reported_at_their_place()
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
     let christmas = 1_798_156_800_000; // 2026-12-25T00:00:00Z
     let twelfth = 1_799_107_200_000; // 2027-01-05T00:00:00Z
-    assert!(actions[0].is_away(&user("usr_alice"), christmas));
-    assert!(!actions[0].is_away(&user("usr_bob"), christmas));
-    assert!(actions[0].is_away(&user("usr_bob"), twelfth), "a team's entry applies to each member");
+    let rotation = actions[0].rotation().unwrap();
+    assert!(rotation.is_away(&user("usr_alice"), christmas));
+    assert!(!rotation.is_away(&user("usr_bob"), christmas));
+    assert!(rotation.is_away(&user("usr_bob"), twelfth), "a team's entry applies to each member");
     let broken = "[availability]\nalise = { away = [\"2026-12-20\"] }\nbob = { away = [\"2026-12-31/2026-12-20\"] }\n\
                   carol = { holidays = [] }\n";
     let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
@@ -241,10 +245,43 @@ fn catch_up_is_read_with_a_round_robin_and_refused_without_one() {
                 then = { round_robin = \"sales\", catch_up = true }\n";
     let set = valid(&[("users.toml", super::USERS), ("x.toml", with)]);
     let actions = set.evaluate(&event(created(None))).remove(0).actions;
-    assert!(matches!(&actions[..], [Action::RoundRobin { catch_up: true, .. }]), "{actions:?}");
+    assert!(actions[0].rotation().is_some_and(|r| r.catch_up), "{actions:?}");
     let without = "[[rule]]\nname = \"a\"\nwhen = { event = \"contact_created\" }\n\
                    then = { add = [\"alice\"], catch_up = true }\n";
     let found = super::errors(&[("users.toml", super::USERS), ("y.toml", without)]);
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].starts_with("y.toml:4:38: `catch_up` is about a round_robin's absent members"), "{found:#?}");
+    assert!(found[0].starts_with("y.toml:4:38: `catch_up` is about a round_robin's members"), "{found:#?}");
+}
+
+#[test]
+fn caps_and_overflow_are_read_with_a_round_robin_and_their_mistakes_reported_at_their_place() {
+    let with = "[[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\n\
+                then = { round_robin = \"sales\", max_per_day = 5, max_per_week = 20, overflow = \"carol\" }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", with)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    let rotation = actions[0].rotation().unwrap();
+    assert_eq!((rotation.caps.per_day, rotation.caps.per_week), (Some(5), Some(20)));
+    assert_eq!(rotation.overflow, Some(user("usr_carol")));
+    assert_eq!(
+        actions[0].to_string(),
+        "round_robin [usr_alice, usr_bob] max_per_day 5 max_per_week 20 overflow usr_carol",
+        "as `rules explain` says it"
+    );
+    let broken = "[[rule]]\nname = \"a\"\nwhen = { event = \"contact_created\" }\n\
+                  then = { round_robin = \"sales\", max_per_day = 0, overflow = \"sales\" }\n\
+                  [[rule]]\nname = \"b\"\nwhen = { event = \"contact_created\" }\n\
+                  then = { add = [\"alice\"], max_per_week = 3 }\n\
+                  [[rule]]\nname = \"c\"\nwhen = { event = \"contact_created\" }\n\
+                  then = { round_robin = \"sales\", overflow = \"carol\" }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    let expected = [
+        "y.toml:4:47: max_per_day = 0: a cap is a whole number of picks, at least 1",
+        "y.toml:4:61: `sales` is a team; overflow names one user",
+        "y.toml:8:42: `max_per_week` is about a round_robin's members; this rule has none",
+        "y.toml:12:44: `overflow` takes the turns nobody can take at their cap",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for expected in expected {
+        assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
 }
