@@ -15,7 +15,7 @@ use serde_spanned::Spanned;
 use super::aliases::{self, Aliases, Resolved};
 use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
-use crate::domain::availability::{Availability, parse_range};
+use crate::domain::availability::{Availability, parse_hours, parse_range, parse_zone};
 use crate::domain::pick::{Caps, Member};
 use crate::domain::rotation::Rotation;
 
@@ -110,6 +110,32 @@ fn availability(
                     Ok(days) => users.iter().for_each(|user| availability.add(user.clone(), days)),
                     Err(message) => diagnostics.push(source.at(range.span(), message)),
                 }
+            }
+            if let Some(zone) = &entry.time_zone {
+                match parse_zone(zone.get_ref()) {
+                    Ok(zone) => users.iter().for_each(|user| availability.set_zone(user.clone(), zone)),
+                    Err(message) => diagnostics.push(source.at(zone.span(), message)),
+                }
+            }
+            match (&entry.hours, &entry.days) {
+                (Some(hours), days) => {
+                    match parse_hours(hours.get_ref(), days.as_ref().map(|d| d.get_ref().as_str())) {
+                        Ok(hours) => users.iter().for_each(|user| availability.set_hours(user.clone(), hours)),
+                        // The span of the part that is wrong: a day name is in `days`.
+                        Err(message) => {
+                            let at = match days {
+                                Some(days) if message.contains("is not a day") => days.span(),
+                                _ => hours.span(),
+                            };
+                            diagnostics.push(source.at(at, message));
+                        }
+                    }
+                }
+                (None, Some(days)) => {
+                    let message = "`days` are the days of the working `hours`; give hours = \"09:00-17:00\" too";
+                    diagnostics.push(source.at(days.span(), message.to_owned()));
+                }
+                (None, None) => {}
             }
         }
     }

@@ -76,10 +76,14 @@ pub(super) struct RawFile {
     pub availability: Vec<RawAbsences>,
 }
 
-/// One `[availability]` entry: `alice = { away = ["2026-12-20/2026-12-31"] }`.
+/// One `[availability]` entry: `alice = { away = ["2026-12-20/2026-12-31"], hours = "09:00-17:00",
+/// days = "mon-fri", time_zone = "Europe/Berlin" }`, every key optional.
 pub(super) struct RawAbsences {
     pub name: Spanned<String>,
     pub away: Vec<Spanned<String>>,
+    pub hours: Option<Spanned<String>>,
+    pub days: Option<Spanned<String>>,
+    pub time_zone: Option<Spanned<String>>,
 }
 
 /// One `[users]` entry.
@@ -296,11 +300,34 @@ fn parse_availability(
             diagnostics.push(source.at(span, format!("write each entry as {example}")));
             continue;
         };
-        let mut away = Vec::new();
+        let mut absences = RawAbsences { name, away: Vec::new(), hours: None, days: None, time_zone: None };
         for (key, value) in entry {
-            if key.get_ref().as_ref() != "away" {
-                let message = format!("unknown key `{}` in availability; write {example}", key.get_ref());
-                diagnostics.push(source.at(key.span(), message));
+            let slot = match key.get_ref().as_ref() {
+                "away" => None,
+                "hours" => Some(&mut absences.hours),
+                "days" => Some(&mut absences.days),
+                "time_zone" => Some(&mut absences.time_zone),
+                other => {
+                    let message = format!(
+                        "unknown key `{other}` in availability{}valid keys: away, hours, days, time_zone",
+                        did_you_mean(other, ["away", "hours", "days", "time_zone"].into_iter())
+                    );
+                    diagnostics.push(source.at(key.span(), message));
+                    continue;
+                }
+            };
+            if let Some(slot) = slot {
+                match value.get_ref() {
+                    DeValue::String(text) => *slot = Some(Spanned::new(value.span(), text.to_string())),
+                    _ => {
+                        let message = format!(
+                            "`{}` is a string, e.g. hours = \"09:00-17:00\", days = \"mon-fri\", \
+                                     time_zone = \"Europe/Berlin\"",
+                            key.get_ref()
+                        );
+                        diagnostics.push(source.at(value.span(), message));
+                    }
+                }
                 continue;
             }
             let span = value.span();
@@ -310,13 +337,13 @@ fn parse_availability(
             };
             for item in items.iter() {
                 match item.get_ref() {
-                    DeValue::String(text) => away.push(Spanned::new(item.span(), text.to_string())),
+                    DeValue::String(text) => absences.away.push(Spanned::new(item.span(), text.to_string())),
                     _ => diagnostics
                         .push(source.at(item.span(), "a day range is a string like \"2026-12-20/2026-12-31\"".into())),
                 }
             }
         }
-        out.push(RawAbsences { name, away });
+        out.push(absences);
     }
 }
 

@@ -195,3 +195,50 @@ async fn a_worker_keeps_its_lease_through_a_redis_restart_and_the_contact_goes_o
     assert!(upstream.wait_for_followers("c-1", &[], Duration::from_secs(10)).await, "the contact stalled");
     assert!(restarted.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn two_receivers_picking_concurrently_keep_a_weighted_round_robin_s_shares() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start().await;
+    upstream.set_limit(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, Some(&redis.url()));
+    let rules = "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\nteam = [\"alice\", \"bob\"]\n\
+                 [[rule]]\nname = \"shared\"\nwhen = { event = \"tag_added\", tag = \"lead\" }\n\
+                 then = { round_robin = \"team\", weights = { alice = 2 }, max_per_day = 1000 }\n";
+    std::fs::write(dir.path().join("rules/rules.toml"), rules).unwrap();
+    // Each receiver keeps its own spool, so each has its own data directory.
+    let receiver = |name: &str| {
+        let data = dir.path().join(name).to_str().unwrap().to_owned();
+        let config = config.clone();
+        async move {
+            let env = [("FOLLOWD_DATA_DIR", data.as_str())];
+            Followd::start_with(&config, free_port(), &["--role", "receiver"], &env, None).await
+        }
+    };
+    let receivers = [receiver("r1").await, receiver("r2").await];
+    let _worker = Followd::start(&config, free_port(), &["--role", "worker"]).await;
+
+    use futures_util::StreamExt;
+    // 90 contacts, 45 through each receiver, 16 requests in flight at a time: the picks race in Redis.
+    let sends = (0..90).map(|i| {
+        let addr = receivers[i % 2].addr.clone();
+        async move { post(&addr, &tag_event(&format!("e{i}"), "tag_added", &format!("c-{i}"), "lead")).await.status() }
+    });
+    let statuses: Vec<_> = futures_util::stream::iter(sends).buffer_unordered(16).collect().await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    let mut picked: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..90 {
+        let contact = format!("c-{i}");
+        let one = eventually(WAIT, || {
+            let upstream = &upstream;
+            let contact = contact.clone();
+            async move { upstream.followers_of(&contact).len() == 1 }
+        })
+        .await;
+        assert!(one, "{contact}: {:?}", upstream.followers_of(&contact));
+        *picked.entry(upstream.followers_of(&contact).into_iter().next().unwrap()).or_default() += 1;
+    }
+    // 90 picks at 2:1 are exactly 60 and 30: a pick counted twice, or lost, would show.
+    assert_eq!(picked, BTreeMap::from([("usr_alice".to_owned(), 60), ("usr_bob".to_owned(), 30)]));
+}

@@ -285,3 +285,32 @@ fn caps_and_overflow_are_read_with_a_round_robin_and_their_mistakes_reported_at_
         assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
     }
 }
+
+#[test]
+fn working_hours_are_read_in_the_user_s_time_zone_and_their_mistakes_reported_at_their_place() {
+    let text = "[availability]\nalice = { hours = \"09:00-17:00\", days = \"mon-fri\", time_zone = \"America/New_York\" }\n\
+                [[rule]]\nname = \"rr\"\nwhen = { event = \"contact_created\" }\nthen = { round_robin = \"sales\" }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let actions = set.evaluate(&event(created(None))).remove(0).actions;
+    let rotation = actions[0].rotation().unwrap();
+    let monday_10_utc = 1_764_583_200_000; // 2025-12-01T10:00:00Z, a Monday: 05:00 in New York
+    let monday_15_utc = monday_10_utc + 5 * 3_600_000; // 10:00 in New York
+    assert!(rotation.is_away(&user("usr_alice"), monday_10_utc), "before her hours in her zone");
+    assert!(!rotation.is_away(&user("usr_alice"), monday_15_utc));
+    assert!(!rotation.is_away(&user("usr_bob"), monday_10_utc), "no hours: always at work");
+    let broken = "[availability]\nalice = { hours = \"9 to 5\" }\nbob = { days = \"mon\" }\n\
+                  carol = { hours = \"09:00-17:00\", days = \"mon-fry\", time_zone = \"Mars/Olympus\" }\n\
+                  sales = { hour = \"09:00-17:00\" }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    let expected = [
+        "y.toml:2:19: `9 to 5` is not a span of hours",
+        "y.toml:3:16: `days` are the days of the working `hours`",
+        "y.toml:4:64: `Mars/Olympus` is not a time zone",
+        "y.toml:4:41: `fry` is not a day",
+        "y.toml:5:11: unknown key `hour` in availability; did you mean `hours`?",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for expected in expected {
+        assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
+}
