@@ -44,8 +44,18 @@ fn event(i: usize) -> EventOps {
             contact_id: ContactId::parse(&format!("c-{i}")).expect("a valid id"),
         },
         ops: vec![
-            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_a")), ownership: Default::default() },
-            PlannedOp { rule: Arc::from("bench"), action: Action::Add(user("usr_b")), ownership: Default::default() },
+            PlannedOp {
+                rule: Arc::from("bench"),
+                action: Action::Add(user("usr_a")),
+                ownership: Default::default(),
+                lasts: None,
+            },
+            PlannedOp {
+                rule: Arc::from("bench"),
+                action: Action::Add(user("usr_b")),
+                ownership: Default::default(),
+                lasts: None,
+            },
         ],
         background: false,
     }
@@ -77,7 +87,7 @@ fn round_robin_event(i: usize, weighted: bool) -> EventOps {
             location_id: LocationId::parse(&format!("loc-{}", i % 16)).expect("a valid id"),
             contact_id: ContactId::parse(&format!("rr-{weighted}-{i}")).expect("a valid id"),
         },
-        ops: vec![PlannedOp { rule: Arc::from("bench"), action, ownership: Default::default() }],
+        ops: vec![PlannedOp { rule: Arc::from("bench"), action, ownership: Default::default(), lasts: None }],
         background: false,
     }
 }

@@ -100,6 +100,7 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ),
     ("followd_delivery_retries_total", Kind::Counter, "Failed deliveries tried again, in place or requeued."),
     ("followd_dead_letters_total", Kind::Counter, "Deliveries set aside after a permanent failure."),
+    ("followd_timed_removals_total", Kind::Counter, "Removals of timed followers (a rule's `for`) queued when due."),
     (
         "followd_location_pauses_total",
         Kind::Counter,

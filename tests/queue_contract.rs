@@ -87,7 +87,7 @@ fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
         contact: contact.clone(),
         ops: actions
             .into_iter()
-            .map(|action| PlannedOp { rule: Arc::from("rule"), action, ownership: Default::default() })
+            .map(|action| PlannedOp { rule: Arc::from("rule"), action, ownership: Default::default(), lasts: None })
             .collect(),
         background: false,
     }
@@ -328,6 +328,55 @@ async fn a_capped_round_robin_skips_who_is_at_the_cap_then_overflows_or_sets_the
     assert_eq!(queue.replay(&Selection::All, tomorrow + 20).await.unwrap(), 1);
     let lease = lease(queue, tomorrow + 30).await;
     assert_eq!(ops(&lease), [FollowerOp::Add(user("bob"))]);
+}
+
+async fn a_timed_follower_s_removal_comes_due_and_a_later_add_or_removal_cancels_or_moves_it(stores: &Stores) {
+    let queue = &*stores.queue;
+    const DAY: u64 = 86_400_000;
+    let timed = |id: &str, contact: &str, who: &str, at: u64| {
+        let mut event = event(id, &key("l1", contact), vec![Action::Add(user(who))]);
+        event.ops[0].lasts = Some(DAY);
+        (event, at)
+    };
+    let plain = |id: &str, contact: &str, action: Action, at: u64| (event(id, &key("l1", contact), vec![action]), at);
+    let steps = [
+        timed("t1", "c1", "alice", T0),
+        timed("t2", "c2", "bob", T0),
+        plain("t3", "c2", Action::Remove(user("bob")), T0 + 1),
+        timed("t4", "c3", "carol", T0),
+        plain("t5", "c3", Action::Add(user("carol")), T0 + 1),
+        timed("t6", "c4", "dave", T0),
+        timed("t7", "c4", "dave", T0 + 10 * 3_600_000),
+        timed("t8", "c5", "erin", T0),
+        plain("t9", "c5", Action::RemoveAll, T0 + 1),
+    ];
+    for (event, at) in steps {
+        queue.enqueue(vec![event], at).await.unwrap();
+    }
+    while let LeaseOutcome::Leased(lease) = queue.lease(T0 + 11 * 3_600_000).await.unwrap() {
+        queue.ack(&lease, &Applied::default(), T0 + 11 * 3_600_000).await.unwrap();
+    }
+    assert_eq!(queue.fire_timers(T0 + DAY - 1).await.unwrap(), 0, "nothing is due before its time");
+    assert_eq!(queue.fire_timers(T0 + DAY).await.unwrap(), 1, "alice's day is up; dave's was moved");
+    let removal = lease(queue, T0 + DAY + 1).await;
+    assert_eq!(removal.contact.contact_id.to_string(), "c1");
+    assert_eq!(ops(&removal), [FollowerOp::Remove(user("alice"))]);
+    assert_eq!(removal.ops[0].ownership, followd::domain::followers::Ownership::Managed, "a person's follower stays");
+    assert!(removal.ops[0].note.as_deref().is_some_and(|n| n.contains("added for 1d")), "{:?}", removal.ops[0]);
+    queue.ack(&removal, &Applied::default(), T0 + DAY + 1).await.unwrap();
+    assert_eq!(queue.fire_timers(T0 + 10 * 3_600_000 + DAY).await.unwrap(), 1, "dave's, a day after his second add");
+    let lease = lease(queue, T0 + 10 * 3_600_000 + DAY + 1).await;
+    assert_eq!(
+        (lease.contact.contact_id.to_string(), ops(&lease)),
+        ("c4".to_owned(), vec![FollowerOp::Remove(user("dave"))])
+    );
+    queue.ack(&lease, &Applied::default(), T0 + 10 * 3_600_000 + DAY + 1).await.unwrap();
+    assert_eq!(
+        queue.fire_timers(T0 + 100 * DAY).await.unwrap(),
+        0,
+        "a removal, a plain add and remove_all cancelled the rest"
+    );
+    assert_eq!(nothing_ready(queue, T0 + 100 * DAY).await, None);
 }
 
 async fn with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed(stores: &Stores) {
@@ -727,6 +776,7 @@ macro_rules! contract {
                 an_event_that_matched_nothing_is_remembered_but_queues_nothing,
                 round_robin_rotates_per_rule_and_location,
                 a_capped_round_robin_skips_who_is_at_the_cap_then_overflows_or_sets_the_turn_aside,
+                a_timed_follower_s_removal_comes_due_and_a_later_add_or_removal_cancels_or_moves_it,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
     with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,

@@ -472,6 +472,15 @@ async fn reap(queue: Arc<dyn Queue>, every: Duration, cancel: CancellationToken)
             Ok(reaped) => tracing::warn!(reaped, "expired leases returned to the queue"),
             Err(e) => tracing::warn!(error = %e, "cannot reap expired leases"),
         }
+        // Timed followers whose time is up: their removals join the queue.
+        match queue.fire_timers(now_ms()).await {
+            Ok(0) => {}
+            Ok(fired) => {
+                metrics::counter!("followd_timed_removals_total").increment(fired as u64);
+                tracing::info!(fired, "timed followers' removals queued");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot queue the timed followers' removals"),
+        }
     }
 }
 
@@ -500,8 +509,12 @@ mod tests {
         let contact =
             ContactKey { location_id: LocationId::parse("loc").unwrap(), contact_id: ContactId::parse("c").unwrap() };
         let user = UserId::parse("u").unwrap();
-        let add =
-            PlannedOp { rule: Arc::from("r"), action: crate::rules::Action::Add(user), ownership: Ownership::Any };
+        let add = PlannedOp {
+            rule: Arc::from("r"),
+            action: crate::rules::Action::Add(user),
+            ownership: Ownership::Any,
+            lasts: None,
+        };
         let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add], background: false };
         stores.queue.enqueue(vec![event], now_ms()).await.unwrap();
         let LeaseOutcome::Leased(lease) = stores.queue.lease(now_ms()).await.unwrap() else { panic!("nothing leased") };

@@ -288,10 +288,9 @@ pub fn plan(occurrences: &[Occurrence], rules: &RuleSet, ownership: Ownership) -
                 for matched in rules.evaluate(event) {
                     metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
                     let (rule, ownership) = (&matched.rule, matched.ownership.unwrap_or(ownership));
-                    ops.extend(matched.actions.into_iter().map(|action| PlannedOp {
-                        rule: Arc::clone(rule),
-                        action,
-                        ownership,
+                    ops.extend(matched.actions.into_iter().map(|action| {
+                        let adds = matches!(action, crate::rules::Action::Add(_) | crate::rules::Action::RoundRobin(_));
+                        PlannedOp { rule: Arc::clone(rule), action, ownership, lasts: matched.lasts.filter(|_| adds) }
                     }));
                 }
             }

@@ -92,6 +92,16 @@ impl PartitionKeys {
         format!("{}seen:{event}", self.base)
     }
 
+    /// Sorted set: `contact \x1e user` → when (ms) that timed follower's removal is due.
+    pub fn timers(&self) -> String {
+        format!("{}timers", self.base)
+    }
+
+    /// Hash: the contact's timed followers, user → the removal to queue when due.
+    pub fn contact_timers(&self, contact: &str) -> String {
+        format!("{}ctimers:{contact}", self.base)
+    }
+
     /// Hash: a round robin's standings, its team weight and each member's credit (see `enqueue.lua`).
     pub fn rotation(&self, cursor_key: &str) -> String {
         format!("{}rotation:{cursor_key}", self.base)

@@ -62,6 +62,10 @@ pub struct PlannedOp {
     pub action: Action,
     /// Whose followers a removal may touch: the rule's `ownership`, else `followers.ownership`.
     pub ownership: Ownership,
+    /// For an add: how long (ms) the follower stays. The queue schedules their removal (of followd's own
+    /// follower only) that long after the enqueue; a later add or removal of that user on that contact
+    /// cancels it, and a later timed add moves it.
+    pub lasts: Option<u64>,
 }
 
 /// All that one event asks of one contact: enqueued (or recognised as a duplicate) as a whole.
@@ -102,6 +106,26 @@ pub struct QueuedOp {
     /// everyone was away, or given to the overflow); absent for most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl QueuedOp {
+    /// The removal of `user` that a timed add (this operation, from a rule with `for = lasts` ms) schedules:
+    /// of followd's own follower only (a person's stays), with a note for the audit trail.
+    pub fn timed_removal(&self, user: UserId, lasts: u64) -> QueuedOp {
+        let minutes = lasts / 60_000;
+        let shown = match minutes {
+            m if m % 1440 == 0 => format!("{}d", m / 1440),
+            m if m % 60 == 0 => format!("{}h", m / 60),
+            m => format!("{m}m"),
+        };
+        QueuedOp {
+            seq: 0,
+            op: FollowerOp::Remove(user),
+            ownership: Ownership::Managed,
+            note: Some(format!("rule `{}`: added for {shown}, now over", self.rule)),
+            ..self.clone()
+        }
+    }
 }
 
 /// What an enqueue did.
@@ -275,6 +299,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Returns expired leases to the ready set and forgets expired event ids. Returns the leases reaped.
     async fn reap(&self, now: Millis) -> Result<usize, QueueError>;
+
+    /// Queues, for their contacts, the removals of timed followers (a rule's `for`) due at `now`, as live
+    /// work after what is pending. Returns how many.
+    async fn fire_timers(&self, now: Millis) -> Result<usize, QueueError>;
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;
 

@@ -98,6 +98,11 @@ pub fn needed(present: Present<'_>, rules: &RuleSet, judgement: Judgement) -> Ne
         for matched in rules.evaluate(event) {
             let rule = matched.rule;
             for action in matched.actions {
+                // A rule with `for` adds for a while after its event, not for as long as a state holds: its
+                // adds are not a state to converge to (the timed removal would be undone at every run).
+                if matched.lasts.is_some() && matches!(action, Action::Add(_) | Action::RoundRobin(_)) {
+                    continue;
+                }
                 let ownership = |default| judgement.run.or(matched.ownership).unwrap_or(default);
                 match action {
                     Action::RemoveAll => {

@@ -162,6 +162,10 @@ struct Conditions {
     from_stage: Option<Box<str>>,
 }
 
+/// Bounds on `for`.
+const MIN_LASTS: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_LASTS: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
 impl<'a> Checker<'a> {
     /// Checks one rule; returns it compiled when nothing about it is wrong.
     fn rule(&mut self, source: Source<'a>, raw: &'a RawRule) -> Option<CompiledRule> {
@@ -173,6 +177,7 @@ impl<'a> Checker<'a> {
         });
         let conditions = raw.when.as_ref().map(|when| self.when(source, when));
         let actions = raw.then.as_ref().map(|then| self.then(source, then, &name));
+        let lasts = raw.then.as_ref().and_then(|then| self.lasts(source, then.get_ref()));
         let (Some(head), Some(locations), Some(conditions), Some(actions)) =
             (&raw.head, locations, conditions, actions)
         else {
@@ -191,7 +196,35 @@ impl<'a> Checker<'a> {
             locations,
             actions,
             ownership: head.ownership,
+            lasts,
         })
+    }
+
+    /// `for`: how long the followers the rule adds stay, in ms: from a second (the removal is queued within
+    /// `queue.lease / 4` of its time) to ten years. A rule with `for` must add someone.
+    fn lasts(&mut self, source: Source<'_>, spec: &Then) -> Option<u64> {
+        let written = spec.lasts.as_ref()?;
+        let text = written.get_ref().trim();
+        let adds = spec.add.as_ref().is_some_and(|a| !a.get_ref().is_empty()) || spec.round_robin.is_some();
+        if !adds {
+            let message = "`for` says how long added followers stay; this rule adds none (give add or round_robin)";
+            self.report(source, written.span(), message.to_owned());
+            return None;
+        }
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= MIN_LASTS && d <= MAX_LASTS => u64::try_from(d.as_millis()).ok(),
+            Ok(_) => {
+                let message = format!("for = \"{text}\": a follower stays at least 1 second and at most 10 years");
+                self.report(source, written.span(), message);
+                None
+            }
+            Err(error) => {
+                let message =
+                    format!("for = \"{text}\" is not a duration ({error}); write e.g. \"14d\", \"8h\", \"90m\"");
+                self.report(source, written.span(), message);
+                None
+            }
+        }
     }
 
     fn report(&mut self, source: Source<'_>, span: Range<usize>, message: String) {

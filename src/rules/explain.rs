@@ -23,6 +23,8 @@ const LISTED_LOCATIONS: usize = 5;
 pub struct Consideration {
     pub rule: Arc<str>,
     pub outcome: Outcome,
+    /// The rule's `for` (ms): the followers it adds stay that long.
+    pub lasts: Option<u64>,
 }
 
 /// What a rule did with an event.
@@ -45,7 +47,14 @@ impl fmt::Display for Consideration {
                     }
                     write!(f, "{action}")?;
                 }
-                Ok(())
+                match self.lasts {
+                    Some(ms) => write!(
+                        f,
+                        " (followers it adds stay {}, then followd removes them)",
+                        humantime::format_duration(std::time::Duration::from_millis(ms))
+                    ),
+                    None => Ok(()),
+                }
             }
             Outcome::Skipped(reason) => write!(f, "rule `{}` skipped: {reason}", self.rule),
         }
@@ -110,7 +119,7 @@ pub(super) fn explain(index: &Index, event: &Event) -> Vec<Consideration> {
                     Outcome::Skipped(reasons.join("; "))
                 }
             };
-            Consideration { rule: rule.name.clone(), outcome }
+            Consideration { rule: rule.name.clone(), outcome, lasts: rule.lasts }
         })
         .collect()
 }

@@ -39,6 +39,8 @@ pub(super) struct CompiledRule {
     pub actions: Vec<Action>,
     /// The rule's own `ownership`, if it says one.
     pub ownership: Option<crate::domain::followers::Ownership>,
+    /// `for`: how long (ms) the followers it adds stay.
+    pub lasts: Option<u64>,
 }
 
 /// A condition a rule may put on an event, besides its kind.
@@ -153,7 +155,12 @@ impl Index {
         positions
             .into_iter()
             .map(|position| &self.rules[position])
-            .map(|rule| Match { rule: rule.name.clone(), actions: rule.actions.clone(), ownership: rule.ownership })
+            .map(|rule| Match {
+                rule: rule.name.clone(),
+                actions: rule.actions.clone(),
+                ownership: rule.ownership,
+                lasts: rule.lasts,
+            })
             .collect()
     }
 

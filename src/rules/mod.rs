@@ -210,4 +210,6 @@ pub struct Match {
     pub actions: Vec<Action>,
     /// The rule's own `ownership`; `None`: the configuration's `followers.ownership` applies.
     pub ownership: Option<crate::domain::followers::Ownership>,
+    /// `for`: how long (ms) the followers the rule adds stay; `None`: until something removes them.
+    pub lasts: Option<u64>,
 }

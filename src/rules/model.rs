@@ -180,13 +180,26 @@ pub(super) struct Then {
     /// Who is added when every member is at their cap (an alias); without it such a turn is dead-lettered.
     #[serde(default)]
     pub overflow: Option<Spanned<String>>,
+    /// How long the followers this rule adds stay (`"14d"`, `"8h"`): each is removed after it.
+    #[serde(default, rename = "for")]
+    pub lasts: Option<Spanned<String>>,
 }
 
 const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
 const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
-const THEN_KEYS: &[&str] =
-    &["remove_all", "remove", "add", "round_robin", "weights", "catch_up", "max_per_day", "max_per_week", "overflow"];
+const THEN_KEYS: &[&str] = &[
+    "remove_all",
+    "remove",
+    "add",
+    "round_robin",
+    "weights",
+    "catch_up",
+    "max_per_day",
+    "max_per_week",
+    "overflow",
+    "for",
+];
 const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed";
 const WHEN_EXAMPLE: &str = r#"when = { event = "tag_added", tag = "vip" }"#;
 const THEN_EXAMPLE: &str = r#"then = { add = ["alice"] }"#;

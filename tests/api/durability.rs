@@ -129,3 +129,40 @@ async fn sigterm_stops_the_process_cleanly_within_the_grace_period() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
 }
+
+/// A rule with `for`: alice follows for 4 s after the tag, then followd removes her, across a restart; bob, a
+/// person's follower the rule also names, stays.
+async fn a_timed_follower_is_removed_after_its_time_across_a_restart(redis_url: Option<&str>) {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, redis_url);
+    let rules = "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\n\
+                 [[rule]]\nname = \"for-a-while\"\nwhen = { event = \"tag_added\", tag = \"hot\" }\n\
+                 then = { add = [\"alice\", \"bob\"], for = \"4s\" }\n";
+    std::fs::write(dir.path().join("rules/rules.toml"), rules).unwrap();
+    upstream.set_followers("c-1", &["usr_bob"]);
+    let first = Followd::start(&config, free_port(), &[]).await;
+    let sent = std::time::Instant::now();
+    assert_eq!(post(&first.addr, &tag_event("e1", "tag_added", "c-1", "hot")).await.status(), 202);
+    assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
+    // A restart (SIGTERM: the delivery is acknowledged first, so followd knows it added alice).
+    assert!(first.terminate().await.success());
+    let _second = Followd::start(&config, free_port(), &[]).await;
+    assert!(
+        upstream.wait_for_followers("c-1", &["usr_bob"], WAIT).await,
+        "alice is removed after 4 s; bob, whom a person added, stays: {:?}",
+        upstream.followers_of("c-1")
+    );
+    assert!(sent.elapsed() >= Duration::from_secs(4), "removed before its time: {:?}", sent.elapsed());
+}
+
+#[tokio::test]
+async fn a_timed_follower_is_removed_after_its_time_across_a_restart_on_the_embedded_store() {
+    a_timed_follower_is_removed_after_its_time_across_a_restart(None).await;
+}
+
+#[tokio::test]
+async fn a_timed_follower_is_removed_after_its_time_across_a_restart_on_redis() {
+    let redis = crate::support::redis::RedisServer::start().await;
+    a_timed_follower_is_removed_after_its_time_across_a_restart(Some(&redis.url())).await;
+}

@@ -3,8 +3,8 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::lifecycle::{finish, make_live};
-use super::tables::{CONTACTS, DEAD, META, OrQueue, PENDING, READY, contact_key, read_state, write_state};
+use super::lifecycle::{append_live, finish};
+use super::tables::{DEAD, META, OrQueue, contact_key};
 use crate::domain::clock::Millis;
 use crate::domain::outcome::Outcome;
 use crate::queue::{ContactKey, DeadLetter, Failure, Lease, QueueError, QueuedOp};
@@ -50,38 +50,25 @@ pub(super) fn dead_letters(db: &Database) -> Result<Vec<DeadLetter>, QueueError>
 /// Puts the letters' operations back at the end of their contacts' queues, in their order, and deletes the
 /// letters; returns how many.
 pub(super) fn replay(tx: &WriteTransaction, letters: &[DeadLetter], now: Millis) -> Result<usize, QueueError> {
-    {
-        let mut dead = tx.open_table(DEAD).q()?;
-        let mut pending = tx.open_table(PENDING).q()?;
-        let mut contacts = tx.open_table(CONTACTS).q()?;
-        let mut ready = tx.open_table(READY).q()?;
-        let mut meta = tx.open_table(META).q()?;
-        let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
-        for letter in letters {
-            dead.remove(letter.id.as_str()).q()?;
-            let key = contact_key(&ContactKey {
-                location_id: letter.location_id.clone(),
-                contact_id: letter.contact_id.clone(),
-            });
-            for op in &letter.operations {
+    let mut dead = tx.open_table(DEAD).q()?;
+    let mut meta = tx.open_table(META).q()?;
+    let mut seq = meta.get("seq").q()?.map(|v| v.value()).unwrap_or(0);
+    for letter in letters {
+        dead.remove(letter.id.as_str()).q()?;
+        let key =
+            contact_key(&ContactKey { location_id: letter.location_id.clone(), contact_id: letter.contact_id.clone() });
+        let ops: Vec<QueuedOp> = letter
+            .operations
+            .iter()
+            .map(|op| {
                 seq += 1;
-                let op = QueuedOp { seq, ..op.clone() };
-                pending.insert((key.as_str(), seq), serde_json::to_vec(&op)?.as_slice()).q()?;
-            }
-            let mut state = read_state(&contacts, &key)?.unwrap_or_default();
-            // Replayed operations are live work.
-            let mut changed = make_live(&mut ready, &mut state, &key)?;
-            if state.lease.is_none() && state.ready_at.is_none() {
-                state.ready_at = Some(now);
-                ready.insert((now, key.as_str()), ()).q()?;
-                changed = true;
-            }
-            if changed {
-                write_state(&mut contacts, &key, &state)?;
-            }
-        }
-        meta.insert("seq", seq).q()?;
+                QueuedOp { seq, ..op.clone() }
+            })
+            .collect();
+        // Replayed operations are live work.
+        append_live(tx, &key, &ops, now)?;
     }
+    meta.insert("seq", seq).q()?;
     Ok(letters.len())
 }
 

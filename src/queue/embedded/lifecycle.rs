@@ -11,6 +11,7 @@ use super::tables::{
     CONTACTS, ContactState, DEAD, LEASES, LeaseState, META, OrQueue, PENDING, READY, ROTATIONS, SEEN, SEEN_EXPIRY,
     contact_key, parse_contact_key, read_state, write_state,
 };
+use super::timers::{TimerFlag, follow_up};
 use crate::domain::clock::Millis;
 use crate::domain::followers::FollowerOp;
 use crate::domain::outcome::Outcome;
@@ -31,6 +32,7 @@ pub(super) fn enqueue(
     batch: Vec<EventOps>,
     now: Millis,
     expires: Millis,
+    timers: &TimerFlag,
 ) -> Result<EnqueueOutcome, QueueError> {
     let mut outcome = EnqueueOutcome::default();
     {
@@ -114,6 +116,7 @@ pub(super) fn enqueue(
                     note,
                 };
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
+                follow_up(tx, timers, &key, &queued, planned.lasts)?;
                 stored += 1;
             }
             if stored > 0 {
@@ -161,6 +164,28 @@ fn refused_letter(contact: &crate::queue::ContactKey, op: QueuedOp, reason: Stri
         reason,
         failed_at: now,
     }
+}
+
+/// Appends `ops` (their seqs already given) to `contact`'s pending operations as live work, making the contact
+/// ready at `now` unless it is leased or already waiting (a replay, a timer coming due).
+pub(super) fn append_live(tx: &WriteTransaction, key: &str, ops: &[QueuedOp], now: Millis) -> Result<(), QueueError> {
+    let mut pending = tx.open_table(PENDING).q()?;
+    let mut contacts = tx.open_table(CONTACTS).q()?;
+    let mut ready = tx.open_table(READY).q()?;
+    for op in ops {
+        pending.insert((key, op.seq), serde_json::to_vec(op)?.as_slice()).q()?;
+    }
+    let mut state = read_state(&contacts, key)?.unwrap_or_default();
+    let mut changed = make_live(&mut ready, &mut state, key)?;
+    if state.lease.is_none() && state.ready_at.is_none() {
+        state.ready_at = Some(now);
+        ready.insert((now, key), ()).q()?;
+        changed = true;
+    }
+    if changed {
+        write_state(&mut contacts, key, &state)?;
+    }
+    Ok(())
 }
 
 /// Live work arrived for a contact that only had background work: it moves to the live lane, keeping its time.

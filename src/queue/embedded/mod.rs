@@ -17,6 +17,7 @@
 //! - `locations`: [`super::LocationState`] (budget and pause, in memory) and the OAuth [`TokenStore`]
 //! - `audit`: [`super::AuditLog`], each contact's audit trail
 //! - `runs`: [`super::RunLog`], reconcile runs
+//! - `timers`: timed followers' removals, set at enqueue and queued when due
 //!
 //! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
@@ -29,6 +30,7 @@ mod locations;
 mod memory;
 mod runs;
 mod tables;
+mod timers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,6 +69,8 @@ pub struct EmbeddedQueue {
     limiter: Arc<locations::Limiters>,
     /// Pauses per location (429, a rejected token); in memory for the same reason.
     pauses: Arc<locations::Pauses>,
+    /// Whether any timed follower may be stored (see `timers.rs`).
+    timers: Arc<timers::TimerFlag>,
 }
 
 impl std::fmt::Debug for EmbeddedQueue {
@@ -87,6 +91,10 @@ impl EmbeddedQueue {
             Err(e) => return Err(open_error(e.into())),
         };
         tables::create_all(&db)?;
+        let timers = Arc::new(timers::TimerFlag::default());
+        if timers::any(&db)? {
+            timers.set();
+        }
         let db = Arc::new(db);
         let committer = commit::Committer::start(Arc::clone(&db))?;
         Ok(Self {
@@ -96,6 +104,7 @@ impl EmbeddedQueue {
             dedup_ttl,
             limiter: Arc::default(),
             pauses: Arc::default(),
+            timers,
         })
     }
 
@@ -137,7 +146,8 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        self.write(move |tx| lifecycle::enqueue(tx, batch.clone(), now, expires)).await
+        let timers = Arc::clone(&self.timers);
+        self.write(move |tx| lifecycle::enqueue(tx, batch.clone(), now, expires, &timers)).await
     }
 
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
@@ -179,6 +189,14 @@ impl Queue for EmbeddedQueue {
 
     async fn reap(&self, now: Millis) -> Result<usize, QueueError> {
         self.write(move |tx| expiry::reap(tx, now)).await
+    }
+
+    async fn fire_timers(&self, now: Millis) -> Result<usize, QueueError> {
+        if !self.timers.is_set() {
+            return Ok(0);
+        }
+        let timers = Arc::clone(&self.timers);
+        self.write(move |tx| timers::fire(tx, &timers, now)).await
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

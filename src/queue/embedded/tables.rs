@@ -18,6 +18,7 @@
 //! - `oauth`    location → its OAuth tokens (the refresh token rotates)
 //! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
+//! - `timers`   (due, contact \x1e user) → a timed follower's removal; `timer_of` contact \x1e user → due
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub(super) const MEMO_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition
 pub(super) const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
 pub(super) const OAUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("oauth");
 pub(super) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
+pub(super) const TIMERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("timers");
+pub(super) const TIMER_OF: TableDefinition<&str, u64> = TableDefinition::new("timer_of");
 
 /// Creates every table that does not exist yet, in one committed transaction.
 pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
@@ -68,6 +71,8 @@ pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
         tx.open_table(DEAD).map_err(redb::Error::from)?;
         tx.open_table(OAUTH).map_err(redb::Error::from)?;
         tx.open_table(AUDIT).map_err(redb::Error::from)?;
+        tx.open_table(TIMERS).map_err(redb::Error::from)?;
+        tx.open_table(TIMER_OF).map_err(redb::Error::from)?;
     }
     tx.commit().map_err(redb::Error::from)?;
     Ok(())

@@ -1,6 +1,8 @@
 -- enqueue.lua — store a batch of events' follower operations, once per event id, in one partition.
 -- KEYS[1] ready zset (contact -> ready_at)   KEYS[2] pending operation counter
--- KEYS[3..] per event, three keys: seen marker, pending list, state hash; then round robins' standings hashes
+-- KEYS[3] timers zset (contact \30 user -> when a timed follower's removal is due)
+-- KEYS[4..] per event, four keys: seen marker, pending list, state hash, the contact's timers hash (user ->
+-- the removal to queue); then round robins' standings hashes and dead letter keys
 -- ARGV[1] now (ms)   ARGV[2] de-duplication window (ms)   ARGV[3] number of events
 -- then per event: contact member, number of operations, "1" for background work (a reconcile) or "0", and
 -- per operation either
@@ -12,6 +14,9 @@
 --   description ("" x4 unless a refused turn is dead-lettered), JSON after the user a replayed letter adds;
 --   then per member its user id (JSON-escaped), weight, and "1" when away now (skipped, unless everyone is)
 --   or "0"
+-- and after each operation what it does to the contact's timers: "c" and the user (JSON-escaped) to cancel
+-- theirs (any add or removal), "C" and "" to cancel them all (remove_all), or "s", the user ("" for a round
+-- robin: whom it picks), the due time and the removal's JSON before and after the user, to set (or move) it
 -- Returns one integer per event: -1 when its id was seen within the window, else the operations stored.
 -- Every key shares the partition's hash tag (see keys.rs), so the script runs on Redis Cluster.
 -- Kept lean on purpose: no cjson, one RPUSH per event, ZADD NX; this is the webhook path's only write.
@@ -121,7 +126,7 @@ local events = tonumber(ARGV[3])
 local results = {}
 local a = 4
 for i = 1, events do
-  local seen, pending, state = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
+  local seen, pending, state, ctimers = KEYS[4 * i], KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3]
   local member = ARGV[a]
   local count = tonumber(ARGV[a + 1])
   local background = ARGV[a + 2] == '1'
@@ -129,8 +134,10 @@ for i = 1, events do
   -- The value is when the id may be accepted again, by the caller's clock (as in the embedded queue); the
   -- key's own TTL only cleans up.
   local duplicate = tonumber(redis.call('GET', seen) or '0') > now
-  local ops = {}
+  local ops, timers = {}, {}
   for _ = 1, count do
+    -- Who the operation stored is about (a round robin's pick), or nil when nothing was stored.
+    local about = nil
     if ARGV[a] == 'rr' then
       local size = tonumber(ARGV[a + 4])
       if not duplicate then
@@ -151,8 +158,10 @@ for i = 1, events do
           local after = ARGV[a + 3]
           if everyone_away then after = ARGV[a + 10] end
           ops[#ops + 1] = ARGV[a + 2] .. user .. after
+          about = user
         elseif ARGV[a + 11] ~= '' then
           ops[#ops + 1] = ARGV[a + 2] .. ARGV[a + 11] .. ARGV[a + 12]
+          about = ARGV[a + 11]
         elseif ARGV[a + 13] ~= '' then
           -- Every member at their cap, no overflow: set aside; a replay adds whom the pick would choose uncapped.
           local anyway = pick(key, users, weights, away, catch_up, { day = 0, week = 0 }, when, false)
@@ -163,7 +172,18 @@ for i = 1, events do
       a = a + 18 + 3 * size
     else
       ops[#ops + 1] = ARGV[a]
+      about = ''
       a = a + 1
+    end
+    local timer = { kind = ARGV[a], user = ARGV[a + 1] }
+    a = a + 2
+    if timer.kind == 's' then
+      timer.due, timer.before, timer.after = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+      a = a + 3
+    end
+    if about and not duplicate then
+      if timer.user == '' then timer.user = about end
+      timers[#timers + 1] = timer
     end
   end
   if duplicate then
@@ -185,6 +205,19 @@ for i = 1, events do
       -- A leased contact becomes ready again at its ack; a ready one keeps its place in line (NX).
       if redis.call('HEXISTS', state, 'lease') == 0 then
         redis.call('ZADD', KEYS[1], 'NX', now + lane, member)
+      end
+    end
+    -- Timed followers: a timed add sets (or moves) the user's removal; any other add or removal cancels it.
+    for _, t in ipairs(timers) do
+      if t.kind == 'C' then
+        for _, user in ipairs(redis.call('HKEYS', ctimers)) do redis.call('ZREM', KEYS[3], member .. '\30' .. user) end
+        redis.call('DEL', ctimers)
+      elseif t.kind == 's' then
+        redis.call('HSET', ctimers, t.user, t.before .. t.user .. t.after)
+        redis.call('ZADD', KEYS[3], tonumber(t.due), member .. '\30' .. t.user)
+      else
+        redis.call('HDEL', ctimers, t.user)
+        redis.call('ZREM', KEYS[3], member .. '\30' .. t.user)
       end
     end
     results[i] = #ops

@@ -54,7 +54,7 @@ impl RedisQueue {
     ) -> Result<Vec<i64>, QueueError> {
         let partition = &self.keys.partition(partition_number);
         let mut invocation = self.scripts.enqueue.prepare_invoke();
-        invocation.key(partition.ready()).key(partition.pending_count());
+        invocation.key(partition.ready()).key(partition.pending_count()).key(partition.timers());
         let mut args: Vec<String> = Vec::with_capacity(3 + events.len() * 4);
         // Keys a round robin may touch (its standings; a dead letter's hash and list) follow the per-event keys,
         // so their KEYS index is known only once every event is laid out: (position in `args`, index in
@@ -66,7 +66,8 @@ impl RedisQueue {
             invocation
                 .key(partition.seen(&event.event_id))
                 .key(partition.pending(&member))
-                .key(partition.state(&member));
+                .key(partition.state(&member))
+                .key(partition.contact_timers(&member));
             // An empty round-robin team stores nothing (the rules reject one; this keeps the script simple).
             let ops: Vec<&PlannedOp> =
                 event.ops.iter().filter(|p| p.action.rotation().is_none_or(|r| !r.members.is_empty())).collect();
@@ -83,9 +84,32 @@ impl RedisQueue {
                     ownership: planned.ownership,
                     note,
                 };
+                // What the operation does to the contact's timers (see the script's header).
+                let timer = |args: &mut Vec<String>, user: Option<&UserId>| -> Result<(), QueueError> {
+                    let user = user.map(escaped).transpose()?.unwrap_or_default();
+                    match planned.lasts {
+                        Some(lasts) => {
+                            let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
+                            let add = stored(FollowerOp::Add(placeholder.clone()), None);
+                            let template = serde_json::to_string(&add.timed_removal(placeholder, lasts))?;
+                            let (before, after) = template
+                                .split_once(RR_PLACEHOLDER)
+                                .ok_or_else(|| corrupt("timer template".to_owned()))?;
+                            let due = now.saturating_add(lasts).to_string();
+                            args.extend(["s".to_owned(), user, due, before.to_owned(), after.to_owned()]);
+                        }
+                        None if user.is_empty() => args.extend(["C".to_owned(), String::new()]),
+                        None => args.extend(["c".to_owned(), user]),
+                    }
+                    Ok(())
+                };
                 let Some(rotation) = planned.action.rotation() else {
                     if let Some(op) = planned.action.resolve() {
-                        args.push(serde_json::to_string(&stored(op, None))?);
+                        args.push(serde_json::to_string(&stored(op.clone(), None))?);
+                        match &op {
+                            FollowerOp::Add(user) | FollowerOp::Remove(user) => timer(&mut args, Some(user))?,
+                            FollowerOp::RemoveAll => timer(&mut args, None)?,
+                        }
                     }
                     continue;
                 };
@@ -148,9 +172,15 @@ impl RedisQueue {
                     args.push(member.weight.to_string());
                     args.push(if rotation.is_away(&member.user, now) { "1" } else { "0" }.to_owned());
                 }
+                if planned.lasts.is_some() {
+                    timer(&mut args, None)?;
+                } else {
+                    // Cancel the timer of whoever is picked ("" stands for the pick).
+                    args.extend(["c".to_owned(), String::new()]);
+                }
             }
         }
-        let first_extra = 3 + 3 * events.len();
+        let first_extra = 4 + 4 * events.len();
         for (position, index) in extra_args {
             args[position] = (first_extra + index).to_string();
         }

@@ -166,4 +166,25 @@ impl RedisQueue {
         }
         Ok(reaped)
     }
+
+    /// Queues the timed followers' removals that are due, in every partition.
+    pub(super) async fn fire_due_timers(&self, now: Millis) -> Result<usize, QueueError> {
+        let mut fired = 0;
+        for n in 0..self.keys.partitions() {
+            let partition = self.keys.partition(n);
+            let count: usize = self
+                .scripts
+                .timers
+                .key(partition.ready())
+                .key(partition.timers())
+                .key(partition.pending_count())
+                .arg(now)
+                .arg(partition.base())
+                .arg(MAX_REAP)
+                .invoke_async(&mut self.conn())
+                .await?;
+            fired += count;
+        }
+        Ok(fired)
+    }
 }

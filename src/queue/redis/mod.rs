@@ -139,6 +139,10 @@ impl Queue for RedisQueue {
         self.reap_expired(now).await
     }
 
+    async fn fire_timers(&self, now: Millis) -> Result<usize, QueueError> {
+        self.fire_due_timers(now).await
+    }
+
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut stats = QueueStats::default();
         for n in 0..self.keys.partitions() {

@@ -13,6 +13,7 @@ pub(super) struct Scripts {
     pub(super) swap_stage: Script,
     pub(super) replay: Script,
     pub(super) throttle: Script,
+    pub(super) timers: Script,
 }
 
 impl Scripts {
@@ -27,10 +28,11 @@ impl Scripts {
             swap_stage: Script::new(include_str!("../lua/swap_stage.lua")),
             replay: Script::new(include_str!("../lua/replay.lua")),
             throttle: Script::new(include_str!("../lua/throttle.lua")),
+            timers: Script::new(include_str!("../lua/timers.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 9] {
+    pub(super) fn all(&self) -> [&Script; 10] {
         [
             &self.enqueue,
             &self.lease,
@@ -41,6 +43,7 @@ impl Scripts {
             &self.swap_stage,
             &self.replay,
             &self.throttle,
+            &self.timers,
         ]
     }
 }
@@ -58,6 +61,7 @@ mod tests {
             ("retry", include_str!("../lua/retry.lua")),
             ("reap", include_str!("../lua/reap.lua")),
             ("replay", include_str!("../lua/replay.lua")),
+            ("timers", include_str!("../lua/timers.lua")),
         ] {
             assert!(script.contains(&offset), "{name}.lua does not use {offset}");
         }

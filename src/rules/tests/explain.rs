@@ -47,6 +47,7 @@ then = { remove = ["alice"] }
         Consideration {
             rule: "vip".into(),
             outcome: Outcome::Fired(vec![Action::Add(user("usr_alice")), Action::Add(user("usr_bob"))]),
+            lasts: None,
         }
     );
     assert_eq!(

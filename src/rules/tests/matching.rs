@@ -117,6 +117,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
                 Action::RoundRobin(std::sync::Arc::new(rotation("all", &pool))),
             ],
             ownership: None,
+            lasts: None,
         }]
     );
 }
@@ -308,6 +309,36 @@ fn working_hours_are_read_in_the_user_s_time_zone_and_their_mistakes_reported_at
         "y.toml:4:64: `Mars/Olympus` is not a time zone",
         "y.toml:4:41: `fry` is not a day",
         "y.toml:5:11: unknown key `hour` in availability; did you mean `hours`?",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for expected in expected {
+        assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
+}
+
+#[test]
+fn for_says_how_long_added_followers_stay_and_its_mistakes_are_reported_at_their_place() {
+    let text = "[[rule]]\nname = \"t\"\nwhen = { event = \"tag_added\", tag = \"hot\" }\n\
+                then = { add = [\"alice\"], remove = [\"bob\"], for = \"14d\" }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let matched = set.evaluate(&tag_added("hot")).remove(0);
+    assert_eq!(matched.lasts, Some(14 * 86_400_000));
+    let explained = set.explain(&tag_added("hot"))[0].to_string();
+    assert_eq!(
+        explained,
+        "rule `t` fires: remove usr_bob, add usr_alice (followers it adds stay 14days, then followd removes them)"
+    );
+    let broken = "[[rule]]\nname = \"a\"\nwhen = { event = \"tag_added\", tag = \"x\" }\n\
+                  then = { remove = [\"alice\"], for = \"1d\" }\n\
+                  [[rule]]\nname = \"b\"\nwhen = { event = \"tag_added\", tag = \"x\" }\n\
+                  then = { add = [\"alice\"], for = \"a fortnight\" }\n\
+                  [[rule]]\nname = \"c\"\nwhen = { event = \"tag_added\", tag = \"x\" }\n\
+                  then = { add = [\"alice\"], for = \"500ms\" }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    let expected = [
+        "y.toml:4:36: `for` says how long added followers stay; this rule adds none",
+        "y.toml:8:33: for = \"a fortnight\" is not a duration",
+        "y.toml:12:33: for = \"500ms\": a follower stays at least 1 second and at most 10 years",
     ];
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for expected in expected {
