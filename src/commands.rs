@@ -78,6 +78,9 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
             lines.push(&event.contact.location_id, &planned.action);
         }
     }
+    for reason in lines.reasons() {
+        println!("  {reason}");
+    }
     let lines = lines.into_lines();
     println!("{} operation(s) would be queued (a round robin shows the pick of a fresh store):", lines.len());
     for line in &lines {

@@ -36,6 +36,15 @@ impl Hours {
     }
 }
 
+/// Why someone is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// A day listed in their `away`.
+    DayAway,
+    /// Outside their working `hours` or `days`.
+    OffHours,
+}
+
 /// One user's availability.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Schedule {
@@ -69,7 +78,12 @@ impl Availability {
 
     /// Whether `user` is away at `now` (ms since the epoch): on a day away, or outside their working hours.
     pub fn is_away(&self, user: &UserId, now: Millis) -> bool {
-        let Some(schedule) = self.people.get(user) else { return false };
+        self.absence(user, now).is_some()
+    }
+
+    /// Why `user` is away at `now`, if they are.
+    pub fn absence(&self, user: &UserId, now: Millis) -> Option<Absence> {
+        let schedule = self.people.get(user)?;
         let utc = DateTime::from_timestamp_millis(i64::try_from(now).unwrap_or(i64::MAX)).unwrap_or_default();
         let local = match schedule.zone {
             Some(zone) => utc.with_timezone(&zone).naive_local(),
@@ -77,8 +91,13 @@ impl Availability {
         };
         let day = u64::try_from(local.date().signed_duration_since(DateTime::UNIX_EPOCH.date_naive()).num_days())
             .unwrap_or(0);
-        schedule.away.iter().any(|&(first, last)| first <= day && day <= last)
-            || schedule.hours.is_some_and(|hours| !hours.at_work(local))
+        if schedule.away.iter().any(|&(first, last)| first <= day && day <= last) {
+            Some(Absence::DayAway)
+        } else if schedule.hours.is_some_and(|hours| !hours.at_work(local)) {
+            Some(Absence::OffHours)
+        } else {
+            None
+        }
     }
 }
 

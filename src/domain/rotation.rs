@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::availability::Availability;
+use super::availability::{Absence, Availability};
 use super::clock::Millis;
-use super::pick::{Caps, Member, Pick, Standings, When, pick};
+use super::pick::{Caps, Member, Pick, Skipped, Standings, When, pick};
 use crate::event::{LocationId, UserId};
 
 /// A round robin, compiled from a rule's `then`.
@@ -89,6 +89,36 @@ impl Rotation {
         }
     }
 
+    /// Why a turn taken at `now` from `standings` goes where it goes (`rules explain`): who is picked, and why
+    /// each other member is not. The standings are not changed.
+    pub fn why(&self, standings: &Standings, now: Millis) -> String {
+        let mut copy = standings.clone();
+        let away = |user: &UserId| self.is_away(user, now);
+        match pick(&self.members, &mut copy, away, self.caps, self.catch_up, When::at(now)) {
+            Pick::Picked { user, everyone_away, skipped } => {
+                let mut parts = vec![if everyone_away {
+                    format!("{user} picked: nobody under their cap is at work now, so the turn goes ahead anyway")
+                } else {
+                    format!("{user} picked: furthest behind their weighted share")
+                }];
+                for (other, reason) in skipped {
+                    let reason = match (reason, self.availability.absence(&other, now)) {
+                        (Skipped::AtCap, _) => "at their cap".to_owned(),
+                        (Skipped::Away, Some(Absence::OffHours)) => "outside their working hours".to_owned(),
+                        (Skipped::Away, _) => "away today".to_owned(),
+                        (Skipped::NotTheirTurn, _) => "not their turn".to_owned(),
+                    };
+                    parts.push(format!("{other} {reason}"));
+                }
+                parts.join("; ")
+            }
+            Pick::AllAtCap => match &self.overflow {
+                Some(user) => format!("every member is at their cap: {user} (overflow) is added"),
+                None => "every member is at their cap: the turn is set aside as a dead letter".to_owned(),
+            },
+        }
+    }
+
     /// Why a refused turn was set aside, as its dead letter says.
     pub fn refusal(&self) -> String {
         let mut caps = Vec::new();
@@ -140,5 +170,31 @@ mod tests {
             assert!(third.note(&rotation).is_some());
         }
         assert!(rotation(None).refusal().contains("max_per_day = 1"), "{}", rotation(None).refusal());
+    }
+
+    #[test]
+    fn why_names_who_is_picked_and_why_each_other_member_is_not() {
+        let user = |u: &str| UserId::parse(u).unwrap();
+        let mut availability = Availability::default();
+        availability.add(user("b"), (0, 0));
+        let members = ["a", "b", "c"].iter().map(|u| Member { user: user(u), weight: 1 }).collect();
+        let rotation = Rotation { members, availability: Arc::new(availability), ..rotation(None) };
+        let mut standings = Standings::default();
+        let why = rotation.why(&standings, 0);
+        assert_eq!(why, "a picked: furthest behind their weighted share; b away today; c not their turn");
+        assert_eq!(standings, Standings::default(), "explaining takes no turn");
+        rotation.turn(&mut standings, 0);
+        assert_eq!(
+            rotation.why(&standings, 0),
+            "c picked: furthest behind their weighted share; a at their cap; b away today"
+        );
+        rotation.turn(&mut standings, 0);
+        let why = rotation.why(&standings, 0);
+        assert_eq!(
+            why,
+            "b picked: nobody under their cap is at work now, so the turn goes ahead anyway; a at their cap; c at their cap"
+        );
+        rotation.turn(&mut standings, 0);
+        assert_eq!(rotation.why(&standings, 0), "every member is at their cap: the turn is set aside as a dead letter");
     }
 }

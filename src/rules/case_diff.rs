@@ -119,6 +119,8 @@ pub struct OpLines {
     /// `picked_this_week`).
     picked: BTreeMap<UserId, (u32, u32)>,
     lines: Vec<String>,
+    /// Why each round robin picked whom it picked, in order (`rules explain`).
+    reasons: Vec<String>,
 }
 
 impl OpLines {
@@ -162,6 +164,7 @@ impl OpLines {
             Action::RoundRobin(rotation) => {
                 let fresh = self.fresh(rotation);
                 let standings = self.standings.entry((Arc::clone(&rotation.rule), location.clone())).or_insert(fresh);
+                self.reasons.push(format!("round robin `{}`: {}", rotation.rule, rotation.why(standings, self.now)));
                 // An empty pool never compiles; skipping it here mirrors the queue, which stores nothing.
                 match rotation.turn(standings, self.now) {
                     Some(Turn::Picked { user, .. } | Turn::Overflow(user)) => format!("add {user}"),
@@ -171,6 +174,11 @@ impl OpLines {
             }
         };
         self.lines.push(line);
+    }
+
+    /// Why each round robin's turn went where it went, in the order pushed.
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
     }
 
     /// The lines, in the order pushed.

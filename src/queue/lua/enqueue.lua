@@ -208,16 +208,23 @@ for i = 1, events do
       end
     end
     -- Timed followers: a timed add sets (or moves) the user's removal; any other add or removal cancels it.
+    -- Most contacts have no timer: one EXISTS spares them the cancelling.
+    local has_timers = nil
     for _, t in ipairs(timers) do
-      if t.kind == 'C' then
-        for _, user in ipairs(redis.call('HKEYS', ctimers)) do redis.call('ZREM', KEYS[3], member .. '\30' .. user) end
-        redis.call('DEL', ctimers)
-      elseif t.kind == 's' then
+      if t.kind == 's' then
         redis.call('HSET', ctimers, t.user, t.before .. t.user .. t.after)
         redis.call('ZADD', KEYS[3], tonumber(t.due), member .. '\30' .. t.user)
+        has_timers = true
       else
-        redis.call('HDEL', ctimers, t.user)
-        redis.call('ZREM', KEYS[3], member .. '\30' .. t.user)
+        if has_timers == nil then has_timers = redis.call('EXISTS', ctimers) == 1 end
+        if has_timers and t.kind == 'C' then
+          for _, user in ipairs(redis.call('HKEYS', ctimers)) do redis.call('ZREM', KEYS[3], member .. '\30' .. user) end
+          redis.call('DEL', ctimers)
+          has_timers = false
+        elseif has_timers then
+          redis.call('HDEL', ctimers, t.user)
+          redis.call('ZREM', KEYS[3], member .. '\30' .. t.user)
+        end
       end
     end
     results[i] = #ops
