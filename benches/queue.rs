@@ -49,12 +49,14 @@ fn event(i: usize) -> EventOps {
                 action: Action::Add(user("usr_a")),
                 ownership: Default::default(),
                 lasts: None,
+                unless: None,
             },
             PlannedOp {
                 rule: Arc::from("bench"),
                 action: Action::Add(user("usr_b")),
                 ownership: Default::default(),
                 lasts: None,
+                unless: None,
             },
         ],
         background: false,
@@ -87,7 +89,13 @@ fn round_robin_event(i: usize, weighted: bool) -> EventOps {
             location_id: LocationId::parse(&format!("loc-{}", i % 16)).expect("a valid id"),
             contact_id: ContactId::parse(&format!("rr-{weighted}-{i}")).expect("a valid id"),
         },
-        ops: vec![PlannedOp { rule: Arc::from("bench"), action, ownership: Default::default(), lasts: None }],
+        ops: vec![PlannedOp {
+            rule: Arc::from("bench"),
+            action,
+            ownership: Default::default(),
+            lasts: None,
+            unless: None,
+        }],
         background: false,
     }
 }

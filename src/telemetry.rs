@@ -101,6 +101,7 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("followd_delivery_retries_total", Kind::Counter, "Failed deliveries tried again, in place or requeued."),
     ("followd_dead_letters_total", Kind::Counter, "Deliveries set aside after a permanent failure."),
     ("followd_timed_removals_total", Kind::Counter, "Removals of timed followers (a rule's `for`) queued when due."),
+    ("followd_operations_skipped_total", Kind::Counter, "Operations a rule's skip_if_following gave up at delivery."),
     (
         "followd_location_pauses_total",
         Kind::Counter,

@@ -87,7 +87,13 @@ fn event(id: &str, contact: &ContactKey, actions: Vec<Action>) -> EventOps {
         contact: contact.clone(),
         ops: actions
             .into_iter()
-            .map(|action| PlannedOp { rule: Arc::from("rule"), action, ownership: Default::default(), lasts: None })
+            .map(|action| PlannedOp {
+                rule: Arc::from("rule"),
+                action,
+                ownership: Default::default(),
+                lasts: None,
+                unless: None,
+            })
             .collect(),
         background: false,
     }
@@ -379,6 +385,32 @@ async fn a_timed_follower_s_removal_comes_due_and_a_later_add_or_removal_cancels
     assert_eq!(nothing_ready(queue, T0 + 100 * DAY).await, None);
 }
 
+async fn a_turn_given_back_goes_to_the_same_member_again_and_counts_once(stores: &Stores) {
+    let queue = &*stores.queue;
+    let caps = Caps { per_day: Some(2), per_week: None };
+    let rr = round_robin(Rotation { caps, ..rotation("refunds", &[("alice", 2), ("bob", 1)]) });
+    let mut picked = Vec::new();
+    for i in 0..4u64 {
+        queue
+            .enqueue(vec![event(&format!("g{i}"), &key("l1", &format!("g{i}")), vec![rr.clone()])], T0 + i)
+            .await
+            .unwrap();
+        let lease = lease(queue, T0 + 10 + i).await;
+        assert!(lease.ops[0].turn, "a pick is marked as a turn: {:?}", lease.ops[0]);
+        let [FollowerOp::Add(user)] = &ops(&lease)[..] else { panic!("{:?}", lease.ops) };
+        picked.push(user.to_string());
+        if i == 2 {
+            // This contact's rule was skipped at delivery: the turn goes back.
+            let location = LocationId::parse("l1").unwrap();
+            queue.refund_turn(&location, "refunds", user, lease.ops[0].enqueued_at).await.unwrap();
+        }
+        queue.ack(&lease, &Applied::default(), T0 + 10 + i).await.unwrap();
+    }
+    // alice, bob, alice (given back), alice again: under her cap of 2 a day, since the given-back one is not
+    // counted.
+    assert_eq!(picked, ["alice", "bob", "alice", "alice"]);
+}
+
 async fn with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed(stores: &Stores) {
     use followd::domain::pick::{Pick, Standings, When, pick};
     let queue = &*stores.queue;
@@ -499,6 +531,7 @@ fn applied(removed_all: bool, removed: &[&str], added: &[&str]) -> Applied {
         added: added.iter().map(|u| user(u)).collect(),
         seen: None,
         dry_run: false,
+        skipped: Vec::new(),
     }
 }
 
@@ -528,6 +561,22 @@ async fn a_dry_run_is_audited_as_one_and_changes_no_known_followers(stores: &Sto
     assert!(memory.known_followers(&c).await.unwrap().is_empty(), "nothing was sent, so nothing is followd's");
     let trail = audit.audit(Some(&c.location_id), &c.contact_id).await.unwrap();
     assert_eq!(trail.iter().map(|e| e.result.clone()).collect::<Vec<_>>(), [Outcome::DryRun]);
+}
+
+async fn operations_a_rule_skipped_are_audited_as_skipped_and_the_rest_as_delivered(stores: &Stores) {
+    let (queue, audit) = (&*stores.queue, &*stores.audit);
+    let c = key("loc", "c1");
+    let mut skippable = event("e1", &c, vec![add("a")]);
+    skippable.ops[0].unless = Some(vec![user("b")].into());
+    queue.enqueue(vec![skippable, event("e2", &c, vec![add("z")])], T0).await.unwrap();
+    let l = lease(queue, T0).await;
+    assert_eq!(l.ops[0].unless, [user("b")], "the team travels with the stored operation");
+    let skipped = vec![(l.ops[0].seq, "b already follows".to_owned())];
+    queue.ack(&l, &Applied { skipped, ..applied(false, &[], &["z"]) }, T0 + 1).await.unwrap();
+    let mut trail = audit.audit(Some(&c.location_id), &c.contact_id).await.unwrap();
+    trail.sort_by_key(|e| e.operation.event_id.to_string());
+    let results: Vec<Outcome> = trail.iter().map(|e| e.result.clone()).collect();
+    assert_eq!(results, [Outcome::Skipped("b already follows".into()), Outcome::Delivered]);
 }
 
 fn tags(list: &[&str]) -> Vec<String> {
@@ -777,6 +826,8 @@ macro_rules! contract {
                 round_robin_rotates_per_rule_and_location,
                 a_capped_round_robin_skips_who_is_at_the_cap_then_overflows_or_sets_the_turn_aside,
                 a_timed_follower_s_removal_comes_due_and_a_later_add_or_removal_cancels_or_moves_it,
+                operations_a_rule_skipped_are_audited_as_skipped_and_the_rest_as_delivered,
+                a_turn_given_back_goes_to_the_same_member_again_and_counts_once,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
     with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,

@@ -2,6 +2,7 @@
 //!
 //! - [`fold`]: pending operations → the net change (pure).
 //! - [`calls`]: which upstream calls reach a net change, ownership and the follower cap included (pure).
+//! - [`skip`]: which operations a rule's `skip_if_following` gives up (pure).
 //! - [`retry`]: the backoff schedule (pure).
 //! - [`limit`]: in-process smoothing in front of the shared rate budget.
 //! - [`report`]: where each delivery's outcome goes (status page, metrics, other processes).
@@ -14,6 +15,7 @@ pub mod fold;
 pub mod limit;
 pub mod report;
 pub mod retry;
+pub mod skip;
 pub mod worker;
 
 pub use worker::{Deliverer, Workers};

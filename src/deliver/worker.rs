@@ -15,18 +15,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::calls::{self, max_calls};
-use super::fold::{NetChange, fold};
+use super::fold::fold;
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
+use super::skip::skip;
 use crate::decisions::Decisions;
 use crate::domain::clock::{Millis, millis, now_ms};
-use crate::domain::followers::{AtCap, MAX_FOLLOWERS, Ownership};
+use crate::domain::followers::{AtCap, FollowerOp, MAX_FOLLOWERS, Ownership};
 use crate::domain::outcome::Outcome;
 use crate::domain::rate::Limits;
 use crate::event::{LocationId, UserId};
 use crate::queue::{
-    Applied, ContactKey, ContactMemory, Failure, Lease, LeaseOutcome, LocationState, Queue, QueueError, Stores,
+    Applied, ContactKey, ContactMemory, Failure, Lease, LeaseOutcome, LocationState, Queue, QueueError, QueuedOp,
+    Stores,
 };
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -153,6 +155,10 @@ impl Deliverer {
             }
         }
         let change = fold(lease.ops.iter().map(|queued| (&queued.op, queued.ownership)));
+        // A rule with `skip_if_following` needs the contact read first: one more call at most.
+        let conditional = lease.ops.iter().any(|q| !q.unless.is_empty());
+        let calls =
+            max_calls(&change, self.at_cap) + u64::from(conditional && !calls::needs_read(&change, self.at_cap));
         // A webhook's change may go a few slots ahead of the schedule; a reconcile's waits for its slot, so a
         // live webhook never queues behind a reconcile's reservations (see `domain::rate`).
         let background = lease.ops.iter().all(|q| q.event_id.is_reconcile());
@@ -173,13 +179,13 @@ impl Deliverer {
             let in_process_wait = if smoothed || background {
                 None
             } else {
-                self.smoothing.check(location, u32::try_from(max_calls(&change, self.at_cap)).unwrap_or(u32::MAX))
+                self.smoothing.check(location, u32::try_from(calls).unwrap_or(u32::MAX))
             };
             let budget = match in_process_wait {
                 Some(wait) => Ok(Some(now_ms() + millis(wait))),
                 None => {
                     smoothed = true;
-                    self.locations.throttle(location, limits, max_calls(&change, self.at_cap), now_ms()).await
+                    self.locations.throttle(location, limits, calls, now_ms()).await
                 }
             };
             match budget {
@@ -195,7 +201,7 @@ impl Deliverer {
                 }
                 Err(e) => break Err(DeliverError::Queue(e)),
             }
-            match self.apply(&lease.contact, &change).await {
+            match self.apply(&lease.contact, &lease.ops).await {
                 Err(DeliverError::Upstream(e))
                     if e.is_transient() && e.status() != Some(429) && attempt + 1 < IN_PLACE_ATTEMPTS =>
                 {
@@ -216,6 +222,7 @@ impl Deliverer {
         let now = now_ms();
         match result {
             Ok(applied) => {
+                self.refund_skipped_turns(&lease, &applied).await;
                 metrics::counter!("followd_operations_delivered_total").increment(lease.ops.len() as u64);
                 let outcome = applied.outcome();
                 self.reporter.report(&lease, &outcome);
@@ -316,15 +323,51 @@ impl Deliverer {
         }
     }
 
-    /// Makes the upstream calls that reach the net change: at most a search, a DELETE and a POST. Reads the
-    /// contact and followd's memory only where [`calls`] says they are needed.
-    async fn apply(&self, contact: &ContactKey, change: &NetChange) -> Result<Applied, DeliverError> {
+    /// A round robin's turn whose rule `skip_if_following` gave up was not a lead for that member: it is given
+    /// back, so skipped contacts do not count against anyone's share. Best effort: a failure is logged.
+    async fn refund_skipped_turns(&self, lease: &Lease, applied: &Applied) {
+        let turns = lease.ops.iter().filter(|op| op.turn && applied.skipped.iter().any(|(seq, _)| *seq == op.seq));
+        for op in turns {
+            let FollowerOp::Add(user) = &op.op else { continue };
+            let location = &lease.contact.location_id;
+            if let Err(error) = self.queue.refund_turn(location, &op.rule, user, op.enqueued_at).await {
+                tracing::warn!(%error, rule = op.rule, "cannot give back a skipped round-robin turn");
+            }
+        }
+        for (_, reason) in &applied.skipped {
+            tracing::info!(reason, "operation skipped by its rule");
+        }
+        if !applied.skipped.is_empty() {
+            metrics::counter!("followd_operations_skipped_total").increment(applied.skipped.len() as u64);
+        }
+    }
+
+    /// Makes the upstream calls that reach the net change of `ops`: at most a search, a DELETE and a POST.
+    /// Reads the contact and followd's memory only where [`calls`] (or a rule's `skip_if_following`, see
+    /// [`skip`]) says they are needed.
+    async fn apply(&self, contact: &ContactKey, ops: &[QueuedOp]) -> Result<Applied, DeliverError> {
+        let mut read_first = None;
+        let mut skipped = Vec::new();
+        let mut change = fold(ops.iter().map(|queued| (&queued.op, queued.ownership)));
+        if ops.iter().any(|q| !q.unless.is_empty()) {
+            // Without an answer (dry run, a contact the search does not list) nothing is skipped.
+            if let Some(read) = self.upstream.contact(contact).await? {
+                let owned = self.memory.known_followers(contact).await?;
+                let split = skip(ops, &read.followers, &owned);
+                change = fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership)));
+                skipped = split.skipped;
+                read_first = Some(read.followers);
+            }
+        }
+        let change = &change;
         let owned = if calls::needs_owned(change, self.at_cap) {
             self.memory.known_followers(contact).await?
         } else {
             Vec::new()
         };
-        let current = if calls::needs_read(change, self.at_cap) {
+        let current = if read_first.is_some() {
+            read_first
+        } else if calls::needs_read(change, self.at_cap) {
             let read = self.upstream.contact(contact).await?;
             if read.is_none() && !self.upstream.is_dry_run() {
                 tracing::info!(
@@ -373,6 +416,7 @@ impl Deliverer {
             added,
             seen: current,
             dry_run: self.upstream.is_dry_run(),
+            skipped,
         })
     }
 }
@@ -514,6 +558,7 @@ mod tests {
             action: crate::rules::Action::Add(user),
             ownership: Ownership::Any,
             lasts: None,
+            unless: None,
         };
         let event = EventOps { event_id: EventId::parse("e").unwrap(), contact, ops: vec![add], background: false };
         stores.queue.enqueue(vec![event], now_ms()).await.unwrap();

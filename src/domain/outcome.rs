@@ -27,10 +27,13 @@ pub enum Outcome {
     Paused(String),
     /// Given up on: set aside as a dead letter. The text says why.
     DeadLettered(String),
+    /// Not sent, by the rule's own choice (`skip_if_following`): the text says who already follows.
+    Skipped(String),
 }
 
 /// Every value of [`Outcome::label`]: the metrics start each delivery counter at 0 (`telemetry`).
-pub const LABELS: &[&str] = &["queued", "nothing_to_do", "delivered", "dry_run", "retrying", "paused", "dead_lettered"];
+pub const LABELS: &[&str] =
+    &["queued", "nothing_to_do", "delivered", "dry_run", "retrying", "paused", "dead_lettered", "skipped"];
 
 impl Outcome {
     /// The value of the `result` label on delivery metrics (no free text: labels must stay few).
@@ -43,12 +46,13 @@ impl Outcome {
             Self::Retrying(_) => "retrying",
             Self::Paused(_) => "paused",
             Self::DeadLettered(_) => "dead_lettered",
+            Self::Skipped(_) => "skipped",
         }
     }
 
     /// True once the operations have left the queue for good (delivered, dry run, dead-lettered).
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Delivered | Self::DryRun | Self::DeadLettered(_))
+        matches!(self, Self::Delivered | Self::DryRun | Self::DeadLettered(_) | Self::Skipped(_))
     }
 }
 
@@ -65,6 +69,7 @@ impl fmt::Display for Outcome {
             Self::Retrying(reason) => with_reason(f, "retrying", reason),
             Self::Paused(reason) => with_reason(f, "paused", reason),
             Self::DeadLettered(reason) => with_reason(f, "dead-lettered", reason),
+            Self::Skipped(reason) => with_reason(f, "skipped", reason),
         }
     }
 }
@@ -91,6 +96,7 @@ impl From<String> for Outcome {
             "retrying" => Self::Retrying(reason),
             "paused" => Self::Paused(reason),
             "dead-lettered" => Self::DeadLettered(reason),
+            "skipped" => Self::Skipped(reason),
             _ => Self::Retrying(text),
         }
     }
@@ -111,6 +117,7 @@ mod tests {
             Outcome::Paused("a 429".into()),
             Outcome::DeadLettered("the CRM answered 422: followers must be an array".into()),
             Outcome::DeadLettered(String::new()),
+            Outcome::Skipped("usr_a already follows (skip_if_following)".into()),
         ];
         for outcome in all {
             assert!(LABELS.contains(&outcome.label()), "{outcome}");

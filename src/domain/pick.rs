@@ -197,6 +197,22 @@ pub fn pick(
     Pick::Picked { user: chosen.user.clone(), everyone_away, skipped }
 }
 
+/// Gives back a turn `user` was picked for at `when` but did not get (its rule skipped the contact at delivery):
+/// their count for that day and week goes down by one, and they regain one pick's worth of credit (the team's
+/// weight), which the next pick's settling spreads back over the team. An exact undo when every member took
+/// part in that turn and no pick came between; otherwise close to one.
+pub fn refund(standings: &mut Standings, user: &UserId, when: When) {
+    let team_weight = standings.team_weight;
+    let Some(record) = standings.members.get_mut(user) else { return };
+    record.credit += team_weight;
+    if record.day == when.day {
+        record.today = record.today.saturating_sub(1);
+    }
+    if record.week == when.week {
+        record.this_week = record.this_week.saturating_sub(1);
+    }
+}
+
 fn credit(standings: &Standings, user: &UserId) -> i64 {
     standings.members.get(user).map_or(0, |s| s.credit)
 }
@@ -288,6 +304,27 @@ mod tests {
                 assert_eq!(u1, 3, "level: {back:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_refunded_turn_is_given_back_and_the_same_member_is_picked_again() {
+        let members = team(&[2, 1, 1]);
+        let mut standings = Standings::default();
+        for _ in 0..5 {
+            pick(&members, &mut standings, |_| false, Caps::default(), false, NOW);
+        }
+        let before = standings.clone();
+        let Pick::Picked { user, .. } = pick(&members, &mut standings, |_| false, Caps::default(), false, NOW) else {
+            panic!()
+        };
+        refund(&mut standings, &user, NOW);
+        let Pick::Picked { user: again, .. } = pick(&members, &mut standings, |_| false, Caps::default(), false, NOW)
+        else {
+            panic!()
+        };
+        assert_eq!(again, user, "the turn went back to them");
+        let record = |s: &Standings| s.members[&user].today;
+        assert_eq!(record(&standings), record(&before) + 1, "counted once, not twice");
     }
 
     proptest! {

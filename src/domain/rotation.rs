@@ -25,6 +25,11 @@ pub struct Rotation {
     pub overflow: Option<UserId>,
 }
 
+/// The key a rule's round robin keeps its standings under in `location`.
+pub fn key(rule: &str, location: &LocationId) -> String {
+    format!("{rule}\u{1f}{location}")
+}
+
 /// What a turn gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -63,7 +68,7 @@ impl Rotation {
     /// The key its standings are kept under in `location`: one per rule and location, so each sub-account
     /// rotates on its own.
     pub fn key(&self, location: &LocationId) -> String {
-        format!("{}\u{1f}{location}", self.rule)
+        key(&self.rule, location)
     }
 
     /// Takes a turn at `now` from `standings` (updated only when a member is picked). `None` for an empty

@@ -290,7 +290,9 @@ pub fn plan(occurrences: &[Occurrence], rules: &RuleSet, ownership: Ownership) -
                     let (rule, ownership) = (&matched.rule, matched.ownership.unwrap_or(ownership));
                     ops.extend(matched.actions.into_iter().map(|action| {
                         let adds = matches!(action, crate::rules::Action::Add(_) | crate::rules::Action::RoundRobin(_));
-                        PlannedOp { rule: Arc::clone(rule), action, ownership, lasts: matched.lasts.filter(|_| adds) }
+                        let lasts = matched.lasts.filter(|_| adds);
+                        let unless = matched.skip_if_following.clone();
+                        PlannedOp { rule: Arc::clone(rule), action, ownership, lasts, unless }
                     }));
                 }
             }

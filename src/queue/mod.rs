@@ -66,6 +66,15 @@ pub struct PlannedOp {
     /// follower only) that long after the enqueue; a later add or removal of that user on that contact
     /// cancels it, and a later timed add moves it.
     pub lasts: Option<u64>,
+    /// The rule's `skip_if_following` team, carried to the stored operations (see [`QueuedOp::unless`]).
+    pub unless: Option<Arc<[UserId]>>,
+}
+
+impl PlannedOp {
+    /// The stored form of `unless`.
+    pub fn unless(&self) -> Vec<UserId> {
+        self.unless.as_deref().map(<[UserId]>::to_vec).unwrap_or_default()
+    }
 }
 
 /// All that one event asks of one contact: enqueued (or recognised as a duplicate) as a whole.
@@ -106,6 +115,13 @@ pub struct QueuedOp {
     /// everyone was away, or given to the overflow); absent for most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The rule's `skip_if_following`: the worker drops this operation (and the rest of its rule's for this
+    /// event) when one of these users follows the contact as it delivers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unless: Vec<UserId>,
+    /// An add a round robin's turn picked: if its rule is skipped at delivery, the turn is given back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub turn: bool,
 }
 
 impl QueuedOp {
@@ -123,6 +139,8 @@ impl QueuedOp {
             op: FollowerOp::Remove(user),
             ownership: Ownership::Managed,
             note: Some(format!("rule `{}`: added for {shown}, now over", self.rule)),
+            unless: Vec::new(),
+            turn: false,
             ..self.clone()
         }
     }
@@ -177,6 +195,9 @@ pub struct Applied {
     pub seen: Option<Vec<UserId>>,
     /// Nothing was sent (dry run): the audit trail says so, and the followers followd added stay as they were.
     pub dry_run: bool,
+    /// Operations (by `seq` in the lease) their rule's `skip_if_following` gave up, with why: the audit trail
+    /// records them as skipped.
+    pub skipped: Vec<(u64, String)>,
 }
 
 impl Applied {
@@ -184,6 +205,14 @@ impl Applied {
     pub fn outcome(&self) -> crate::domain::outcome::Outcome {
         use crate::domain::outcome::Outcome;
         if self.dry_run { Outcome::DryRun } else { Outcome::Delivered }
+    }
+
+    /// What the audit trail records for one of them: skipped, or the delivery's outcome.
+    pub fn outcome_of(&self, op: &QueuedOp) -> crate::domain::outcome::Outcome {
+        match self.skipped.iter().find(|(seq, _)| *seq == op.seq) {
+            Some((_, reason)) => crate::domain::outcome::Outcome::Skipped(reason.clone()),
+            None => self.outcome(),
+        }
     }
 }
 
@@ -303,6 +332,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Queues, for their contacts, the removals of timed followers (a rule's `for`) due at `now`, as live
     /// work after what is pending. Returns how many.
     async fn fire_timers(&self, now: Millis) -> Result<usize, QueueError>;
+
+    /// Gives back the turn `rule`'s round robin in `location` gave `user` at `picked_at` (see
+    /// [`crate::domain::pick::refund`]): the rule was skipped at delivery, so they did not get the contact.
+    async fn refund_turn(
+        &self,
+        location: &LocationId,
+        rule: &str,
+        user: &UserId,
+        picked_at: Millis,
+    ) -> Result<(), QueueError>;
 
     async fn stats(&self) -> Result<QueueStats, QueueError>;
 

@@ -265,13 +265,13 @@ fn event_ops(run: &str, contact: ContactKey, needed: Needed) -> Result<EventOps,
     let id = event_id(run, &contact)?;
     let mut ops = Vec::new();
     for (user, (rule, ownership)) in needed.remove {
-        ops.push(PlannedOp { rule, action: Action::Remove(user), ownership, lasts: None });
+        ops.push(PlannedOp { rule, action: Action::Remove(user), ownership, lasts: None, unless: None });
     }
     for (user, rule) in needed.add {
-        ops.push(PlannedOp { rule, action: Action::Add(user), ownership: Ownership::Any, lasts: None });
+        ops.push(PlannedOp { rule, action: Action::Add(user), ownership: Ownership::Any, lasts: None, unless: None });
     }
     for (rule, action) in needed.round_robin {
-        ops.push(PlannedOp { rule, action, ownership: Ownership::Any, lasts: None });
+        ops.push(PlannedOp { rule, action, ownership: Ownership::Any, lasts: None, unless: None });
     }
     // Background: the workers take it only when no webhook's contact is ready.
     Ok(EventOps { event_id: id, contact, ops, background: true })

@@ -178,6 +178,19 @@ impl<'a> Checker<'a> {
         let conditions = raw.when.as_ref().map(|when| self.when(source, when));
         let actions = raw.then.as_ref().map(|then| self.then(source, then, &name));
         let lasts = raw.then.as_ref().and_then(|then| self.lasts(source, then.get_ref()));
+        let skip_if_following = raw.head.as_ref().and_then(|head| head.skip_if_following.as_ref()).and_then(|team| {
+            match self.lookup(source, team, "skip_if_following")? {
+                Resolved::User(id) => Some(Arc::from([id.clone()])),
+                Resolved::Team(ids) if ids.is_empty() => {
+                    let message =
+                        format!("team `{}` is empty, so skip_if_following never skips", team.get_ref().trim());
+                    self.report(source, team.span(), message);
+                    None
+                }
+                Resolved::Team(ids) => Some(ids.clone()),
+                Resolved::Broken => None,
+            }
+        });
         let (Some(head), Some(locations), Some(conditions), Some(actions)) =
             (&raw.head, locations, conditions, actions)
         else {
@@ -197,6 +210,7 @@ impl<'a> Checker<'a> {
             actions,
             ownership: head.ownership,
             lasts,
+            skip_if_following,
         })
     }
 

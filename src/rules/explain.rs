@@ -25,6 +25,8 @@ pub struct Consideration {
     pub outcome: Outcome,
     /// The rule's `for` (ms): the followers it adds stay that long.
     pub lasts: Option<u64>,
+    /// The rule's `skip_if_following` team.
+    pub skip_if_following: Option<Arc<[crate::event::UserId]>>,
 }
 
 /// What a rule did with an event.
@@ -46,6 +48,10 @@ impl fmt::Display for Consideration {
                         f.write_str(", ")?;
                     }
                     write!(f, "{action}")?;
+                }
+                if let Some(team) = &self.skip_if_following {
+                    let names: Vec<&str> = team.iter().map(|u| u.as_str()).collect();
+                    write!(f, " unless one of {} already follows when delivered", names.join(", "))?;
                 }
                 match self.lasts {
                     Some(ms) => write!(
@@ -119,7 +125,12 @@ pub(super) fn explain(index: &Index, event: &Event) -> Vec<Consideration> {
                     Outcome::Skipped(reasons.join("; "))
                 }
             };
-            Consideration { rule: rule.name.clone(), outcome, lasts: rule.lasts }
+            Consideration {
+                rule: rule.name.clone(),
+                outcome,
+                lasts: rule.lasts,
+                skip_if_following: rule.skip_if_following.clone(),
+            }
         })
         .collect()
 }

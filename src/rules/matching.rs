@@ -41,6 +41,8 @@ pub(super) struct CompiledRule {
     pub ownership: Option<crate::domain::followers::Ownership>,
     /// `for`: how long (ms) the followers it adds stay.
     pub lasts: Option<u64>,
+    /// `skip_if_following`: the rule does nothing where one of these already follows.
+    pub skip_if_following: Option<Arc<[crate::event::UserId]>>,
 }
 
 /// A condition a rule may put on an event, besides its kind.
@@ -160,6 +162,7 @@ impl Index {
                 actions: rule.actions.clone(),
                 ownership: rule.ownership,
                 lasts: rule.lasts,
+                skip_if_following: rule.skip_if_following.clone(),
             })
             .collect()
     }

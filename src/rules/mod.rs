@@ -212,4 +212,7 @@ pub struct Match {
     pub ownership: Option<crate::domain::followers::Ownership>,
     /// `for`: how long (ms) the followers the rule adds stay; `None`: until something removes them.
     pub lasts: Option<u64>,
+    /// `skip_if_following`: the rule does nothing for a contact one of these users already follows (decided
+    /// when the operations are delivered, against the followers the CRM lists then).
+    pub skip_if_following: Option<Arc<[crate::event::UserId]>>,
 }

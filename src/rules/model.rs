@@ -118,6 +118,9 @@ pub(super) struct RuleHead {
     /// Whose followers this rule's removals may touch; unset: `followers.ownership` from the configuration.
     #[serde(default)]
     pub ownership: Option<crate::domain::followers::Ownership>,
+    /// A team (or user): the rule does nothing for a contact one of them already follows when it is delivered.
+    #[serde(default)]
+    pub skip_if_following: Option<Spanned<String>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -186,7 +189,7 @@ pub(super) struct Then {
 }
 
 const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
-const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "when", "then"];
+const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "skip_if_following", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
 const THEN_KEYS: &[&str] = &[
     "remove_all",
@@ -462,8 +465,8 @@ mod tests {
     fn the_keys_named_in_messages_are_the_keys_serde_accepts() {
         assert_eq!(serde_keys::<When>(), WHEN_KEYS);
         assert_eq!(serde_keys::<Then>(), THEN_KEYS);
-        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..4]);
-        assert_eq!(RULE_KEYS[4..], ["when", "then"]);
+        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..5]);
+        assert_eq!(RULE_KEYS[5..], ["when", "then"]);
     }
 
     #[test]

@@ -214,7 +214,32 @@ async fn a_location_is_read_page_by_page_with_the_search_cursor() {
     assert!(upstream.searches()[1].get("searchAfter").is_some() && upstream.searches()[1].get("page").is_none());
 }
 
+/// The account team is added to a vip unless someone of the sales team already follows; the audit says why.
+async fn skip_if_following_leaves_a_contact_its_team_already_follows_alone(store: Store) {
+    let rules = "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\ncarol = \"usr_carol\"\n\
+                 sales = [\"alice\", \"bob\"]\n\
+                 [[rule]]\nname = \"unassigned-vips\"\nskip_if_following = \"sales\"\n\
+                 when = { event = \"tag_added\", tag = \"vip\" }\nthen = { round_robin = \"sales\", add = [\"carol\"] }\n";
+    let app = TestApp::builder().store(store).rules(rules).spawn().await;
+    app.upstream.set_followers("c-1", &["usr_bob"]);
+    post(&app, "e1", "tag_added", "c-1", "vip").await;
+    post(&app, "e2", "tag_added", "c-2", "vip").await;
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_bob"]), "bob of sales follows: the rule does nothing");
+    // c-1's turn (alice's) was given back when its rule was skipped: c-2 is hers.
+    assert_eq!(app.upstream.followers_of("c-2"), set(&["usr_alice", "usr_carol"]), "nobody of sales: it adds");
+    let methods: Vec<String> = app.upstream.calls_for("c-1").iter().map(|c| c.method.clone()).collect();
+    assert!(!methods.contains(&"POST".to_owned()), "nothing was sent for c-1: {methods:?}");
+    let location = followd::event::LocationId::parse("loc-1").unwrap();
+    let contact = followd::event::ContactId::parse("c-1").unwrap();
+    let trail = app.stores.audit.audit(Some(&location), &contact).await.unwrap();
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    for entry in &trail {
+        assert!(entry.result.to_string().starts_with("skipped: usr_bob already follows"), "{}", entry.result);
+    }
+}
+
 on_both_stores!(
+    skip_if_following_leaves_a_contact_its_team_already_follows_alone,
     remove_all_reads_the_contact_through_search_and_ends_with_no_followers,
     managed_ownership_keeps_a_person_s_follower_through_remove_and_remove_all,
     a_rule_s_own_ownership_any_overrides_the_configuration,

@@ -9,7 +9,7 @@ use super::tables::{AUDIT, META, OrQueue, contact_key};
 use crate::domain::clock::Millis;
 use crate::domain::outcome::Outcome;
 use crate::event::{ContactId, ContactKey, LocationId};
-use crate::queue::{AUDIT_PER_CONTACT, AuditEntry, AuditLog, Lease, QueueError};
+use crate::queue::{AUDIT_PER_CONTACT, AuditEntry, AuditLog, Lease, QueueError, QueuedOp};
 
 #[async_trait]
 impl AuditLog for EmbeddedQueue {
@@ -27,7 +27,7 @@ pub(super) fn record_audit(
     key: &str,
     lease: &Lease,
     now: Millis,
-    result: &Outcome,
+    result: &dyn Fn(&QueuedOp) -> Outcome,
 ) -> Result<(), QueueError> {
     let mut meta = tx.open_table(META).q()?;
     let mut seq = meta.get("audit_seq").q()?.map(|v| v.value()).unwrap_or(0);
@@ -38,7 +38,7 @@ pub(super) fn record_audit(
             at: now,
             location_id: lease.contact.location_id.clone(),
             contact_id: lease.contact.contact_id.clone(),
-            result: result.clone(),
+            result: result(op),
             operation: op.clone(),
         };
         audit.insert((key, seq), serde_json::to_vec(&entry)?.as_slice()).q()?;

@@ -29,7 +29,7 @@ pub(super) fn dead_letter(
     letter: &DeadLetter,
     now: Millis,
 ) -> Result<(), QueueError> {
-    finish(tx, lease, now, &Outcome::DeadLettered(letter.reason.clone()))?;
+    finish(tx, lease, now, &|_| Outcome::DeadLettered(letter.reason.clone()))?;
     tx.open_table(DEAD).q()?.insert(letter.id.as_str(), serde_json::to_vec(letter)?.as_slice()).q()?;
     Ok(())
 }

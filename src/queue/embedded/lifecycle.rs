@@ -17,6 +17,7 @@ use crate::domain::followers::FollowerOp;
 use crate::domain::outcome::Outcome;
 use crate::domain::pick::Standings;
 use crate::domain::rotation::Turn;
+use crate::event::UserId;
 use crate::queue::{
     Applied, BACKGROUND_OFFSET, DeadLetter, EnqueueOutcome, EventOps, Lease, LeaseOutcome, QueueError, QueuedOp,
     ready_score,
@@ -60,7 +61,7 @@ pub(super) fn enqueue(
             let key = contact_key(&event.contact);
             let mut stored = 0;
             for planned in &event.ops {
-                let (op, note) = match planned.action.rotation() {
+                let (op, note, turn) = match planned.action.rotation() {
                     // A round robin takes its turn from its standings, kept per rule and location, in this
                     // transaction.
                     Some(rotation) => {
@@ -78,9 +79,9 @@ pub(super) fn enqueue(
                         match turn {
                             Turn::Picked { user, .. } => {
                                 rotations.insert(name.as_str(), serde_json::to_vec(&standings)?.as_slice()).q()?;
-                                (FollowerOp::Add(user), note)
+                                (FollowerOp::Add(user), note, true)
                             }
-                            Turn::Overflow(user) => (FollowerOp::Add(user), note),
+                            Turn::Overflow(user) => (FollowerOp::Add(user), note, false),
                             Turn::Refused { anyway } => {
                                 let op = QueuedOp {
                                     seq: 1,
@@ -90,6 +91,8 @@ pub(super) fn enqueue(
                                     enqueued_at: now,
                                     ownership: planned.ownership,
                                     note,
+                                    unless: planned.unless(),
+                                    turn: false,
                                 };
                                 let letter = refused_letter(&event.contact, op, rotation.refusal(), now);
                                 tx.open_table(DEAD)
@@ -101,7 +104,7 @@ pub(super) fn enqueue(
                         }
                     }
                     None => match planned.action.resolve() {
-                        Some(op) => (op, None),
+                        Some(op) => (op, None, false),
                         None => continue,
                     },
                 };
@@ -114,6 +117,8 @@ pub(super) fn enqueue(
                     enqueued_at: now,
                     ownership: planned.ownership,
                     note,
+                    unless: planned.unless(),
+                    turn,
                 };
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
                 follow_up(tx, timers, &key, &queued, planned.lasts)?;
@@ -164,6 +169,24 @@ fn refused_letter(contact: &crate::queue::ContactKey, op: QueuedOp, reason: Stri
         reason,
         failed_at: now,
     }
+}
+
+/// Gives back a round robin's turn (see [`crate::domain::pick::refund`]) in the standings stored under `key`.
+pub(super) fn refund_turn(
+    tx: &WriteTransaction,
+    key: &str,
+    user: &UserId,
+    picked_at: Millis,
+) -> Result<(), QueueError> {
+    let mut rotations = tx.open_table(ROTATIONS).q()?;
+    let Some(mut standings) =
+        rotations.get(key).q()?.map(|bytes| serde_json::from_slice::<Standings>(bytes.value())).transpose()?
+    else {
+        return Ok(());
+    };
+    crate::domain::pick::refund(&mut standings, user, crate::domain::pick::When::at(picked_at));
+    rotations.insert(key, serde_json::to_vec(&standings)?.as_slice()).q()?;
+    Ok(())
 }
 
 /// Appends `ops` (their seqs already given) to `contact`'s pending operations as live work, making the contact
@@ -260,7 +283,7 @@ pub(super) fn lease(tx: &WriteTransaction, now: Millis, lease_for: u64, id: u64)
 
 /// Ends the lease as delivered and remembers the followers the delivery changed.
 pub(super) fn ack(tx: &WriteTransaction, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
-    finish(tx, lease, now, &applied.outcome())?;
+    finish(tx, lease, now, &|op| applied.outcome_of(op))?;
     note_followers(tx, &contact_key(&lease.contact), applied)?;
     Ok(())
 }
@@ -293,7 +316,12 @@ fn held(contacts: &redb::Table<&str, &[u8]>, key: &str, lease: &Lease) -> Result
 
 /// Ends a lease: removes its operations, records them in the contact's audit trail with `result`, and makes
 /// the contact ready again if more arrived meanwhile.
-pub(super) fn finish(tx: &WriteTransaction, lease: &Lease, now: Millis, result: &Outcome) -> Result<(), QueueError> {
+pub(super) fn finish(
+    tx: &WriteTransaction,
+    lease: &Lease,
+    now: Millis,
+    result: &dyn Fn(&QueuedOp) -> Outcome,
+) -> Result<(), QueueError> {
     let key = contact_key(&lease.contact);
     let key = key.as_str();
     let mut contacts = tx.open_table(CONTACTS).q()?;

@@ -47,7 +47,7 @@ use super::{
 };
 use crate::domain::clock::{Millis, millis};
 use crate::domain::outcome::Outcome;
-use crate::event::{EventId, LocationId};
+use crate::event::{EventId, LocationId, UserId};
 
 /// Longest `close` waits for calls in flight.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,6 +197,18 @@ impl Queue for EmbeddedQueue {
         }
         let timers = Arc::clone(&self.timers);
         self.write(move |tx| timers::fire(tx, &timers, now)).await
+    }
+
+    async fn refund_turn(
+        &self,
+        location: &LocationId,
+        rule: &str,
+        user: &UserId,
+        picked_at: Millis,
+    ) -> Result<(), QueueError> {
+        let key = crate::domain::rotation::key(rule, location);
+        let user = user.clone();
+        self.write(move |tx| lifecycle::refund_turn(tx, &key, &user, picked_at)).await
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -9,16 +9,24 @@
 -- ARGV[5] "1" when every follower was removed   ARGV[6] JSON users removed   ARGV[7] JSON users added
 -- ARGV[8] an audit entry's JSON up to its "operation" value   ARGV[9] most audit entries kept
 -- ARGV[10] JSON followers the CRM listed when the delivery read the contact, or "" when it did not
--- ARGV[11] dead letter id, ARGV[12] its JSON description (only when dead-lettering)
+-- ARGV[11] dead letter id, ARGV[12] its JSON description ("" unless dead-lettering)
+-- ARGV[13] JSON list, one per operation leased, of the audit prefix to use instead of ARGV[8] ("": ARGV[8]),
+-- for operations a rule's skip_if_following gave up; "" when there are none
 -- Returns 1, or -1 when the lease is no longer held (it expired and was reaped).
 if redis.call('HGET', KEYS[4], 'lease') ~= ARGV[3] then return -1 end
 local n = tonumber(ARGV[4])
 local ops = redis.call('LRANGE', KEYS[3], 0, n - 1)
-if ARGV[11] then
+if ARGV[11] and ARGV[11] ~= '' then
   if #ops > 0 then redis.call('RPUSH', KEYS[8], unpack(ops)) end
   redis.call('HSET', KEYS[7], ARGV[11], ARGV[12])
 end
-for _, op in ipairs(ops) do redis.call('LPUSH', KEYS[9], ARGV[8] .. op .. '}') end
+local prefixes = {}
+if ARGV[13] and ARGV[13] ~= '' then prefixes = cjson.decode(ARGV[13]) end
+for i, op in ipairs(ops) do
+  local prefix = ARGV[8]
+  if prefixes[i] and prefixes[i] ~= '' then prefix = prefixes[i] end
+  redis.call('LPUSH', KEYS[9], prefix .. op .. '}')
+end
 redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[9]) - 1)
 -- Operations enqueued during the lease were appended after the leased ones, so the first N are exactly these.
 redis.call('LTRIM', KEYS[3], n, -1)

@@ -75,7 +75,7 @@ impl RedisQueue {
             args.push(ops.len().to_string());
             args.push(if event.background { "1" } else { "0" }.to_owned());
             for planned in ops {
-                let stored = |op: FollowerOp, note: Option<String>| StoredOp {
+                let stored = |op: FollowerOp, note: Option<String>, turn: bool| StoredOp {
                     seq: 0,
                     op,
                     rule: planned.rule.to_string(),
@@ -83,6 +83,8 @@ impl RedisQueue {
                     enqueued_at: now,
                     ownership: planned.ownership,
                     note,
+                    unless: planned.unless(),
+                    turn,
                 };
                 // What the operation does to the contact's timers (see the script's header).
                 let timer = |args: &mut Vec<String>, user: Option<&UserId>| -> Result<(), QueueError> {
@@ -90,7 +92,7 @@ impl RedisQueue {
                     match planned.lasts {
                         Some(lasts) => {
                             let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
-                            let add = stored(FollowerOp::Add(placeholder.clone()), None);
+                            let add = stored(FollowerOp::Add(placeholder.clone()), None, false);
                             let template = serde_json::to_string(&add.timed_removal(placeholder, lasts))?;
                             let (before, after) = template
                                 .split_once(RR_PLACEHOLDER)
@@ -105,7 +107,7 @@ impl RedisQueue {
                 };
                 let Some(rotation) = planned.action.rotation() else {
                     if let Some(op) = planned.action.resolve() {
-                        args.push(serde_json::to_string(&stored(op.clone(), None))?);
+                        args.push(serde_json::to_string(&stored(op.clone(), None, false))?);
                         match &op {
                             FollowerOp::Add(user) | FollowerOp::Remove(user) => timer(&mut args, Some(user))?,
                             FollowerOp::RemoveAll => timer(&mut args, None)?,
@@ -125,7 +127,9 @@ impl RedisQueue {
                 // second half differs with the note the turn leaves in the audit trail.
                 let halves = |turn: &Turn| -> Result<(String, String), QueueError> {
                     let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
-                    let template = serde_json::to_string(&stored(FollowerOp::Add(placeholder), turn.note(rotation)))?;
+                    let picked = matches!(turn, Turn::Picked { .. });
+                    let template =
+                        serde_json::to_string(&stored(FollowerOp::Add(placeholder), turn.note(rotation), picked))?;
                     let (before, after) = template
                         .split_once(RR_PLACEHOLDER)
                         .ok_or_else(|| corrupt("round-robin template".to_owned()))?;

@@ -99,15 +99,17 @@ impl RedisQueue {
             Some(failure) => Outcome::DeadLettered(failure.reason.clone()),
             None => applied.outcome(),
         };
-        let prefix = serde_json::json!({
-            "at": now,
-            "location_id": lease.contact.location_id,
-            "contact_id": lease.contact.contact_id,
-            "result": result,
-        })
-        .to_string();
-        let prefix = format!("{},\"operation\":", prefix.trim_end_matches('}'));
-        invocation.arg(prefix).arg(AUDIT_PER_CONTACT);
+        let prefix_for = |result: &Outcome| {
+            let prefix = serde_json::json!({
+                "at": now,
+                "location_id": lease.contact.location_id,
+                "contact_id": lease.contact.contact_id,
+                "result": result,
+            })
+            .to_string();
+            format!("{},\"operation\":", prefix.trim_end_matches('}'))
+        };
+        invocation.arg(prefix_for(&result)).arg(AUDIT_PER_CONTACT);
         let seen = match &changed.seen {
             Some(seen) => serde_json::to_string(seen)?,
             None => String::new(),
@@ -124,6 +126,22 @@ impl RedisQueue {
                 failed_at: now,
             };
             invocation.arg(&letter_id).arg(serde_json::to_string(&description)?);
+        } else {
+            invocation.arg("").arg("");
+        }
+        // Operations a rule's skip_if_following gave up are recorded as skipped.
+        if failure.is_none() && !applied.skipped.is_empty() {
+            let prefixes: Vec<String> = lease
+                .ops
+                .iter()
+                .map(|op| match applied.outcome_of(op) {
+                    skipped @ Outcome::Skipped(_) => prefix_for(&skipped),
+                    _ => String::new(),
+                })
+                .collect();
+            invocation.arg(serde_json::to_string(&prefixes)?);
+        } else {
+            invocation.arg("");
         }
         let result: i64 = invocation.invoke_async(&mut self.conn()).await?;
         if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }

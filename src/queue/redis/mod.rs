@@ -50,6 +50,7 @@ use super::{
 };
 use crate::config::RedisUrl;
 use crate::domain::clock::Millis;
+use crate::event::{LocationId, UserId};
 
 /// How the Redis queue is laid out and timed.
 #[derive(Debug, Clone)]
@@ -141,6 +142,28 @@ impl Queue for RedisQueue {
 
     async fn fire_timers(&self, now: Millis) -> Result<usize, QueueError> {
         self.fire_due_timers(now).await
+    }
+
+    async fn refund_turn(
+        &self,
+        location: &LocationId,
+        rule: &str,
+        user: &UserId,
+        picked_at: Millis,
+    ) -> Result<(), QueueError> {
+        let partition = self.keys.for_location(location);
+        let when = crate::domain::pick::When::at(picked_at);
+        let quoted = serde_json::to_string(user.as_str())?;
+        let _: i64 = self
+            .scripts
+            .refund
+            .key(partition.rotation(&crate::domain::rotation::key(rule, location)))
+            .arg(&quoted[1..quoted.len() - 1])
+            .arg(when.day)
+            .arg(when.week)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -14,6 +14,7 @@ pub(super) struct Scripts {
     pub(super) replay: Script,
     pub(super) throttle: Script,
     pub(super) timers: Script,
+    pub(super) refund: Script,
 }
 
 impl Scripts {
@@ -29,10 +30,11 @@ impl Scripts {
             replay: Script::new(include_str!("../lua/replay.lua")),
             throttle: Script::new(include_str!("../lua/throttle.lua")),
             timers: Script::new(include_str!("../lua/timers.lua")),
+            refund: Script::new(include_str!("../lua/refund.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 10] {
+    pub(super) fn all(&self) -> [&Script; 11] {
         [
             &self.enqueue,
             &self.lease,
@@ -44,6 +46,7 @@ impl Scripts {
             &self.replay,
             &self.throttle,
             &self.timers,
+            &self.refund,
         ]
     }
 }

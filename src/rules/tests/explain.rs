@@ -48,6 +48,7 @@ then = { remove = ["alice"] }
             rule: "vip".into(),
             outcome: Outcome::Fired(vec![Action::Add(user("usr_alice")), Action::Add(user("usr_bob"))]),
             lasts: None,
+            skip_if_following: None,
         }
     );
     assert_eq!(

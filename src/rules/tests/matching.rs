@@ -118,6 +118,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
             ],
             ownership: None,
             lasts: None,
+            skip_if_following: None,
         }]
     );
 }
@@ -344,4 +345,29 @@ fn for_says_how_long_added_followers_stay_and_its_mistakes_are_reported_at_their
     for expected in expected {
         assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
     }
+}
+
+#[test]
+fn skip_if_following_names_a_team_or_user_and_explain_says_so() {
+    let text = "[[rule]]\nname = \"s\"\nskip_if_following = \"sales\"\n\
+                when = { event = \"tag_added\", tag = \"vip\" }\nthen = { round_robin = \"sales\" }\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let matched = set.evaluate(&tag_added("vip")).remove(0);
+    assert_eq!(matched.skip_if_following.as_deref(), Some(&[user("usr_alice"), user("usr_bob")][..]));
+    let explained = set.explain(&tag_added("vip"))[0].to_string();
+    assert!(explained.ends_with("unless one of usr_alice, usr_bob already follows when delivered"), "{explained}");
+    let broken = "[[rule]]\nname = \"a\"\nskip_if_following = \"saels\"\n\
+                  when = { event = \"tag_added\", tag = \"x\" }\nthen = { add = [\"alice\"] }\n\
+                  [[rule]]\nname = \"b\"\nskip_if_following = \"nobody\"\n\
+                  when = { event = \"tag_added\", tag = \"x\" }\nthen = { add = [\"alice\"] }\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("y.toml:3:21: unknown alias `saels` in `skip_if_following`; did you mean `sales`?"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("y.toml:8:21: team `nobody` is empty, so skip_if_following never skips"),
+        "{found:#?}"
+    );
 }

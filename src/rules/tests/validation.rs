@@ -32,7 +32,7 @@ fn an_unknown_key_names_the_nearest_valid_key() {
     assert_eq!(
         found,
         ["a.toml:2:1: unknown key `nme` in `rule`; did you mean `name`? valid keys: name, enabled, locations, \
-             ownership, when, then"]
+             ownership, skip_if_following, when, then"]
     );
 }
 
