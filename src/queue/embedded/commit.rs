@@ -10,6 +10,9 @@
 //! write's alone. That is why a write is a `Fn`, not a `FnOnce`: it may run twice, and only the committed run
 //! counts.
 //!
+//! Enqueues, the webhook path's write, come as their own kind of job so that a run of them in one batch opens
+//! the tables they write once.
+//!
 //! Reads do not come here: redb's read transactions see the last commit and never wait for a writer.
 
 use std::sync::Arc;
@@ -18,8 +21,11 @@ use std::sync::mpsc;
 use redb::{Database, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::lifecycle::{self, EnqueueTables};
 use super::tables::OrQueue;
-use crate::queue::QueueError;
+use super::timers::TimerFlag;
+use crate::domain::clock::Millis;
+use crate::queue::{EnqueueOutcome, EventOps, QueueError};
 
 /// Most writes in one transaction: bounds the work lost to a failing write's rollback.
 const MAX_BATCH: usize = 512;
@@ -28,6 +34,15 @@ const MAX_BATCH: usize = 512;
 trait Job: Send {
     /// Runs the write against `tx`, keeping its result; false when it failed.
     fn run(&mut self, tx: &WriteTransaction) -> bool;
+    /// For an enqueue: runs it with the enqueue tables the batch already opened (`None` for other writes,
+    /// which open their own and must not meet those open).
+    fn run_enqueue<'t>(&mut self, _: &'t WriteTransaction, _: &mut EnqueueTables<'t>) -> Option<bool> {
+        None
+    }
+    /// Whether [`Job::run_enqueue`] applies.
+    fn is_enqueue(&self) -> bool {
+        false
+    }
     /// Answers the caller: the write's own result once `committed` is `Ok`, else the commit's error.
     fn finish(self: Box<Self>, committed: Result<(), QueueError>);
 }
@@ -61,6 +76,50 @@ where
     }
 }
 
+/// An enqueue: the webhook path's write, by far the most frequent, so a run of them in one batch shares its
+/// open tables.
+struct Enqueue {
+    batch: Vec<EventOps>,
+    now: Millis,
+    expires: Millis,
+    timers: Arc<TimerFlag>,
+    result: Option<Result<EnqueueOutcome, QueueError>>,
+    reply: oneshot::Sender<Result<EnqueueOutcome, QueueError>>,
+}
+
+impl Enqueue {
+    fn keep(&mut self, result: Result<EnqueueOutcome, QueueError>) -> bool {
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+}
+
+impl Job for Enqueue {
+    fn run(&mut self, tx: &WriteTransaction) -> bool {
+        let result = lifecycle::enqueue(tx, &self.batch, self.now, self.expires, &self.timers);
+        self.keep(result)
+    }
+
+    fn run_enqueue<'t>(&mut self, tx: &'t WriteTransaction, tables: &mut EnqueueTables<'t>) -> Option<bool> {
+        let result = lifecycle::enqueue_into(tx, tables, &self.batch, self.now, self.expires, &self.timers);
+        Some(self.keep(result))
+    }
+
+    fn is_enqueue(&self) -> bool {
+        true
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(QueueError::Closed),
+            (Err(e), _) => Err(e),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
 /// The sending side of the committer; the thread ends when the last one is dropped.
 #[derive(Clone)]
 pub(super) struct Committer {
@@ -90,6 +149,22 @@ impl Committer {
     }
 }
 
+impl Committer {
+    /// Enqueues `batch` in the next batch of writes; answers once it is committed.
+    pub(super) async fn enqueue(
+        &self,
+        batch: Vec<EventOps>,
+        now: Millis,
+        expires: Millis,
+        timers: Arc<TimerFlag>,
+    ) -> Result<EnqueueOutcome, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Enqueue { batch, now, expires, timers, result: None, reply };
+        self.jobs.send(Box::new(job)).map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
 fn commit_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -114,15 +189,39 @@ fn commit_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
 /// Runs the whole batch in one transaction and commits it; false (rolled back) if any write or the commit failed.
 fn together(db: &Database, batch: &mut [Box<dyn Job>]) -> bool {
     let Ok(tx) = db.begin_write() else { return false };
+    let ran = run_all(&tx, batch);
+    if !ran {
+        if let Err(error) = tx.abort() {
+            tracing::warn!(%error, "rolling back a batch of writes failed");
+        }
+        return false;
+    }
+    tx.commit().is_ok()
+}
+
+/// Runs every write of the batch in order; consecutive enqueues share their open tables, which are closed
+/// before any other write opens its own. False at the first write that fails.
+fn run_all(tx: &WriteTransaction, batch: &mut [Box<dyn Job>]) -> bool {
+    let mut tables: Option<EnqueueTables<'_>> = None;
     for job in batch.iter_mut() {
-        if !job.run(&tx) {
-            if let Err(error) = tx.abort() {
-                tracing::warn!(%error, "rolling back a batch of writes failed");
-            }
+        let ok = if job.is_enqueue() {
+            let open = match &mut tables {
+                Some(open) => open,
+                None => match EnqueueTables::open(tx) {
+                    Ok(open) => tables.insert(open),
+                    Err(_) => return false,
+                },
+            };
+            job.run_enqueue(tx, open).unwrap_or(false)
+        } else {
+            tables = None;
+            job.run(tx)
+        };
+        if !ok {
             return false;
         }
     }
-    tx.commit().is_ok()
+    true
 }
 
 /// Runs one write in its own transaction: committed when it succeeded, rolled back when it failed.
@@ -133,7 +232,7 @@ fn alone(db: &Database, job: &mut dyn Job) -> Result<(), QueueError> {
 
 #[cfg(test)]
 mod tests {
-    use redb::{ReadableDatabase, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
     use super::*;
 
@@ -182,5 +281,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn enqueues_sharing_their_tables_interleave_with_other_writes_and_each_is_answered() {
+        use crate::domain::followers::{Action, Ownership};
+        use crate::event::{ContactId, ContactKey, EventId, LocationId, UserId};
+        use crate::queue::PlannedOp;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        super::super::tables::create_all(&db).unwrap();
+        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        let timers = Arc::new(TimerFlag::default());
+        let event = |i: u64| EventOps {
+            event_id: EventId::parse(&format!("e{i}")).unwrap(),
+            contact: ContactKey {
+                location_id: LocationId::parse("loc").unwrap(),
+                contact_id: ContactId::parse(&format!("c{i}")).unwrap(),
+            },
+            ops: vec![PlannedOp {
+                rule: Arc::from("r"),
+                action: Action::Add(UserId::parse("u").unwrap()),
+                ownership: Ownership::Any,
+                lasts: None,
+                unless: None,
+            }],
+            background: false,
+        };
+        // Enqueues (one a duplicate of another) meeting writes that open an enqueue table themselves: every
+        // caller gets its own answer, and the store holds exactly what the accepted enqueues wrote.
+        let enqueues = (0..100u64).map(|i| committer.enqueue(vec![event(i % 99)], 1, 1_000, Arc::clone(&timers)));
+        let writes = (0..20u64).map(|i| {
+            committer.write(move |tx| {
+                let seq = tx.open_table(super::super::tables::META).q()?.get("seq").q()?.map(|v| v.value());
+                tx.open_table(T).q()?.insert(i, seq.unwrap_or(0)).q()?;
+                Ok(())
+            })
+        });
+        let (enqueued, written) = futures_util::future::join(
+            futures_util::future::join_all(enqueues),
+            futures_util::future::join_all(writes),
+        )
+        .await;
+        let accepted: usize = enqueued.iter().map(|r| r.as_ref().unwrap().accepted.len()).sum();
+        assert_eq!(accepted, 99, "e0 came twice: one of them is a duplicate");
+        assert!(written.iter().all(Result::is_ok), "{written:?}");
+        let tx = db.begin_read().unwrap();
+        let seq = tx.open_table(super::super::tables::META).unwrap().get("seq").unwrap().unwrap().value();
+        assert_eq!(seq, 99, "one operation per accepted event");
     }
 }

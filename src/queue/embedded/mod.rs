@@ -146,8 +146,8 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        let timers = Arc::clone(&self.timers);
-        self.write(move |tx| lifecycle::enqueue(tx, batch.clone(), now, expires, &timers)).await
+        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
+        committer.enqueue(batch, now, expires, Arc::clone(&self.timers)).await
     }
 
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
