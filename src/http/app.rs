@@ -82,7 +82,9 @@ impl Application {
         let metrics = crate::telemetry::metrics();
         let (background, stop) = (TaskTracker::new(), CancellationToken::new());
         let rules = load_rules(&config, &background, &stop)?;
-        let stores = Stores::open(&store_options(&config)).await?;
+        // A receiver with a spool starts while Redis is down: the spool takes the webhooks meanwhile.
+        let spooled = role != Role::Worker && config.spool.max_bytes > 0;
+        let stores = Stores::open(&StoreOptions { connect_later: spooled, ..store_options(&config) }).await?;
         let upstream = Arc::new(open_upstream(&config, &stores)?);
         let decisions = Arc::new(Decisions::default());
         let wake = Arc::new(Notify::new());
@@ -190,6 +192,7 @@ pub fn store_options(config: &Config) -> StoreOptions {
         partitions: config.queue.partitions.get(),
         lease_for: config.queue.lease,
         dedup_ttl: config.queue.dedup_ttl,
+        connect_later: false,
     }
 }
 

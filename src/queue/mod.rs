@@ -279,6 +279,8 @@ pub enum QueueError {
     Corrupt(#[from] serde_json::Error),
     #[error("cannot reach Redis at {url}: {source}; start it, or unset FOLLOWD_REDIS_URL to use the embedded queue")]
     Unreachable { url: String, source: ::redis::RedisError },
+    #[error("not connected to Redis at {0} yet: it did not answer when this process started; retrying")]
+    NotConnected(String),
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
     #[error("the queue is closed: the service is shutting down")]

@@ -28,6 +28,9 @@ pub struct StoreOptions {
     pub lease_for: Duration,
     /// How long an event id is remembered for de-duplication.
     pub dedup_ttl: Duration,
+    /// Redis only: open even when Redis does not answer yet, and connect once it does (a receiver with a
+    /// spool, which takes webhooks meanwhile). Otherwise an unreachable Redis fails the open.
+    pub connect_later: bool,
 }
 
 /// One backend, as every trait the service uses. Cheap to clone.
@@ -76,7 +79,11 @@ impl Stores {
                     lease_for: options.lease_for,
                     dedup_ttl: options.dedup_ttl,
                 };
-                let queue = RedisQueue::connect(url, redis).await?;
+                let queue = if options.connect_later {
+                    RedisQueue::connect_in_background(url, redis).await
+                } else {
+                    RedisQueue::connect(url, redis).await?
+                };
                 tracing::info!(%url, partitions = options.partitions, "queue: Redis (shared by every process)");
                 Ok(Self::of(queue))
             }

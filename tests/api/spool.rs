@@ -137,3 +137,23 @@ async fn a_full_spool_tells_the_sender_to_retry_and_keeps_what_it_took() {
     assert!(retried);
     assert!(app.upstream.wait_for_followers("c-3", &["usr_alice", "usr_bob"], WAIT).await);
 }
+
+#[tokio::test]
+async fn a_receiver_started_while_redis_is_down_spools_from_its_first_webhook_and_forwards_once_redis_answers() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    redis.stop();
+    let app = TestApp::builder().config(&format!("redis_url = \"{url}\"")).spawn().await;
+    let (status, ready) = readyz(&app).await;
+    assert_eq!((status, ready["queue"].as_str()), (200, Some("spooling")), "up and in the balancer");
+    let response = app.post_signed(&tag_event("early", "tag_added", "c-1", "vip")).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await.unwrap()["spooled"], true);
+    redis.restart().await;
+    assert!(
+        app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await,
+        "{:?}",
+        app.upstream.followers_of("c-1")
+    );
+    assert!(eventually(WAIT, || async { readyz(&app).await.1["queue"] == "ok" }).await, "connected and drained");
+}

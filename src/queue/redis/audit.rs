@@ -26,7 +26,7 @@ impl AuditLog for RedisQueue {
                     loop {
                         let mut scan = redis::cmd("SCAN");
                         scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-                        let (next, batch): (u64, Vec<String>) = self.conn().on_partition_node(&pattern, scan).await?;
+                        let (next, batch): (u64, Vec<String>) = self.conn()?.on_partition_node(&pattern, scan).await?;
                         found.extend(batch.into_iter().filter(|k| k.ends_with(&suffix)));
                         if next == 0 {
                             break;
@@ -40,7 +40,7 @@ impl AuditLog for RedisQueue {
         let mut entries = Vec::new();
         for key in keys {
             let lines: Vec<String> =
-                redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut self.conn()).await?;
+                redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut self.conn()?).await?;
             for line in lines {
                 let mut entry: AuditEntry = serde_json::from_str(&line)?;
                 entry.operation.seq = 0;

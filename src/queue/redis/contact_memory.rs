@@ -34,7 +34,7 @@ impl ContactMemory for RedisQueue {
         for tag in tags.map(tag_set).unwrap_or_default() {
             invocation.arg(tag);
         }
-        let answer: String = invocation.invoke_async(&mut self.conn()).await?;
+        let answer: String = invocation.invoke_async(&mut self.conn()?).await?;
         let mut diff: TagDiff = serde_json::from_str(&answer)?;
         diff.added.sort();
         diff.removed.sort();
@@ -57,7 +57,7 @@ impl ContactMemory for RedisQueue {
             .key(partition.memo("stage", event_id, opportunity))
             .arg(millis(self.dedup_ttl))
             .arg(stage)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await?;
         Ok(answer.strip_prefix('=').map(str::to_owned))
     }
@@ -68,7 +68,7 @@ impl ContactMemory for RedisQueue {
         let _: () = redis::cmd("DEL")
             .arg(partition.tags(&member))
             .arg(partition.state_time(&member))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await?;
         Ok(())
     }
@@ -84,7 +84,7 @@ impl ContactMemory for RedisQueue {
             .arg(partition.owned(&member))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await?;
         older.sort();
         older.retain(|u| !owned.contains(u));

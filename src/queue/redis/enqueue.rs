@@ -195,7 +195,7 @@ impl RedisQueue {
         for arg in &args {
             invocation.arg(arg);
         }
-        Ok(invocation.invoke_async(&mut self.conn()).await?)
+        Ok(invocation.invoke_async(&mut self.conn()?).await?)
     }
 }
 

@@ -55,7 +55,7 @@ impl RedisQueue {
             .arg(id.to_string())
             .arg(MAX_LEASE_OPS)
             .arg(partition.base())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await?)
     }
 
@@ -143,7 +143,7 @@ impl RedisQueue {
         } else {
             invocation.arg("");
         }
-        let result: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        let result: i64 = invocation.invoke_async(&mut self.conn()?).await?;
         if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
     }
 
@@ -160,7 +160,7 @@ impl RedisQueue {
             .arg(&member)
             .arg(lease.id.to_string())
             .arg(retry_at)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await?;
         if result < 0 { Err(QueueError::LeaseLost) } else { Ok(()) }
     }
@@ -178,7 +178,7 @@ impl RedisQueue {
                 .arg(now)
                 .arg(partition.base())
                 .arg(MAX_REAP)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.conn()?)
                 .await?;
             reaped += count;
         }
@@ -199,7 +199,7 @@ impl RedisQueue {
                 .arg(now)
                 .arg(partition.base())
                 .arg(MAX_REAP)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.conn()?)
                 .await?;
             fired += count;
         }

@@ -19,13 +19,13 @@ impl RedisQueue {
         for n in 0..self.keys.partitions() {
             let partition = self.keys.partition(n);
             let described: Vec<(String, String)> =
-                redis::cmd("HGETALL").arg(partition.dead()).query_async(&mut self.conn()).await?;
+                redis::cmd("HGETALL").arg(partition.dead()).query_async(&mut self.conn()?).await?;
             for (id, description) in described {
                 let ops: Vec<String> = redis::cmd("LRANGE")
                     .arg(partition.dead_ops(&id))
                     .arg(0)
                     .arg(-1)
-                    .query_async(&mut self.conn())
+                    .query_async(&mut self.conn()?)
                     .await?;
                 let mut letter: DeadLetter = serde_json::from_str(&description)?;
                 letter.operations = ops
@@ -61,7 +61,7 @@ impl RedisQueue {
                 .arg(&letter.id)
                 .arg(&member)
                 .arg(now)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.conn()?)
                 .await?;
             if result >= 0 {
                 replayed += 1;
@@ -82,7 +82,7 @@ impl RedisQueue {
                 .arg(&letter.id)
                 .cmd("DEL")
                 .arg(partition.dead_ops(&letter.id))
-                .query_async(&mut self.conn())
+                .query_async(&mut self.conn()?)
                 .await?;
             purged += usize::from(removed > 0);
         }

@@ -29,7 +29,7 @@ impl LocationState for RedisQueue {
             .arg(limits.daily)
             .arg(cost)
             .arg(limits.tolerance_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await?;
         Ok((wait > 0).then_some(wait))
     }
@@ -37,14 +37,14 @@ impl LocationState for RedisQueue {
     async fn limiter_state(&self, location: &LocationId) -> Result<Option<LimiterState>, QueueError> {
         let key = self.keys.for_location(location).limiter(location);
         let (tat, day, count): (Option<u64>, Option<u64>, Option<u64>) =
-            redis::cmd("HMGET").arg(key).arg("tat").arg("day").arg("count").query_async(&mut self.conn()).await?;
+            redis::cmd("HMGET").arg(key).arg("tat").arg("day").arg("count").query_async(&mut self.conn()?).await?;
         Ok(tat.map(|tat| LimiterState { tat, day: day.unwrap_or(0), count: count.unwrap_or(0) }))
     }
 
     async fn pause(&self, location: &LocationId, until: Millis, reason: &str, now: Millis) -> Result<(), QueueError> {
         let key = self.keys.for_location(location).pause(location);
         if until <= now {
-            let _: () = redis::cmd("DEL").arg(key).query_async(&mut self.conn()).await?;
+            let _: () = redis::cmd("DEL").arg(key).query_async(&mut self.conn()?).await?;
             return Ok(());
         }
         let ttl = until - now;
@@ -53,7 +53,7 @@ impl LocationState for RedisQueue {
             .arg(format!("{until} {reason}"))
             .arg("PX")
             .arg(ttl)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await?;
         Ok(())
     }
@@ -61,7 +61,7 @@ impl LocationState for RedisQueue {
     async fn paused(&self, location: &LocationId, now: Millis) -> Result<Option<Pause>, QueueError> {
         let partition = self.keys.for_location(location);
         let value: Option<String> =
-            redis::cmd("GET").arg(partition.pause(location)).query_async(&mut self.conn()).await?;
+            redis::cmd("GET").arg(partition.pause(location)).query_async(&mut self.conn()?).await?;
         Ok(value.and_then(|v| {
             let (until, reason) = v.split_once(' ').unwrap_or((v.as_str(), ""));
             let until = until.parse::<Millis>().ok()?;
@@ -84,14 +84,14 @@ impl TokenStore for RedisQueue {
 impl RedisQueue {
     async fn read_oauth_tokens(&self, location: &LocationId) -> Result<Option<OAuthTokens>, QueueError> {
         let key = self.keys.for_location(location).oauth(location);
-        let stored: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.conn()).await?;
+        let stored: Option<String> = redis::cmd("GET").arg(key).query_async(&mut self.conn()?).await?;
         Ok(stored.map(|json| serde_json::from_str(&json)).transpose()?)
     }
 
     async fn write_oauth_tokens(&self, location: &LocationId, tokens: &OAuthTokens) -> Result<(), QueueError> {
         let key = self.keys.for_location(location).oauth(location);
         let _: () =
-            redis::cmd("SET").arg(key).arg(serde_json::to_string(tokens)?).query_async(&mut self.conn()).await?;
+            redis::cmd("SET").arg(key).arg(serde_json::to_string(tokens)?).query_async(&mut self.conn()?).await?;
         Ok(())
     }
 }

@@ -36,9 +36,11 @@ mod reply;
 mod runs;
 mod scripts;
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 
 use self::conn::Conn;
@@ -63,7 +65,10 @@ pub struct RedisOptions {
 
 /// The Redis-backed store: [`super::Queue`] and every other store trait.
 pub struct RedisQueue {
-    conn: Conn,
+    /// `None` until Redis first answers, for a receiver that started while it did not (see
+    /// [`RedisQueue::connect_in_background`]).
+    conn: Arc<ArcSwapOption<Conn>>,
+    url: String,
     keys: Keys,
     scripts: Scripts,
     lease_for: Duration,
@@ -81,25 +86,67 @@ impl std::fmt::Debug for RedisQueue {
 impl RedisQueue {
     /// Connects (standalone or Cluster, detected from the server), then loads every script.
     pub async fn connect(url: &RedisUrl, options: RedisOptions) -> Result<Self, QueueError> {
-        let unreachable = |source: redis::RedisError| QueueError::Unreachable { url: url.to_string(), source };
-        let mut conn = Conn::open(url).await.map_err(unreachable)?;
-        let scripts = Scripts::new();
-        for script in scripts.all() {
-            script.prepare_invoke().load_async(&mut conn).await.map_err(unreachable)?;
+        let conn = open_and_load(url).await?;
+        Ok(Self::with(Some(conn), url, options))
+    }
+
+    /// As [`RedisQueue::connect`], but when Redis does not answer now the queue is returned anyway and keeps
+    /// trying in the background (every [`RECONNECT_EVERY`]); until then every call fails with
+    /// [`QueueError::NotConnected`]. For a receiver with a spool: it takes webhooks into the spool from its
+    /// first second, as it would through any other outage.
+    pub async fn connect_in_background(url: &RedisUrl, options: RedisOptions) -> Self {
+        match open_and_load(url).await {
+            Ok(conn) => Self::with(Some(conn), url, options),
+            Err(error) => {
+                tracing::warn!(%error, "Redis does not answer at start; webhooks go to the spool until it does");
+                let queue = Self::with(None, url, options);
+                let (slot, url) = (Arc::clone(&queue.conn), url.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(RECONNECT_EVERY).await;
+                        if let Ok(conn) = open_and_load(&url).await {
+                            slot.store(Some(Arc::new(conn)));
+                            tracing::info!("Redis answers: connected");
+                            return;
+                        }
+                    }
+                });
+                queue
+            }
         }
-        Ok(Self {
-            conn,
+    }
+
+    fn with(conn: Option<Conn>, url: &RedisUrl, options: RedisOptions) -> Self {
+        Self {
+            conn: Arc::new(ArcSwapOption::new(conn.map(Arc::new))),
+            url: url.to_string(),
             keys: Keys::new(&options.prefix, options.partitions),
-            scripts,
+            scripts: Scripts::new(),
             lease_for: options.lease_for,
             dedup_ttl: options.dedup_ttl,
             next_partition: AtomicUsize::new(rand::random::<u16>() as usize),
-        })
+        }
     }
 
-    fn conn(&self) -> Conn {
-        self.conn.clone()
+    fn conn(&self) -> Result<Conn, QueueError> {
+        match &*self.conn.load() {
+            Some(conn) => Ok(Conn::clone(conn)),
+            None => Err(QueueError::NotConnected(self.url.clone())),
+        }
     }
+}
+
+/// How often a queue that started without Redis tries again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(2);
+
+/// Connects to `url` and loads every script.
+async fn open_and_load(url: &RedisUrl) -> Result<Conn, QueueError> {
+    let unreachable = |source: redis::RedisError| QueueError::Unreachable { url: url.to_string(), source };
+    let mut conn = Conn::open(url).await.map_err(unreachable)?;
+    for script in Scripts::new().all() {
+        script.prepare_invoke().load_async(&mut conn).await.map_err(unreachable)?;
+    }
+    Ok(conn)
 }
 
 #[async_trait]
@@ -161,7 +208,7 @@ impl Queue for RedisQueue {
             .arg(&quoted[1..quoted.len() - 1])
             .arg(when.day)
             .arg(when.week)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await?;
         Ok(())
     }
@@ -179,7 +226,7 @@ impl Queue for RedisQueue {
                 .arg(partition.pending_count())
                 .cmd("HLEN")
                 .arg(partition.dead())
-                .query_async(&mut self.conn())
+                .query_async(&mut self.conn()?)
                 .await?;
             stats.dead += dead;
             stats.ready += ready;
@@ -190,7 +237,7 @@ impl Queue for RedisQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()?).await?;
         Ok(())
     }
 }

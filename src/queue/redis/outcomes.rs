@@ -30,7 +30,7 @@ impl Outcomes for RedisQueue {
         for event in events {
             pipeline.cmd("SET").arg(partition.outcome(event)).arg(&result).arg("PX").arg(millis(OUTCOME_TTL)).ignore();
         }
-        let _: () = pipeline.query_async(&mut self.conn()).await?;
+        let _: () = pipeline.query_async(&mut self.conn()?).await?;
         Ok(())
     }
 
@@ -43,7 +43,7 @@ impl Outcomes for RedisQueue {
         for (partition, indices) in by_partition {
             let partition = self.keys.partition(partition);
             let keys: Vec<String> = indices.iter().map(|&i| partition.outcome(&events[i].1)).collect();
-            let found: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn()).await?;
+            let found: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn()?).await?;
             for (&i, outcome) in indices.iter().zip(found) {
                 outcomes[i] = outcome.map(Outcome::from);
             }

@@ -13,7 +13,7 @@ impl RunLog for RedisQueue {
             .arg(key)
             .arg(&run.id)
             .arg(serde_json::to_string(run)?)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await?;
         Ok(())
     }
@@ -22,7 +22,7 @@ impl RunLog for RedisQueue {
         let mut runs = Vec::new();
         for n in 0..self.keys.partitions() {
             let records: Vec<String> =
-                redis::cmd("HVALS").arg(self.keys.partition(n).runs()).query_async(&mut self.conn()).await?;
+                redis::cmd("HVALS").arg(self.keys.partition(n).runs()).query_async(&mut self.conn()?).await?;
             for record in records {
                 runs.push(serde_json::from_str::<RunRecord>(&record)?);
             }
