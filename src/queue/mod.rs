@@ -71,9 +71,27 @@ pub struct PlannedOp {
 }
 
 impl PlannedOp {
-    /// The stored form of `unless`.
-    pub fn unless(&self) -> Vec<UserId> {
-        self.unless.as_deref().map(<[UserId]>::to_vec).unwrap_or_default()
+    /// The operation stored for it (as `op`, the round robin resolved) for event `event_id` at `now`, with the
+    /// audit note of a round robin's turn and whether a turn picked it; `seq` 0 until the store numbers it.
+    pub fn stored(
+        &self,
+        event_id: &EventId,
+        op: FollowerOp,
+        now: Millis,
+        note: Option<String>,
+        turn: bool,
+    ) -> QueuedOp {
+        QueuedOp {
+            seq: 0,
+            op,
+            rule: self.rule.to_string(),
+            event_id: event_id.clone(),
+            enqueued_at: now,
+            ownership: self.ownership,
+            note,
+            unless: self.unless.as_deref().map(<[UserId]>::to_vec).unwrap_or_default(),
+            turn,
+        }
     }
 }
 

@@ -66,14 +66,23 @@ where
     }
 
     fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
-        let answer = match (committed, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(QueueError::Closed),
-            (Err(e), _) => Err(e),
-        };
-        // The caller may have gone (its request was cancelled); the write stands either way.
-        let _ = self.reply.send(answer);
+        answer(self.reply, committed, self.result);
     }
+}
+
+/// Answers a caller: its write's own result once `committed` is `Ok`, else the commit's error.
+fn answer<T>(
+    reply: oneshot::Sender<Result<T, QueueError>>,
+    committed: Result<(), QueueError>,
+    result: Option<Result<T, QueueError>>,
+) {
+    let answer = match (committed, result) {
+        (Ok(()), Some(result)) => result,
+        (Ok(()), None) => Err(QueueError::Closed),
+        (Err(e), _) => Err(e),
+    };
+    // The caller may have gone (its request was cancelled); the write stands either way.
+    let _ = reply.send(answer);
 }
 
 /// An enqueue: the webhook path's write, by far the most frequent, so a run of them in one batch shares its
@@ -111,12 +120,7 @@ impl Job for Enqueue {
     }
 
     fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
-        let answer = match (committed, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(QueueError::Closed),
-            (Err(e), _) => Err(e),
-        };
-        let _ = self.reply.send(answer);
+        answer(self.reply, committed, self.result);
     }
 }
 

@@ -117,14 +117,7 @@ pub(super) fn enqueue_into<'t>(
                             Turn::Refused { anyway } => {
                                 let op = QueuedOp {
                                     seq: 1,
-                                    op: FollowerOp::Add(anyway),
-                                    rule: planned.rule.to_string(),
-                                    event_id: event.event_id.clone(),
-                                    enqueued_at: now,
-                                    ownership: planned.ownership,
-                                    note,
-                                    unless: planned.unless(),
-                                    turn: false,
+                                    ..planned.stored(&event.event_id, FollowerOp::Add(anyway), now, note, false)
                                 };
                                 let letter = refused_letter(&event.contact, op, rotation.refusal(), now);
                                 tx.open_table(DEAD)
@@ -141,17 +134,7 @@ pub(super) fn enqueue_into<'t>(
                     },
                 };
                 seq += 1;
-                let queued = QueuedOp {
-                    seq,
-                    op,
-                    rule: planned.rule.to_string(),
-                    event_id: event.event_id.clone(),
-                    enqueued_at: now,
-                    ownership: planned.ownership,
-                    note,
-                    unless: planned.unless(),
-                    turn,
-                };
+                let queued = QueuedOp { seq, ..planned.stored(&event.event_id, op, now, note, turn) };
                 pending.insert((key.as_str(), seq), serde_json::to_vec(&queued)?.as_slice()).q()?;
                 follow_up(tx, timers, &key, &queued, planned.lasts)?;
                 stored += 1;

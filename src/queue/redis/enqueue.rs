@@ -10,8 +10,7 @@ use crate::domain::pick::When;
 use crate::domain::rotation::Turn;
 use crate::event::UserId;
 use crate::queue::keys::contact_member;
-use crate::queue::{DeadLetter, EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError, QueuedOp};
-use QueuedOp as StoredOp;
+use crate::queue::{DeadLetter, EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError};
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
 const RR_PLACEHOLDER: &str = "__followd_round_robin_pick__";
@@ -75,16 +74,8 @@ impl RedisQueue {
             args.push(ops.len().to_string());
             args.push(if event.background { "1" } else { "0" }.to_owned());
             for planned in ops {
-                let stored = |op: FollowerOp, note: Option<String>, turn: bool| StoredOp {
-                    seq: 0,
-                    op,
-                    rule: planned.rule.to_string(),
-                    event_id: event.event_id.clone(),
-                    enqueued_at: now,
-                    ownership: planned.ownership,
-                    note,
-                    unless: planned.unless(),
-                    turn,
+                let stored = |op: FollowerOp, note: Option<String>, turn: bool| {
+                    planned.stored(&event.event_id, op, now, note, turn)
                 };
                 // What the operation does to the contact's timers (see the script's header).
                 let timer = |args: &mut Vec<String>, user: Option<&UserId>| -> Result<(), QueueError> {
