@@ -14,6 +14,7 @@
 //! - [`deliver`]: workers, folding, retries.
 //! - [`upstream`]: the CRM API client, live or dry run.
 //! - [`reconcile`]: bring existing contacts in line with the rules, or plan it.
+//! - [`covering`]: cover for absences (`[[cover]]`) applied as time passes.
 //! - [`domain`]: the vocabulary below every stage: time, rate-limit arithmetic, follower operations, outcomes.
 //! - [`decisions`]: the recent decisions the status page shows.
 //! - [`commands`]: the command line's subcommands other than `serve`.
@@ -26,6 +27,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod covering;
 pub mod decisions;
 pub mod deliver;
 pub mod domain;

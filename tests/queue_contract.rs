@@ -579,6 +579,31 @@ async fn operations_a_rule_skipped_are_audited_as_skipped_and_the_rest_as_delive
     assert_eq!(results, [Outcome::Skipped("b already follows".into()), Outcome::Delivered]);
 }
 
+async fn covers_find_the_contacts_followd_made_a_user_follow_and_remember_what_they_cover(stores: &Stores) {
+    use followd::domain::cover::{Cover, Covering};
+    let (queue, covers) = (&*stores.queue, &*stores.covers);
+    for (i, (location, contact, who)) in
+        [("l1", "c1", "alice"), ("l2", "c2", "alice"), ("l1", "c3", "bob")].iter().enumerate()
+    {
+        let c = key(location, contact);
+        queue.enqueue(vec![event(&format!("cv{i}"), &c, vec![add(who)])], T0).await.unwrap();
+        let l = lease(queue, T0).await;
+        queue.ack(&l, &applied(false, &[], &[who]), T0).await.unwrap();
+    }
+    let mut found = covers.followed_by(&user("alice")).await.unwrap();
+    found.sort();
+    assert_eq!(found, [key("l1", "c1"), key("l2", "c2")]);
+    assert!(covers.followed_by(&user("carol")).await.unwrap().is_empty());
+    let cover = Cover { user: user("alice"), by: user("bob") };
+    let covering = Covering { since: T0, contacts: found.clone() };
+    covers.set_covering(&cover, Some(covering.clone())).await.unwrap();
+    let running = covers.coverings().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!((running[0].cover(), &running[0].covering), (cover.clone(), &covering));
+    covers.set_covering(&cover, None).await.unwrap();
+    assert!(covers.coverings().await.unwrap().is_empty());
+}
+
 fn tags(list: &[&str]) -> Vec<String> {
     list.iter().map(|t| (*t).to_owned()).collect()
 }
@@ -828,6 +853,7 @@ macro_rules! contract {
                 a_timed_follower_s_removal_comes_due_and_a_later_add_or_removal_cancels_or_moves_it,
                 operations_a_rule_skipped_are_audited_as_skipped_and_the_rest_as_delivered,
                 a_turn_given_back_goes_to_the_same_member_again_and_counts_once,
+                covers_find_the_contacts_followd_made_a_user_follow_and_remember_what_they_cover,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
     with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,

@@ -6,11 +6,12 @@
 //! - [`rate`]: the per-location limit (GCRA without burst, daily count), pure.
 //! - [`followers`]: [`followers::Action`] (what a rule asks), [`followers::FollowerOp`] (what is stored).
 //! - [`pick`] and [`rotation`]: a round robin's arithmetic and the rule's round robin that uses it;
-//!   [`availability`]: who is away when.
+//!   [`availability`]: who is away when; [`cover`]: who follows for whom while they are away.
 //! - [`outcome`]: [`outcome::Outcome`], the one delivery result.
 
 pub mod availability;
 pub mod clock;
+pub mod cover;
 pub mod followers;
 pub mod outcome;
 pub mod pick;

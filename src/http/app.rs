@@ -110,6 +110,11 @@ impl Application {
             .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
             .transpose()?
             .map(Arc::new);
+        if role != Role::Receiver {
+            // Cover for absences, in the processes that deliver.
+            let every = (config.queue.lease / 4).max(Duration::from_millis(250));
+            background.spawn(crate::covering::run(Arc::clone(&rules), stores.clone(), every, stop.clone()));
+        }
         if let Some(intake) = &intake {
             background.spawn(crate::intake::forward_spool(Arc::clone(intake), stop.clone()));
         }

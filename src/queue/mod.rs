@@ -27,6 +27,7 @@
 //! one backend as all of its traits; the composition root hands each part the ones it needs.
 
 mod audit;
+mod covers;
 mod embedded;
 pub mod keys;
 mod locations;
@@ -42,6 +43,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::audit::{AUDIT_PER_CONTACT, AuditEntry, AuditLog};
+pub use self::covers::{CoverLog, StoredCover};
 pub use self::locations::{LocationState, Pause};
 pub use self::memory::{ContactMemory, TagDiff};
 pub use self::outcomes::{OUTCOME_TTL, Outcomes};

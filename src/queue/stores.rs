@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AuditLog, ContactMemory, EmbeddedQueue, LocationState, Outcomes, Queue, QueueError, RedisOptions, RedisQueue,
-    RunLog,
+    AuditLog, ContactMemory, CoverLog, EmbeddedQueue, LocationState, Outcomes, Queue, QueueError, RedisOptions,
+    RedisQueue, RunLog,
 };
 use crate::config::RedisUrl;
 use crate::upstream::TokenStore;
@@ -43,6 +43,7 @@ pub struct Stores {
     pub outcomes: Arc<dyn Outcomes>,
     pub tokens: Arc<dyn TokenStore>,
     pub runs: Arc<dyn RunLog>,
+    pub covers: Arc<dyn CoverLog>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -55,7 +56,7 @@ impl Stores {
     /// Every trait of one backend.
     pub fn of<B>(backend: B) -> Self
     where
-        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore + RunLog,
+        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore + RunLog + CoverLog,
     {
         let backend = Arc::new(backend);
         Self {
@@ -65,7 +66,8 @@ impl Stores {
             audit: Arc::clone(&backend) as Arc<dyn AuditLog>,
             outcomes: Arc::clone(&backend) as Arc<dyn Outcomes>,
             tokens: Arc::clone(&backend) as Arc<dyn TokenStore>,
-            runs: backend as Arc<dyn RunLog>,
+            runs: Arc::clone(&backend) as Arc<dyn RunLog>,
+            covers: backend as Arc<dyn CoverLog>,
         }
     }
 

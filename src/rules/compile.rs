@@ -16,6 +16,7 @@ use super::aliases::{self, Aliases, Resolved};
 use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
 use crate::domain::availability::{Availability, parse_hours, parse_range, parse_zone};
+use crate::domain::cover::Cover;
 use crate::domain::pick::{Caps, Member};
 use crate::domain::rotation::Rotation;
 
@@ -32,10 +33,7 @@ const LISTED_ALIASES: usize = 20;
 
 /// Compiles `files`; `unreadable` holds problems found before (files or a directory that could not be read),
 /// which are reported together with the rest.
-pub(super) fn compile(
-    files: &[(PathBuf, String)],
-    unreadable: Vec<Diagnostic>,
-) -> Result<(Vec<CompiledRule>, Summary), RulesError> {
+pub(super) fn compile(files: &[(PathBuf, String)], unreadable: Vec<Diagnostic>) -> Result<Compiled, RulesError> {
     let mut ordered: Vec<&(PathBuf, String)> = files.iter().collect();
     ordered.sort_by(|a, b| a.0.cmp(&b.0));
     let mut missing: Vec<String> = unreadable.iter().map(|d| d.file.display().to_string()).collect();
@@ -56,8 +54,14 @@ pub(super) fn compile(
         format!(" (note: {} could not be read or parsed, so aliases defined there are missing)", missing.join(", "))
     };
     let availability = Arc::new(availability(&parsed, &aliases, &mut diagnostics));
-    let mut checker =
-        Checker { aliases: &aliases, availability, note, names: HashMap::new(), diagnostics: &mut diagnostics };
+    let covers = covers(&parsed, &aliases, &mut diagnostics);
+    let mut checker = Checker {
+        aliases: &aliases,
+        availability: Arc::clone(&availability),
+        note,
+        names: HashMap::new(),
+        diagnostics: &mut diagnostics,
+    };
     let mut rules = Vec::new();
     let mut total = 0;
     for (source, file) in &parsed {
@@ -78,7 +82,51 @@ pub(super) fn compile(
         users: aliases.users,
         teams: aliases.teams,
     };
-    Ok((rules, summary))
+    Ok(Compiled { rules, summary, covers, availability })
+}
+
+/// A compiled rule set's parts.
+pub(super) struct Compiled {
+    pub rules: Vec<CompiledRule>,
+    pub summary: Summary,
+    pub covers: Vec<Cover>,
+    pub availability: Arc<Availability>,
+}
+
+/// The `[[cover]]` entries of every file: each names two users by alias, not the same, once.
+fn covers(parsed: &[(Source<'_>, model::RawFile)], aliases: &Aliases, diagnostics: &mut Vec<Diagnostic>) -> Vec<Cover> {
+    let mut covers: Vec<Cover> = Vec::new();
+    for (source, file) in parsed {
+        for raw in &file.covers {
+            let mut user = |name: &Spanned<String>, key: &str| {
+                let text = name.get_ref().trim();
+                let message = match aliases.get(text) {
+                    Some(Resolved::User(id)) => return Some(id.clone()),
+                    Some(Resolved::Team(_)) => format!("`{text}` is a team; `{key}` in [[cover]] names one user"),
+                    Some(Resolved::Broken) => return None,
+                    None => format!(
+                        "unknown alias `{text}` in [[cover]]{}names there must be aliases defined under [users]",
+                        did_you_mean(text, aliases.names().iter().map(String::as_str))
+                    ),
+                };
+                diagnostics.push(source.at(name.span(), message));
+                None
+            };
+            let (who, by) = (user(&raw.get_ref().user, "user"), user(&raw.get_ref().by, "by"));
+            let (Some(who), Some(by)) = (who, by) else { continue };
+            let cover = Cover { user: who, by };
+            if cover.user == cover.by {
+                let message = format!("{} cannot cover for themselves; `by` names someone else", cover.user);
+                diagnostics.push(source.at(raw.get_ref().by.span(), message));
+            } else if covers.contains(&cover) {
+                let message = format!("{} already covers for {}: each [[cover]] once", cover.by, cover.user);
+                diagnostics.push(source.at(raw.span(), message));
+            } else {
+                covers.push(cover);
+            }
+        }
+    }
+    covers
 }
 
 /// The rule checks, with what they share across files.

@@ -60,6 +60,9 @@ use crate::event::Event;
 pub struct RuleSet {
     index: matching::Index,
     summary: Summary,
+    /// `[[cover]]`, and who is away when (`[availability]`), which the cover task reads.
+    covers: Vec<crate::domain::cover::Cover>,
+    availability: Arc<crate::domain::availability::Availability>,
 }
 
 impl RuleSet {
@@ -103,8 +106,23 @@ impl RuleSet {
     }
 
     fn build(files: &[(PathBuf, String)], problems: Vec<Diagnostic>) -> Result<RuleSet, RulesError> {
-        let (rules, summary) = compile::compile(files, problems)?;
-        Ok(RuleSet { index: matching::Index::build(rules), summary })
+        let compiled = compile::compile(files, problems)?;
+        Ok(RuleSet {
+            index: matching::Index::build(compiled.rules),
+            summary: compiled.summary,
+            covers: compiled.covers,
+            availability: compiled.availability,
+        })
+    }
+
+    /// The `[[cover]]` entries of the rule files.
+    pub fn covers(&self) -> &[crate::domain::cover::Cover] {
+        &self.covers
+    }
+
+    /// Who is away when (`[availability]`).
+    pub fn availability(&self) -> &crate::domain::availability::Availability {
+        &self.availability
     }
 
     /// The rules that fire for this event, in rule order (files by name, then position in file).

@@ -74,6 +74,15 @@ pub(super) struct RawFile {
     pub aliases: Vec<RawAlias>,
     pub rules: Vec<RawRule>,
     pub availability: Vec<RawAbsences>,
+    pub covers: Vec<Spanned<RawCover>>,
+}
+
+/// One `[[cover]]`: while `user` is away, `by` follows the contacts followd made `user` follow.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCover {
+    pub user: Spanned<String>,
+    pub by: Spanned<String>,
 }
 
 /// One `[availability]` entry: `alice = { away = ["2026-12-20/2026-12-31"], hours = "09:00-17:00",
@@ -188,7 +197,8 @@ pub(super) struct Then {
     pub lasts: Option<Spanned<String>>,
 }
 
-const FILE_KEYS: &[&str] = &["users", "rule", "availability"];
+const FILE_KEYS: &[&str] = &["users", "rule", "availability", "cover"];
+const COVER_KEYS: &[&str] = &["user", "by"];
 const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "skip_if_following", "when", "then"];
 const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
 const THEN_KEYS: &[&str] = &[
@@ -223,11 +233,12 @@ pub(super) fn parse_file(source: Source<'_>, diagnostics: &mut Vec<Diagnostic>) 
             "users" => parse_users(source, value, &mut file.aliases, diagnostics),
             "rule" => parse_rules(source, value, &mut file.rules, diagnostics),
             "availability" => parse_availability(source, value, &mut file.availability, diagnostics),
+            "cover" => parse_covers(source, value, &mut file.covers, diagnostics),
             other => diagnostics.push(source.at(
                 key.span(),
                 format!(
-                    "unknown key `{other}`{}a rule file holds a [users] table, [[rule]] tables and an \
-                     [availability] table",
+                    "unknown key `{other}`{}a rule file holds a [users] table, [[rule]] tables, an \
+                     [availability] table and [[cover]] tables",
                     did_you_mean(other, FILE_KEYS.iter().copied())
                 ),
             )),
@@ -360,6 +371,25 @@ fn parse_availability(
             }
         }
         out.push(absences);
+    }
+}
+
+fn parse_covers(
+    source: Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    covers: &mut Vec<Spanned<RawCover>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        let message = "write each cover as a [[cover]] table (two brackets): user = \"alice\", by = \"bob\"";
+        diagnostics.push(source.at(span, message.to_owned()));
+        return;
+    };
+    for item in items.iter().cloned() {
+        if let Some(cover) = deserialize::<RawCover>(source, item, "cover", COVER_KEYS, diagnostics) {
+            covers.push(cover);
+        }
     }
 }
 

@@ -238,7 +238,51 @@ async fn skip_if_following_leaves_a_contact_its_team_already_follows_alone(store
     }
 }
 
+/// alice goes away: bob follows the contacts followd made alice follow; she comes back: bob goes, only where
+/// followd added him (c-2, where a person had added bob, keeps him).
+async fn a_cover_follows_for_an_absent_user_and_stops_when_they_return(store: Store) {
+    let day = |offset: i64| (chrono::Utc::now() + chrono::Duration::days(offset)).format("%Y-%m-%d").to_string();
+    let rules = |away: bool| {
+        let availability = if away {
+            format!("[availability]\nalice = {{ away = [\"{}/{}\"] }}\n", day(-1), day(1))
+        } else {
+            String::new()
+        };
+        format!(
+            "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\n{availability}\
+             [[rule]]\nname = \"vip\"\nwhen = {{ event = \"tag_added\", tag = \"vip\" }}\nthen = {{ add = [\"alice\"] }}\n\
+             [[cover]]\nuser = \"alice\"\nby = \"bob\"\n"
+        )
+    };
+    let app = TestApp::builder().store(store).rules(&rules(false)).spawn().await;
+    app.upstream.set_followers("c-2", &["usr_bob"]);
+    post(&app, "e1", "tag_added", "c-1", "vip").await;
+    post(&app, "e2", "tag_added", "c-2", "vip").await;
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_alice"]));
+    let rules_file = app.dir.path().join("rules/rules.toml");
+    std::fs::write(&rules_file, rules(true)).unwrap();
+    assert!(
+        app.upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await,
+        "alice is away: bob covers c-1 ({:?})",
+        app.upstream.followers_of("c-1")
+    );
+    std::fs::write(&rules_file, rules(false)).unwrap();
+    assert!(
+        app.upstream.wait_for_followers("c-1", &["usr_alice"], WAIT).await,
+        "alice is back: bob leaves c-1 ({:?})",
+        app.upstream.followers_of("c-1")
+    );
+    app.wait_until_idle().await;
+    assert_eq!(app.upstream.followers_of("c-2"), set(&["usr_alice", "usr_bob"]), "a person's bob stays on c-2");
+    let location = followd::event::LocationId::parse("loc-1").unwrap();
+    let contact = followd::event::ContactId::parse("c-1").unwrap();
+    let trail = app.stores.audit.audit(Some(&location), &contact).await.unwrap();
+    assert!(trail.iter().any(|e| e.operation.rule == "cover usr_alice by usr_bob"), "{trail:?}");
+    assert!(app.stores.covers.coverings().await.unwrap().is_empty(), "the cover ended");
+}
+
 on_both_stores!(
+    a_cover_follows_for_an_absent_user_and_stops_when_they_return,
     skip_if_following_leaves_a_contact_its_team_already_follows_alone,
     remove_all_reads_the_contact_through_search_and_ends_with_no_followers,
     managed_ownership_keeps_a_person_s_follower_through_remove_and_remove_all,

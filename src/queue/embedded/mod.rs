@@ -17,12 +17,14 @@
 //! - `locations`: [`super::LocationState`] (budget and pause, in memory) and the OAuth [`TokenStore`]
 //! - `audit`: [`super::AuditLog`], each contact's audit trail
 //! - `runs`: [`super::RunLog`], reconcile runs
+//! - `covers`: [`super::CoverLog`], cover for absences
 //! - `timers`: timed followers' removals, set at enqueue and queued when due
 //!
 //! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
 mod audit;
 mod commit;
+mod covers;
 mod expiry;
 mod letters;
 mod lifecycle;

@@ -19,6 +19,7 @@
 //! - `dead`     dead letter id → the dead letter, operations included
 //! - `memo`     kind \x1f event id \x1f subject → the answer given (`memo_expiry` to forget it in time)
 //! - `timers`   (due, contact \x1e user) → a timed follower's removal; `timer_of` contact \x1e user → due
+//! - `covers`   user \x1e by → a running cover and the contacts it covers
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,7 @@ pub(super) const OAUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("oau
 pub(super) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 pub(super) const TIMERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("timers");
 pub(super) const TIMER_OF: TableDefinition<&str, u64> = TableDefinition::new("timer_of");
+pub(super) const COVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("covers");
 
 /// Creates every table that does not exist yet, in one committed transaction.
 pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
@@ -73,6 +75,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
         tx.open_table(AUDIT).map_err(redb::Error::from)?;
         tx.open_table(TIMERS).map_err(redb::Error::from)?;
         tx.open_table(TIMER_OF).map_err(redb::Error::from)?;
+        tx.open_table(COVERS).map_err(redb::Error::from)?;
     }
     tx.commit().map_err(redb::Error::from)?;
     Ok(())

@@ -27,6 +27,7 @@
 mod audit;
 mod conn;
 mod contact_memory;
+mod covers;
 mod enqueue;
 mod leases;
 mod letters;

@@ -10,7 +10,7 @@ pub(super) fn corrupt(what: String) -> QueueError {
     QueueError::Corrupt(serde::de::Error::custom(what))
 }
 
-fn parse_member(member: &str) -> Result<ContactKey, QueueError> {
+pub(super) fn parse_member(member: &str) -> Result<ContactKey, QueueError> {
     let (location, contact) = member.split_once('\u{1f}').ok_or_else(|| corrupt(format!("bad contact {member:?}")))?;
     Ok(ContactKey {
         location_id: LocationId::parse(location).map_err(|e| corrupt(format!("bad location: {e}")))?,

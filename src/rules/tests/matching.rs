@@ -371,3 +371,29 @@ fn skip_if_following_names_a_team_or_user_and_explain_says_so() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn covers_name_two_different_users_once_and_their_mistakes_are_reported_at_their_place() {
+    let text = "[[cover]]\nuser = \"alice\"\nby = \"bob\"\n";
+    let set = valid(&[("users.toml", super::USERS), ("x.toml", text)]);
+    let covers = set.covers();
+    assert_eq!(covers.len(), 1);
+    assert_eq!((covers[0].user.as_str(), covers[0].by.as_str()), ("usr_alice", "usr_bob"));
+    let broken = "[[cover]]\nuser = \"alice\"\nby = \"alice\"\n\
+                  [[cover]]\nuser = \"sales\"\nby = \"bobb\"\n\
+                  [[cover]]\nuser = \"carol\"\nby = \"bob\"\n\
+                  [[cover]]\nuser = \"carol\"\nby = \"bob\"\n\
+                  [[cover]]\nuser = \"carol\"\nwith = \"bob\"\n";
+    let found = super::errors(&[("users.toml", super::USERS), ("y.toml", broken)]);
+    let expected = [
+        "y.toml:3:6: usr_alice cannot cover for themselves",
+        "y.toml:5:8: `sales` is a team; `user` in [[cover]] names one user",
+        "y.toml:6:6: unknown alias `bobb` in [[cover]]; did you mean `bob`?",
+        "y.toml:10:1: usr_bob already covers for usr_carol",
+        "y.toml:15:1: unknown key `with` in `cover`",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for expected in expected {
+        assert!(found.iter().any(|f| f.starts_with(expected)), "expected `{expected}...` in {found:#?}");
+    }
+}

@@ -194,7 +194,7 @@ fn misplaced_tables_and_wrong_types_say_what_to_write() {
         found,
         [
             "a.toml:1:2: unknown key `rules`; did you mean `rule`? a rule file holds a [users] table, [[rule]] \
-             tables and an [availability] table",
+             tables, an [availability] table and [[cover]] tables",
             r#"a.toml:4:9: alias `alice` is a integer; write a user id ("usr_...") or a list of aliases and user ids"#,
         ]
     );
