@@ -11,11 +11,11 @@ use crate::config::Config;
 use std::time::Duration;
 
 use crate::domain::clock::now_ms;
-use crate::event::{ContactId, EventId, LocationId, Observation};
+use crate::event::{ContactId, LocationId, Observation};
 use crate::intake::{Names, Source, occurrences, plan};
-use crate::queue::{ContactKey, ContactMemory, EmbeddedQueue, Selection, Stores};
+use crate::queue::{ContactKey, EmbeddedQueue, Selection, Stores};
 
-use crate::rules::{Case, CaseOutcome, OpLines, RuleSet, compare, load_cases};
+use crate::rules::{CaseOutcome, OpLines, RuleSet, compare, load_cases};
 
 /// `followd rules check`: every error as `file:line:column: message`, then a summary; exit 1 on any error.
 pub fn rules_check(dir: &Path) -> ExitCode {
@@ -110,7 +110,7 @@ pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCod
     };
     let mut failed = 0;
     for case in &cases {
-        let outcome = match run_case(case, &rules).await {
+        let outcome = match crate::simulate::run_case(case, &rules).await {
             Ok(lines) => compare(case, &lines),
             Err(e) => CaseOutcome::failed(case, &format!("{e:#}")),
         };
@@ -119,32 +119,6 @@ pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCod
     }
     println!("{} passed, {failed} failed", cases.len() - failed);
     Ok(if failed == 0 && !cases.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// What one case's payload would queue, as operation lines.
-async fn run_case(case: &Case, rules: &RuleSet) -> anyhow::Result<Vec<String>> {
-    let parsed = case.format.parse(&case.payload).context("the payload does not parse")?;
-    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
-    let now = case.at.unwrap_or_else(now_ms);
-    if let Some(known) = &case.known_tags {
-        // The contact's stored tags before the payload, under an id of their own so the payload's is fresh.
-        let seed = EventId::parse("rules-test-known-tags")?;
-        for observation in &parsed.observations {
-            if let Observation::Tags { location_id, contact_id, .. } = observation {
-                let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
-                store.diff_tags(&contact, &seed, Some(known), None, now).await?;
-            }
-        }
-    }
-    let occurrences = occurrences(&store, parsed, now, &Names::new()).await?;
-    let mut lines = OpLines::for_case(case, now);
-    for event in plan(&occurrences, rules, Default::default()) {
-        for planned in &event.ops {
-            lines.push(&event.contact.location_id, &planned.action);
-        }
-    }
-    Ok(lines.into_lines())
 }
 
 /// `followd queue stats`.

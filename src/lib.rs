@@ -17,7 +17,7 @@
 //! - [`covering`]: cover for absences (`[[cover]]`) applied as time passes.
 //! - [`domain`]: the vocabulary below every stage: time, rate-limit arithmetic, follower operations, outcomes.
 //! - [`decisions`]: the recent decisions the status page shows.
-//! - [`commands`]: the command line's subcommands other than `serve`.
+//! - [`commands`]: the command line's subcommands other than `serve`; [`simulate`]: how `rules test` runs a case.
 //! - [`config`], [`telemetry`], [`signals`]: configuration layers; logs and metrics; stop and reload signals.
 //!
 //! Imports point one way: the stages (`verify`, `event`, `rules`, `queue`, `upstream`) import only `domain`,
@@ -40,6 +40,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod rules;
 pub mod signals;
+pub mod simulate;
 pub mod spool;
 pub mod telemetry;
 pub mod upstream;

@@ -176,6 +176,21 @@ impl OpLines {
         self.lines.push(line);
     }
 
+    /// Later picks happen at `now` (a case's next step).
+    pub fn set_now(&mut self, now: crate::domain::clock::Millis) {
+        self.now = now;
+    }
+
+    /// Adds a line as it is (a step's heading, the cover's changes).
+    pub fn note(&mut self, line: String) {
+        self.lines.push(line);
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     /// Why each round robin's turn went where it went, in the order pushed.
     pub fn reasons(&self) -> &[String] {
         &self.reasons

@@ -54,6 +54,10 @@ pub struct Case {
     /// `picked_this_week`): what a store would count toward `max_per_day` / `max_per_week`.
     pub picked_today: BTreeMap<UserId, u32>,
     pub picked_this_week: BTreeMap<UserId, u32>,
+    /// Who a person made follow each contact (by contact id) before the case: followd did not add them.
+    pub following: BTreeMap<String, Vec<UserId>>,
+    /// Later steps, in time order (`[[case.then]]`); their expected lines follow `at <time>` lines in `expect`.
+    pub steps: Vec<Step>,
 }
 
 /// A case as written.
@@ -76,6 +80,29 @@ struct RawCase {
     picked_today: BTreeMap<Spanned<String>, u32>,
     #[serde(default)]
     picked_this_week: BTreeMap<Spanned<String>, u32>,
+    #[serde(default)]
+    following: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    then: Vec<RawStep>,
+}
+
+/// A later step of a case, `[[case.then]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at: Spanned<String>,
+    #[serde(default)]
+    payload: Option<String>,
+    expect: Vec<Spanned<String>>,
+}
+
+/// A later step of a case: at `at`, the cover for absences runs, then `payload` (if any) through the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub at: crate::domain::clock::Millis,
+    /// `at` as written: the `at ...` line that heads the step's expected lines.
+    pub label: String,
+    pub payload: Option<Vec<u8>>,
 }
 
 const FILE_KEYS: &[&str] = &["case"];
@@ -89,6 +116,8 @@ const CASE_KEYS: &[&str] = &[
     "at",
     "picked_today",
     "picked_this_week",
+    "following",
+    "then",
 ];
 
 /// Reads the cases in `paths`: each is a case file or a directory whose `*.toml` files (not recursive, by
@@ -223,9 +252,12 @@ fn check(
             Err(message) => diagnostics.push(source.at(line.span(), message)),
         }
     }
-    let at = raw.at.as_ref().and_then(|at| match chrono::DateTime::parse_from_rfc3339(at.get_ref().trim()) {
-        Ok(time) => u64::try_from(time.timestamp_millis()).ok(),
-        Err(_) => {
+    let time = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text.trim()).ok().and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+    };
+    let at = raw.at.as_ref().and_then(|at| match time(at.get_ref()) {
+        Some(time) => Some(time),
+        None => {
             let message = format!("`{}` is not a time; write RFC 3339, e.g. \"2026-12-24T10:00:00Z\"", at.get_ref());
             diagnostics.push(source.at(at.span(), message));
             None
@@ -247,6 +279,47 @@ fn check(
     };
     let picked_today = counts(&raw.picked_today);
     let picked_this_week = counts(&raw.picked_this_week);
+    let mut following = BTreeMap::new();
+    for (contact, users) in &raw.following {
+        let mut ids = Vec::new();
+        for user in users {
+            match UserId::parse(user.get_ref().trim()) {
+                Ok(id) => ids.push(id),
+                Err(error) => {
+                    diagnostics.push(source.at(user.span(), format!("the user id `{}` {error}", user.get_ref())))
+                }
+            }
+        }
+        following.insert(contact.trim().to_owned(), ids);
+    }
+    let mut steps = Vec::new();
+    let mut last = at;
+    for step in &raw.then {
+        let Some(when) = time(step.at.get_ref()) else {
+            let message =
+                format!("`{}` is not a time; write RFC 3339, e.g. \"2026-12-24T10:00:00Z\"", step.at.get_ref());
+            diagnostics.push(source.at(step.at.span(), message));
+            continue;
+        };
+        if last.is_some_and(|last| when < last) {
+            diagnostics
+                .push(source.at(step.at.span(), "steps go forward in time: this one is before the one above".into()));
+        }
+        last = Some(when);
+        expect.push(format!("at {}", step.at.get_ref().trim()));
+        for line in &step.expect {
+            match normalize_op(line.get_ref()) {
+                Ok(op) => expect.push(op),
+                Err(message) => diagnostics.push(source.at(line.span(), message)),
+            }
+        }
+        let label = step.at.get_ref().trim().to_owned();
+        steps.push(Step { at: when, label, payload: step.payload.clone().map(String::into_bytes) });
+    }
+    if !steps.is_empty() && at.is_none() {
+        let message = "a case with [[case.then]] steps needs its own `at` (when the first step happens)";
+        diagnostics.push(source.at(raw.name.span(), message.to_owned()));
+    }
     if diagnostics.len() > before {
         return None;
     }
@@ -262,12 +335,18 @@ fn check(
         at,
         picked_today,
         picked_this_week,
+        following,
+        steps,
     };
     Some((case, raw.name.span()))
 }
 
 /// An operation line in its one spelling (`add usr_1`, `remove usr_1`, `remove_all`), or why it is not one.
 pub(super) fn normalize_op(line: &str) -> Result<String, String> {
+    // A step's cover changes name their contact: `c-1: add usr_bob`.
+    if let Some((contact, op)) = line.split_once(": ").filter(|(contact, _)| !contact.trim().contains(' ')) {
+        return normalize_op(op).map(|op| format!("{}: {op}", contact.trim()));
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     let bad = || {
         format!(

@@ -123,7 +123,7 @@ expect = ["add", "follow usr_1", "remove_all"]
         load_errors(dir.path()),
         [
             "a.toml:3:1: unknown key `source_formt` in `case`; did you mean `source_format`? valid keys: name, \
-             source_format, payload, payload_file, known_tags, expect, at, picked_today, picked_this_week",
+             source_format, payload, payload_file, known_tags, expect, at, picked_today, picked_this_week, following, then",
             "a.toml:9:17: unknown value `ghl-workflw` in `case`; did you mean `ghl-workflow`? expected one of: \
              generic, ghl, ghl-workflow",
             "b.toml:4:16: a case has either `payload` or `payload_file`, not both",
@@ -193,6 +193,8 @@ fn case(expect: &[&str]) -> Case {
         at: None,
         picked_today: Default::default(),
         picked_this_week: Default::default(),
+        following: Default::default(),
+        steps: Vec::new(),
     }
 }
 
