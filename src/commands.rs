@@ -121,6 +121,40 @@ pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCod
     Ok(if failed == 0 && !cases.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// `followd users --location LOC [--json]`: the location's users as the CRM lists them.
+pub async fn users(config: &Config, location: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
+    // The tokens: the store's (OAuth), or, while a running service holds the embedded store, fixed ones only.
+    let scratch = tempfile::tempdir()?;
+    let tokens = match Stores::open(&crate::http::store_options(config)).await {
+        Ok(stores) => stores.tokens,
+        Err(crate::queue::QueueError::Locked(_)) if config.upstream.oauth.is_none() => {
+            Stores::of(EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?).tokens
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
+    let Some(users) = upstream.users(&location).await? else {
+        anyhow::bail!("no upstream token is configured: `followd users` reads the CRM (scope users.readonly)");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&users)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24}  {:<24}  {:<32}  {:<8}  sees", "id", "name", "email", "deleted");
+    for user in &users {
+        println!(
+            "{:<24}  {:<24}  {:<32}  {:<8}  {}",
+            user.id,
+            user.name.as_deref().unwrap_or("-"),
+            user.email.as_deref().unwrap_or("-"),
+            if user.deleted { "yes" } else { "no" },
+            if user.permissions.assigned_data_only { "only what they own or follow" } else { "every contact" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `followd queue stats`.
 pub async fn queue_stats(config: &Config) -> anyhow::Result<ExitCode> {
     let stats = Stores::open(&crate::http::store_options(config)).await?.queue.stats().await?;

@@ -53,6 +53,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A location's users in the CRM: id, name, email, whether deleted, and whether they see only the
+    /// contacts they own or follow (for whom following matters).
+    Users {
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -209,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { contact_id, location, json } => {
             commands::audit(&config, &contact_id, location.as_deref(), json).await
         }
+        Command::Users { location, json } => commands::users(&config, &location, json).await,
         Command::Reconcile(ReconcileArgs { command: Some(ReconcileCommand::Status { json }), .. }) => {
             commands::reconcile_status(&config, json).await
         }

@@ -86,6 +86,36 @@ pub struct FollowersAnswer {
     pub changed: Option<Vec<UserId>>,
 }
 
+/// A user of a location as `GET /users/` lists them (`shared/ghl/API.md` §13; the fields followd reads).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrmUser {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub permissions: UserPermissions,
+}
+
+/// The one permission followd cares about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPermissions {
+    /// The user sees only the contacts they own or follow: following is what gives them a contact.
+    #[serde(default)]
+    pub assigned_data_only: bool,
+}
+
+#[derive(Deserialize)]
+struct UsersAnswer {
+    #[serde(default)]
+    users: Vec<CrmUser>,
+}
+
 /// A contact as `POST /contacts/search` lists it (the fields followd reads).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -341,6 +371,18 @@ impl LiveClient {
             answer.search_after.or_else(|| answer.contacts.last().and_then(|c| c.search_after.clone()))
         };
         Ok(ContactPage { contacts: answer.contacts, total: answer.total, next })
+    }
+
+    /// `GET /users/?locationId=...`: the location's users (scope `users.readonly`).
+    pub async fn users(&self, location: &LocationId) -> Result<Vec<CrmUser>, UpstreamError> {
+        let mut url = self.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("users").push("");
+        }
+        url.query_pairs_mut().append_pair("locationId", location.as_str());
+        let response = self.send_authorized(Method::GET, url, location, None, "GET").await?;
+        let answer: UsersAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
+        Ok(answer.users)
     }
 
     /// `GET /opportunities/pipelines?locationId=...`: the location's pipelines with their stages.

@@ -13,7 +13,9 @@ mod tokens;
 
 use std::time::Duration;
 
-pub use client::{ContactPage, CrmContact, FollowersAnswer, LiveClient, MAX_PAGE, Pipeline, Stage};
+pub use client::{
+    ContactPage, CrmContact, CrmUser, FollowersAnswer, LiveClient, MAX_PAGE, Pipeline, Stage, UserPermissions,
+};
 pub use dry_run::DryRun;
 pub use oauth::OAuth;
 
@@ -135,6 +137,14 @@ impl Upstream {
     }
 
     /// The location's pipelines; `None` in a dry run (names then match only where payloads carry them).
+    /// The location's users; `None` in a dry run (nothing is read without a token).
+    pub async fn users(&self, location: &LocationId) -> Result<Option<Vec<CrmUser>>, UpstreamError> {
+        match self {
+            Self::Live(client) => client.users(location).await.map(Some),
+            Self::DryRun(_) => Ok(None),
+        }
+    }
+
     pub async fn pipelines(&self, location: &LocationId) -> Result<Option<Vec<Pipeline>>, UpstreamError> {
         match self {
             Self::Live(client) => client.pipelines(location).await.map(Some),

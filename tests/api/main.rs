@@ -31,4 +31,5 @@ mod rules;
 mod scale_out;
 mod spool;
 mod status_page;
+mod users;
 mod webhook;

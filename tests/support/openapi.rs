@@ -27,7 +27,8 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value, json};
 
 /// The files holding the operations followd calls, relative to the OpenAPI folder.
-const OPERATION_FILES: [&str; 3] = ["apps/contacts.json", "apps/opportunities.json", "apps/oauth.json"];
+const OPERATION_FILES: [&str; 4] =
+    ["apps/contacts.json", "apps/opportunities.json", "apps/oauth.json", "apps/users.json"];
 /// The file the operation files reference with `../common/common-schemas.json#/...`.
 const COMMON_FILE: &str = "common/common-schemas.json";
 

@@ -136,6 +136,8 @@ struct Inner {
     issued: u32,
     /// `GET /opportunities/pipelines` answers, per location.
     pipelines: HashMap<String, Value>,
+    /// `GET /users/` answers, per location.
+    users: HashMap<String, Value>,
 }
 
 struct State {
@@ -174,6 +176,7 @@ impl FakeUpstream {
                 .route("/contacts/{id}", web::get().to(get_contact))
                 .route("/oauth/token", web::post().to(oauth_token))
                 .route("/opportunities/pipelines", web::get().to(get_pipelines))
+                .route("/users/", web::get().to(get_users))
         })
         .workers(2)
         .disable_signals()
@@ -192,6 +195,18 @@ impl FakeUpstream {
     /// Answers the next `count` calls with `status` (and the CRM's error body for it).
     pub fn fail_next(&self, status: u16, count: usize) {
         self.inner().scripted.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// The location's users: `(id, name, email, deleted, assignedDataOnly)`, as `GET /users/` lists them.
+    pub fn set_users(&self, location: &str, users: &[(&str, &str, &str, bool, bool)]) {
+        let users: Vec<Value> = users
+            .iter()
+            .map(|(id, name, email, deleted, assigned)| {
+                json!({ "id": id, "name": name, "email": email, "deleted": deleted,
+                        "permissions": { "assignedDataOnly": assigned, "contactsEnabled": true } })
+            })
+            .collect();
+        self.inner().users.insert(location.to_owned(), json!({ "users": users }));
     }
 
     /// The location's pipelines: `(pipeline id, name, [(stage id, name)])`.
@@ -832,6 +847,31 @@ async fn get_pipelines(
         inner.pipelines.get(&location).cloned().unwrap_or_else(|| json!({ "pipelines": [] }))
     };
     record(&state, &request, "pipelines", 200, at);
+    let mut response = HttpResponse::Ok();
+    rate_headers(&mut response, max, remaining, window);
+    response.json(body)
+}
+
+/// `GET /users/?locationId=...`.
+async fn get_users(
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let at = Instant::now();
+    let location = query.get("locationId").cloned().unwrap_or_default();
+    let (max, remaining, window) = match admit(&state, &request, "users", None) {
+        Ok(limits) => limits,
+        Err(response) => {
+            record(&state, &request, "users", response.status().as_u16(), at);
+            return *response;
+        }
+    };
+    let body = {
+        let inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.users.get(&location).cloned().unwrap_or_else(|| json!({ "users": [] }))
+    };
+    record(&state, &request, "users", 200, at);
     let mut response = HttpResponse::Ok();
     rate_headers(&mut response, max, remaining, window);
     response.json(body)
