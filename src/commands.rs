@@ -11,7 +11,7 @@ use crate::config::Config;
 use std::time::Duration;
 
 use crate::domain::clock::now_ms;
-use crate::event::{ContactId, LocationId, Observation};
+use crate::event::{ContactId, LocationId, Observation, UserId};
 use crate::intake::{Names, Source, occurrences, plan};
 use crate::queue::{ContactKey, EmbeddedQueue, Selection, Stores};
 
@@ -35,6 +35,101 @@ pub fn rules_check(dir: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `followd rules check --online [--location LOC]...`: the offline checks, then every user id a rule can make a
+/// follower, checked in every location the rule applies to against the CRM's users there: unknown or deleted
+/// is an error, one who sees every contact anyway (no `assignedDataOnly`) a warning. A rule without
+/// `locations` applies to the `--location`s given, else to the locations of `upstream.tokens`. Messages point
+/// at where the id is written (its alias under `[users]`).
+pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String]) -> anyhow::Result<ExitCode> {
+    let rules = match RuleSet::load_dir(dir) {
+        Ok(rules) => rules,
+        Err(_) => return Ok(rules_check(dir)),
+    };
+    let everywhere: Vec<LocationId> = if locations.is_empty() {
+        config.upstream.tokens.keys().filter_map(|l| LocationId::parse(l).ok()).collect()
+    } else {
+        locations.iter().map(|l| LocationId::parse(l)).collect::<Result<_, _>>()?
+    };
+    let files = rule_files(dir)?;
+    let written_at = |user: &UserId| {
+        let quoted = format!("\"{user}\"");
+        files
+            .iter()
+            .find_map(|(path, text)| {
+                let offset = text.find(&quoted)?;
+                let line = text[..offset].matches('\n').count() + 1;
+                let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1) + 1;
+                Some(format!("{}:{line}:{column}", path.display()))
+            })
+            .unwrap_or_else(|| dir.display().to_string())
+    };
+    let scratch = tempfile::tempdir()?;
+    let tokens = match Stores::open(&crate::http::store_options(config)).await {
+        Ok(stores) => stores.tokens,
+        Err(crate::queue::QueueError::Locked(_)) if config.upstream.oauth.is_none() => {
+            Stores::of(EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?).tokens
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
+    let mut known: std::collections::HashMap<LocationId, Vec<crate::upstream::CrmUser>> = Default::default();
+    let (mut errors, mut warnings) = (0, 0);
+    for (rule, scope, users) in rules.addable_users() {
+        let scope = scope.unwrap_or_else(|| everywhere.clone());
+        if scope.is_empty() {
+            println!("{}: rule `{rule}` applies to every location: name them with --location", dir.display());
+            errors += 1;
+            continue;
+        }
+        for location in &scope {
+            if !known.contains_key(location) {
+                let Some(listed) = upstream.users(location).await? else {
+                    anyhow::bail!("no upstream token is configured: --online reads the CRM (scope users.readonly)");
+                };
+                known.insert(location.clone(), listed);
+            }
+            let listed = &known[location];
+            for user in &users {
+                let at = written_at(user);
+                match listed.iter().find(|u| u.id == user.as_str()) {
+                    None => {
+                        println!("{at}: error: {user} is not a user of location {location} (rule `{rule}`)");
+                        errors += 1;
+                    }
+                    Some(found) if found.deleted => {
+                        println!("{at}: error: {user} was deleted in location {location} (rule `{rule}`)");
+                        errors += 1;
+                    }
+                    Some(found) if !found.permissions.assigned_data_only => {
+                        println!(
+                            "{at}: warning: {user} sees every contact of location {location} anyway: following \
+                             gives them nothing they cannot already see (rule `{rule}`)"
+                        );
+                        warnings += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    println!("{errors} error(s), {warnings} warning(s) online in {} location(s)", known.len());
+    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The rule files of `dir` with their text, by name.
+fn rule_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            let text = std::fs::read_to_string(&path)?;
+            files.push((path, text));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// `followd rules explain`: the events a payload yields, the rules that fire and the operations that would

@@ -140,6 +140,12 @@ enum RulesCommand {
         /// Rules folder; default: rules_dir from the configuration.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Also checks every user id a rule can add against the CRM's users in each location it applies to.
+        #[arg(long)]
+        online: bool,
+        /// With --online: the locations rules without `locations` apply to (default: upstream.tokens').
+        #[arg(long = "location")]
+        locations: Vec<String>,
     },
     /// Shows what a payload would do: the events, the rules that fire and the operations; calls nothing.
     Explain {
@@ -201,7 +207,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run_until_stopped(followd::signals::shutdown()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rules(RulesCommand::Check { rules }) => {
+        Command::Rules(RulesCommand::Check { rules, online: true, locations }) => {
+            commands::rules_check_online(&config, &rules.unwrap_or_else(|| config.rules_dir.clone()), &locations).await
+        }
+        Command::Rules(RulesCommand::Check { rules, .. }) => {
             Ok(commands::rules_check(&rules.unwrap_or_else(|| config.rules_dir.clone())))
         }
         Command::Rules(RulesCommand::Explain { source, event, rules }) => {

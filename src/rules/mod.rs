@@ -115,6 +115,34 @@ impl RuleSet {
         })
     }
 
+    /// Every enabled rule with the locations it is limited to (`None`: every location) and the users it can
+    /// make followers (`add`, a round robin's members and overflow), for `rules check --online`; then each
+    /// `[[cover]]`'s `by`, under the name `cover <user> by <by>`, for every location.
+    pub fn addable_users(&self) -> Vec<(Arc<str>, Option<Vec<crate::event::LocationId>>, Vec<crate::event::UserId>)> {
+        let mut out = Vec::new();
+        for rule in self.index.all().iter().filter(|rule| rule.enabled) {
+            let mut users = Vec::new();
+            for action in &rule.actions {
+                match action {
+                    Action::Add(user) => users.push(user.clone()),
+                    Action::RoundRobin(rotation) => {
+                        users.extend(rotation.members.iter().map(|m| m.user.clone()));
+                        users.extend(rotation.overflow.iter().cloned());
+                    }
+                    Action::Remove(_) | Action::RemoveAll => {}
+                }
+            }
+            users.dedup();
+            if !users.is_empty() {
+                out.push((Arc::clone(&rule.name), rule.locations.as_deref().map(<[_]>::to_vec), users));
+            }
+        }
+        for cover in &self.covers {
+            out.push((Arc::from(cover.rule()), None, vec![cover.by.clone()]));
+        }
+        out
+    }
+
     /// The `[[cover]]` entries of the rule files.
     pub fn covers(&self) -> &[crate::domain::cover::Cover] {
         &self.covers

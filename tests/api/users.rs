@@ -54,3 +54,40 @@ async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see()
     let calls = upstream.calls_for("users");
     assert_eq!(calls.len(), 2, "{calls:?}");
 }
+
+#[tokio::test]
+async fn rules_check_online_refuses_unknown_and_deleted_users_and_warns_about_those_who_see_everything() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_users(
+        "loc-1",
+        &[
+            ("usr_alice", "Alice Example", "alice@example.com", false, true),
+            ("usr_gone", "Gone Example", "gone@example.com", true, true),
+            ("usr_admin", "Admin Example", "admin@example.com", false, false),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    let rules = "[users]\nalice = \"usr_alice\"\ngone = \"usr_gone\"\nadmin = \"usr_admin\"\nghost = \"usr_ghost\"\n\
+                 [[rule]]\nname = \"scoped\"\nlocations = [\"loc-1\"]\nwhen = { event = \"tag_added\", tag = \"a\" }\n\
+                 then = { add = [\"alice\", \"gone\"] }\n\
+                 [[rule]]\nname = \"everywhere\"\nwhen = { event = \"tag_added\", tag = \"b\" }\n\
+                 then = { add = [\"admin\", \"ghost\"] }\n";
+    std::fs::write(dir.path().join("rules/rules.toml"), rules).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"));
+    command.args(["rules", "check", "--online", "--location", "loc-1", "--config"]).arg(&config);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    let expected = [
+        "rules.toml:3:8: error: usr_gone was deleted in location loc-1 (rule `scoped`)",
+        "rules.toml:4:9: warning: usr_admin sees every contact of location loc-1 anyway",
+        "rules.toml:5:9: error: usr_ghost is not a user of location loc-1 (rule `everywhere`)",
+        "2 error(s), 1 warning(s) online in 1 location(s)",
+    ];
+    for line in expected {
+        assert!(text.lines().any(|l| l.ends_with(line) || l.contains(line)), "expected `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("usr_alice"), "alice is fine: {text}");
+    assert!(upstream.take_violations().is_empty());
+}
