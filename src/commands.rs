@@ -76,7 +76,7 @@ pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String
     let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
     let mut known: std::collections::HashMap<LocationId, Vec<crate::upstream::CrmUser>> = Default::default();
     let (mut errors, mut warnings) = (0, 0);
-    for (rule, scope, users) in rules.addable_users() {
+    for crate::rules::Addable { rule, locations: scope, users } in rules.addable_users() {
         let scope = scope.unwrap_or_else(|| everywhere.clone());
         if scope.is_empty() {
             println!("{}: rule `{rule}` applies to every location: name them with --location", dir.display());

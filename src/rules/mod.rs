@@ -65,6 +65,15 @@ pub struct RuleSet {
     availability: Arc<crate::domain::availability::Availability>,
 }
 
+/// The users one rule can make followers, and where (see [`RuleSet::addable_users`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addable {
+    pub rule: Arc<str>,
+    /// `None`: every location.
+    pub locations: Option<Vec<crate::event::LocationId>>,
+    pub users: Vec<crate::event::UserId>,
+}
+
 impl RuleSet {
     /// Loads every `*.toml` file directly in `dir` (not recursive; sorted by file name), compiles the whole set.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, RulesError> {
@@ -118,7 +127,7 @@ impl RuleSet {
     /// Every enabled rule with the locations it is limited to (`None`: every location) and the users it can
     /// make followers (`add`, a round robin's members and overflow), for `rules check --online`; then each
     /// `[[cover]]`'s `by`, under the name `cover <user> by <by>`, for every location.
-    pub fn addable_users(&self) -> Vec<(Arc<str>, Option<Vec<crate::event::LocationId>>, Vec<crate::event::UserId>)> {
+    pub fn addable_users(&self) -> Vec<Addable> {
         let mut out = Vec::new();
         for rule in self.index.all().iter().filter(|rule| rule.enabled) {
             let mut users = Vec::new();
@@ -134,11 +143,12 @@ impl RuleSet {
             }
             users.dedup();
             if !users.is_empty() {
-                out.push((Arc::clone(&rule.name), rule.locations.as_deref().map(<[_]>::to_vec), users));
+                let locations = rule.locations.as_deref().map(<[_]>::to_vec);
+                out.push(Addable { rule: Arc::clone(&rule.name), locations, users });
             }
         }
         for cover in &self.covers {
-            out.push((Arc::from(cover.rule()), None, vec![cover.by.clone()]));
+            out.push(Addable { rule: Arc::from(cover.rule()), locations: None, users: vec![cover.by.clone()] });
         }
         out
     }
