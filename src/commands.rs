@@ -65,15 +65,7 @@ pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String
             })
             .unwrap_or_else(|| dir.display().to_string())
     };
-    let scratch = tempfile::tempdir()?;
-    let tokens = match Stores::open(&crate::http::store_options(config)).await {
-        Ok(stores) => stores.tokens,
-        Err(crate::queue::QueueError::Locked(_)) if config.upstream.oauth.is_none() => {
-            Stores::of(EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?).tokens
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
+    let (upstream, _scratch) = reading_client(config).await?;
     let mut known: std::collections::HashMap<LocationId, Vec<crate::upstream::CrmUser>> = Default::default();
     let (mut errors, mut warnings) = (0, 0);
     for crate::rules::Addable { rule, locations: scope, users } in rules.addable_users() {
@@ -116,6 +108,20 @@ pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String
     }
     println!("{errors} error(s), {warnings} warning(s) online in {} location(s)", known.len());
     Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A CRM client for a command that only reads: the store's OAuth tokens, or, while a running service holds the
+/// embedded store, the configured fixed tokens (with a scratch store the returned directory keeps).
+async fn reading_client(config: &Config) -> anyhow::Result<(crate::upstream::Upstream, tempfile::TempDir)> {
+    let scratch = tempfile::tempdir()?;
+    let tokens = match Stores::open(&crate::http::store_options(config)).await {
+        Ok(stores) => stores.tokens,
+        Err(crate::queue::QueueError::Locked(_)) if config.upstream.oauth.is_none() => {
+            Stores::of(EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?).tokens
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?, scratch))
 }
 
 /// The rule files of `dir` with their text, by name.
@@ -219,16 +225,7 @@ pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCod
 /// `followd users --location LOC [--json]`: the location's users as the CRM lists them.
 pub async fn users(config: &Config, location: &str, json: bool) -> anyhow::Result<ExitCode> {
     let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
-    // The tokens: the store's (OAuth), or, while a running service holds the embedded store, fixed ones only.
-    let scratch = tempfile::tempdir()?;
-    let tokens = match Stores::open(&crate::http::store_options(config)).await {
-        Ok(stores) => stores.tokens,
-        Err(crate::queue::QueueError::Locked(_)) if config.upstream.oauth.is_none() => {
-            Stores::of(EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?).tokens
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let upstream = crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?;
+    let (upstream, _scratch) = reading_client(config).await?;
     let Some(users) = upstream.users(&location).await? else {
         anyhow::bail!("no upstream token is configured: `followd users` reads the CRM (scope users.readonly)");
     };

@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::support::process::write_config;
 use crate::support::upstream::FakeUpstream;
 
-#[tokio::test]
-async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see() {
+/// A fake CRM whose loc-1 has alice (sees what she follows), gone (deleted) and admin (sees everything).
+async fn fake_crm() -> FakeUpstream {
     let upstream = FakeUpstream::start().await;
     upstream.set_users(
         "loc-1",
@@ -19,6 +19,12 @@ async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see()
             ("usr_admin", "Admin Example", "admin@example.com", false, false),
         ],
     );
+    upstream
+}
+
+#[tokio::test]
+async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see() {
+    let upstream = fake_crm().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &upstream.url, None);
     let run = |json: bool| {
@@ -57,15 +63,7 @@ async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see()
 
 #[tokio::test]
 async fn rules_check_online_refuses_unknown_and_deleted_users_and_warns_about_those_who_see_everything() {
-    let upstream = FakeUpstream::start().await;
-    upstream.set_users(
-        "loc-1",
-        &[
-            ("usr_alice", "Alice Example", "alice@example.com", false, true),
-            ("usr_gone", "Gone Example", "gone@example.com", true, true),
-            ("usr_admin", "Admin Example", "admin@example.com", false, false),
-        ],
-    );
+    let upstream = fake_crm().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &upstream.url, None);
     let rules = "[users]\nalice = \"usr_alice\"\ngone = \"usr_gone\"\nadmin = \"usr_admin\"\nghost = \"usr_ghost\"\n\
