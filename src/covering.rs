@@ -6,8 +6,9 @@
 //! where followd added the user and stores those contacts; to end (the user is back, or the `[[cover]]` was
 //! removed), it queues "remove `by`" for exactly those contacts, removing only a follower followd added (a
 //! person's stays). Both go through the queue like any webhook's changes: ordered per contact, under the
-//! limits, audited under the rule name `cover <user> by <by>`. Two processes may tick at once on Redis; the
-//! queue's de-duplication (event ids made from the cover and its start) makes their work one.
+//! limits, audited under the rule name `cover <user> by <by>`. Two processes may tick at once on Redis: both
+//! may queue a start (a second add of a follower changes nothing at the CRM); an end's event ids are made from
+//! the stored cover and its start, so the queue's de-duplication makes it one.
 
 use std::sync::Arc;
 use std::time::Duration;
