@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::calls::{self, max_calls};
-use super::fold::fold;
+use super::fold::{NetChange, fold};
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
@@ -201,7 +201,7 @@ impl Deliverer {
                 }
                 Err(e) => break Err(DeliverError::Queue(e)),
             }
-            match self.apply(&lease.contact, &lease.ops).await {
+            match self.apply(&lease.contact, &lease.ops, &change).await {
                 Err(DeliverError::Upstream(e))
                     if e.is_transient() && e.status() != Some(429) && attempt + 1 < IN_PLACE_ATTEMPTS =>
                 {
@@ -345,25 +345,31 @@ impl Deliverer {
     /// Makes the upstream calls that reach the net change of `ops`: at most a search, a DELETE and a POST.
     /// Reads the contact and followd's memory only where [`calls`] (or a rule's `skip_if_following`, see
     /// [`skip`]) says they are needed.
-    async fn apply(&self, contact: &ContactKey, ops: &[QueuedOp]) -> Result<Applied, DeliverError> {
+    /// `change` is `ops` folded (the caller needed it for the budget); it is folded again only when a rule's
+    /// `skip_if_following` drops some of them.
+    async fn apply(&self, contact: &ContactKey, ops: &[QueuedOp], change: &NetChange) -> Result<Applied, DeliverError> {
         let mut read_first = None;
         let mut skipped = Vec::new();
-        let mut change = fold(ops.iter().map(|queued| (&queued.op, queued.ownership)));
+        let mut owned_read = None;
+        let mut kept = None;
         if ops.iter().any(|q| !q.unless.is_empty()) {
             // Without an answer (dry run, a contact the search does not list) nothing is skipped.
             if let Some(read) = self.upstream.contact(contact).await? {
                 let owned = self.memory.known_followers(contact).await?;
                 let split = skip(ops, &read.followers, &owned);
-                change = fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership)));
+                if !split.skipped.is_empty() {
+                    kept = Some(fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership))));
+                }
                 skipped = split.skipped;
                 read_first = Some(read.followers);
+                owned_read = Some(owned);
             }
         }
-        let change = &change;
-        let owned = if calls::needs_owned(change, self.at_cap) {
-            self.memory.known_followers(contact).await?
-        } else {
-            Vec::new()
+        let change = kept.as_ref().unwrap_or(change);
+        let owned = match owned_read {
+            Some(owned) => owned,
+            None if calls::needs_owned(change, self.at_cap) => self.memory.known_followers(contact).await?,
+            None => Vec::new(),
         };
         let current = if read_first.is_some() {
             read_first

@@ -375,25 +375,28 @@ impl LiveClient {
 
     /// `GET /users/?locationId=...`: the location's users (scope `users.readonly`).
     pub async fn users(&self, location: &LocationId) -> Result<Vec<CrmUser>, UpstreamError> {
+        let answer: UsersAnswer = self.get_for(location, &["users", ""]).await?;
+        Ok(answer.users)
+    }
+
+    /// `GET <segments>?locationId=<location>`, its answer read as `T`.
+    async fn get_for<T: serde::de::DeserializeOwned>(
+        &self,
+        location: &LocationId,
+        segments: &[&str],
+    ) -> Result<T, UpstreamError> {
         let mut url = self.base_url.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push("users").push("");
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
         }
         url.query_pairs_mut().append_pair("locationId", location.as_str());
         let response = self.send_authorized(Method::GET, url, location, None, "GET").await?;
-        let answer: UsersAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
-        Ok(answer.users)
+        check(response).await?.json().await.map_err(UpstreamError::Decode)
     }
 
     /// `GET /opportunities/pipelines?locationId=...`: the location's pipelines with their stages.
     pub async fn pipelines(&self, location: &LocationId) -> Result<Vec<Pipeline>, UpstreamError> {
-        let mut url = self.base_url.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push("opportunities").push("pipelines");
-        }
-        url.query_pairs_mut().append_pair("locationId", location.as_str());
-        let response = self.send_authorized(Method::GET, url, location, None, "GET").await?;
-        let answer: PipelinesAnswer = check(response).await?.json().await.map_err(UpstreamError::Decode)?;
+        let answer: PipelinesAnswer = self.get_for(location, &["opportunities", "pipelines"]).await?;
         Ok(answer.pipelines)
     }
 }

@@ -833,23 +833,7 @@ async fn get_pipelines(
     query: web::Query<HashMap<String, String>>,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let at = Instant::now();
-    let location = query.get("locationId").cloned().unwrap_or_default();
-    let (max, remaining, window) = match admit(&state, &request, "pipelines", None) {
-        Ok(limits) => limits,
-        Err(response) => {
-            record(&state, &request, "pipelines", response.status().as_u16(), at);
-            return *response;
-        }
-    };
-    let body = {
-        let inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.pipelines.get(&location).cloned().unwrap_or_else(|| json!({ "pipelines": [] }))
-    };
-    record(&state, &request, "pipelines", 200, at);
-    let mut response = HttpResponse::Ok();
-    rate_headers(&mut response, max, remaining, window);
-    response.json(body)
+    per_location(&request, &query, &state, "pipelines", |inner| &inner.pipelines)
 }
 
 /// `GET /users/?locationId=...`.
@@ -858,20 +842,32 @@ async fn get_users(
     query: web::Query<HashMap<String, String>>,
     state: web::Data<State>,
 ) -> HttpResponse {
+    per_location(&request, &query, &state, "users", |inner| &inner.users)
+}
+
+/// A read that answers what was set for the query's `locationId` (`{"<what>": []}` when nothing was),
+/// admitted and recorded under `what` like every call.
+fn per_location(
+    request: &HttpRequest,
+    query: &HashMap<String, String>,
+    state: &State,
+    what: &str,
+    answers: impl Fn(&Inner) -> &HashMap<String, Value>,
+) -> HttpResponse {
     let at = Instant::now();
     let location = query.get("locationId").cloned().unwrap_or_default();
-    let (max, remaining, window) = match admit(&state, &request, "users", None) {
+    let (max, remaining, window) = match admit(state, request, what, None) {
         Ok(limits) => limits,
         Err(response) => {
-            record(&state, &request, "users", response.status().as_u16(), at);
+            record(state, request, what, response.status().as_u16(), at);
             return *response;
         }
     };
     let body = {
         let inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.users.get(&location).cloned().unwrap_or_else(|| json!({ "users": [] }))
+        answers(&inner).get(&location).cloned().unwrap_or_else(|| json!({ what: [] }))
     };
-    record(&state, &request, "users", 200, at);
+    record(state, request, what, 200, at);
     let mut response = HttpResponse::Ok();
     rate_headers(&mut response, max, remaining, window);
     response.json(body)

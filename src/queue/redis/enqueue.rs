@@ -191,7 +191,7 @@ impl RedisQueue {
 }
 
 /// A user id as it sits inside a JSON string (the script compares and splices it there).
-fn escaped(user: &UserId) -> Result<String, QueueError> {
+pub(super) fn escaped(user: &UserId) -> Result<String, QueueError> {
     let quoted = serde_json::to_string(user.as_str())?;
     Ok(quoted[1..quoted.len() - 1].to_owned())
 }

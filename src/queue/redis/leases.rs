@@ -167,42 +167,33 @@ impl RedisQueue {
 
     /// Makes the contacts of expired leases ready again, in every partition.
     pub(super) async fn reap_expired(&self, now: Millis) -> Result<usize, QueueError> {
-        let mut reaped = 0;
-        for n in 0..self.keys.partitions() {
-            let partition = self.keys.partition(n);
-            let count: usize = self
-                .scripts
-                .reap
-                .key(partition.ready())
-                .key(partition.leases())
-                .arg(now)
-                .arg(partition.base())
-                .arg(MAX_REAP)
-                .invoke_async(&mut self.conn()?)
-                .await?;
-            reaped += count;
-        }
-        Ok(reaped)
+        self.in_every_partition(&self.scripts.reap, now, |p| vec![p.ready(), p.leases()]).await
     }
 
     /// Queues the timed followers' removals that are due, in every partition.
     pub(super) async fn fire_due_timers(&self, now: Millis) -> Result<usize, QueueError> {
-        let mut fired = 0;
+        self.in_every_partition(&self.scripts.timers, now, |p| vec![p.ready(), p.timers(), p.pending_count()]).await
+    }
+
+    /// Runs `script` (ARGV: now, the partition's key prefix, [`MAX_REAP`]) over each partition's `keys`; sums
+    /// the counts it returns.
+    async fn in_every_partition(
+        &self,
+        script: &redis::Script,
+        now: Millis,
+        keys: impl Fn(&PartitionKeys) -> Vec<String>,
+    ) -> Result<usize, QueueError> {
+        let mut total = 0;
         for n in 0..self.keys.partitions() {
             let partition = self.keys.partition(n);
-            let count: usize = self
-                .scripts
-                .timers
-                .key(partition.ready())
-                .key(partition.timers())
-                .key(partition.pending_count())
-                .arg(now)
-                .arg(partition.base())
-                .arg(MAX_REAP)
-                .invoke_async(&mut self.conn()?)
-                .await?;
-            fired += count;
+            let mut invocation = script.prepare_invoke();
+            for key in keys(&partition) {
+                invocation.key(key);
+            }
+            let count: usize =
+                invocation.arg(now).arg(partition.base()).arg(MAX_REAP).invoke_async(&mut self.conn()?).await?;
+            total += count;
         }
-        Ok(fired)
+        Ok(total)
     }
 }

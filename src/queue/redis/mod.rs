@@ -201,12 +201,11 @@ impl Queue for RedisQueue {
     ) -> Result<(), QueueError> {
         let partition = self.keys.for_location(location);
         let when = crate::domain::pick::When::at(picked_at);
-        let quoted = serde_json::to_string(user.as_str())?;
         let _: i64 = self
             .scripts
             .refund
             .key(partition.rotation(&crate::domain::rotation::key(rule, location)))
-            .arg(&quoted[1..quoted.len() - 1])
+            .arg(enqueue::escaped(user)?)
             .arg(when.day)
             .arg(when.week)
             .invoke_async(&mut self.conn()?)
