@@ -10,7 +10,7 @@ use crate::domain::pick::When;
 use crate::domain::rotation::Turn;
 use crate::event::UserId;
 use crate::queue::keys::contact_member;
-use crate::queue::{DeadLetter, EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError};
+use crate::queue::{DeadLetter, EnqueueOutcome, EventOps, FollowerOp, PlannedOp, QueueError, QueuedOp};
 
 /// Stands for the user in a round-robin operation's encoded template; an id no real user has.
 const RR_PLACEHOLDER: &str = "__followd_round_robin_pick__";
@@ -82,14 +82,10 @@ impl RedisQueue {
                     let user = user.map(escaped).transpose()?.unwrap_or_default();
                     match planned.lasts {
                         Some(lasts) => {
-                            let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
-                            let add = stored(FollowerOp::Add(placeholder.clone()), None, false);
-                            let template = serde_json::to_string(&add.timed_removal(placeholder, lasts))?;
-                            let (before, after) = template
-                                .split_once(RR_PLACEHOLDER)
-                                .ok_or_else(|| corrupt("timer template".to_owned()))?;
+                            let add = stored(FollowerOp::Add(placeholder()?), None, false);
+                            let (before, after) = halves_around_user(&add.timed_removal(placeholder()?, lasts))?;
                             let due = now.saturating_add(lasts).to_string();
-                            args.extend(["s".to_owned(), user, due, before.to_owned(), after.to_owned()]);
+                            args.extend(["s".to_owned(), user, due, before, after]);
                         }
                         None if user.is_empty() => args.extend(["C".to_owned(), String::new()]),
                         None => args.extend(["c".to_owned(), user]),
@@ -116,15 +112,9 @@ impl RedisQueue {
                 };
                 // The script splices the picked user between the two halves of the encoded operation; the
                 // second half differs with the note the turn leaves in the audit trail.
-                let halves = |turn: &Turn| -> Result<(String, String), QueueError> {
-                    let placeholder = UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))?;
+                let halves = |turn: &Turn| {
                     let picked = matches!(turn, Turn::Picked { .. });
-                    let template =
-                        serde_json::to_string(&stored(FollowerOp::Add(placeholder), turn.note(rotation), picked))?;
-                    let (before, after) = template
-                        .split_once(RR_PLACEHOLDER)
-                        .ok_or_else(|| corrupt("round-robin template".to_owned()))?;
-                    Ok((before.to_owned(), after.to_owned()))
+                    halves_around_user(&stored(FollowerOp::Add(placeholder()?), turn.note(rotation), picked))
                 };
                 let anybody = rotation.members[0].user.clone();
                 let (before, after) = halves(&Turn::Picked { user: anybody.clone(), everyone_away: false })?;
@@ -188,6 +178,19 @@ impl RedisQueue {
         }
         Ok(invocation.invoke_async(&mut self.conn()?).await?)
     }
+}
+
+/// The stand-in user of a template the script completes.
+fn placeholder() -> Result<UserId, QueueError> {
+    UserId::parse(RR_PLACEHOLDER).map_err(|e| corrupt(e.to_string()))
+}
+
+/// `op` (whose user is [`placeholder`]) encoded, split where the script splices the real user in.
+fn halves_around_user(op: &QueuedOp) -> Result<(String, String), QueueError> {
+    let template = serde_json::to_string(op)?;
+    let (before, after) =
+        template.split_once(RR_PLACEHOLDER).ok_or_else(|| corrupt("operation template".to_owned()))?;
+    Ok((before.to_owned(), after.to_owned()))
 }
 
 /// A user id as it sits inside a JSON string (the script compares and splices it there).
