@@ -157,6 +157,15 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
         println!("payload type `{kind}` is not used by followd: acknowledged and ignored");
         return Ok(ExitCode::SUCCESS);
     }
+    if let [Observation::User(change)] = parsed.observations.as_slice() {
+        let effect = match change.status {
+            crate::event::UserStatus::Deleted => "deleted: round robins skip them and nobody adds them again",
+            crate::event::UserStatus::Restored => "restored: a deletion recorded before this payload's time is undone",
+            crate::event::UserStatus::Updated => "updated: nothing followd keeps changes",
+        };
+        println!("user {} {effect}", change.user_id);
+        return Ok(ExitCode::SUCCESS);
+    }
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = EmbeddedQueue::open(scratch.path(), Duration::from_secs(60), Duration::from_secs(60))?;
     let occurrences = occurrences(&store, parsed, now_ms(), &Names::new()).await?;

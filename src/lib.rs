@@ -38,6 +38,7 @@ pub mod http;
 pub mod intake;
 pub mod queue;
 pub mod reconcile;
+pub mod roster;
 pub mod rules;
 pub mod signals;
 pub mod simulate;

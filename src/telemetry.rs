@@ -101,7 +101,12 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("followd_delivery_retries_total", Kind::Counter, "Failed deliveries tried again, in place or requeued."),
     ("followd_dead_letters_total", Kind::Counter, "Deliveries set aside after a permanent failure."),
     ("followd_timed_removals_total", Kind::Counter, "Removals of timed followers (a rule's `for`) queued when due."),
-    ("followd_operations_skipped_total", Kind::Counter, "Operations a rule's skip_if_following gave up at delivery."),
+    (
+        "followd_operations_skipped_total",
+        Kind::Counter,
+        "Operations skipped at delivery: skip_if_following, or an add of a deleted user.",
+    ),
+    ("followd_users_deleted_total", Kind::Counter, "Users the CRM said were deleted (UserDelete), recorded once each."),
     (
         "followd_location_pauses_total",
         Kind::Counter,

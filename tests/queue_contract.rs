@@ -604,6 +604,25 @@ async fn covers_find_the_contacts_followd_made_a_user_follow_and_remember_what_t
     assert!(covers.coverings().await.unwrap().is_empty());
 }
 
+async fn deleted_users_are_recorded_once_and_only_a_later_restore_forgets_them(stores: &Stores) {
+    use followd::queue::DeletedUser;
+    let roster = &*stores.roster;
+    assert!(roster.deleted_users().await.unwrap().is_empty());
+    let gone = DeletedUser {
+        user: user("usr_gone"),
+        location: Some(key("l1", "c").location_id),
+        at: T0,
+        name: Some("Ann".into()),
+    };
+    assert!(roster.mark_deleted(&gone).await.unwrap());
+    assert!(!roster.mark_deleted(&DeletedUser { at: T0 + 5, ..gone.clone() }).await.unwrap(), "the first record stays");
+    assert_eq!(roster.deleted_users().await.unwrap(), [gone]);
+    assert!(!roster.unmark_deleted(&user("usr_gone"), T0).await.unwrap(), "a restore no newer than the deletion");
+    assert!(!roster.unmark_deleted(&user("usr_other"), T0 + 9).await.unwrap());
+    assert!(roster.unmark_deleted(&user("usr_gone"), T0 + 1).await.unwrap());
+    assert!(roster.deleted_users().await.unwrap().is_empty());
+}
+
 fn tags(list: &[&str]) -> Vec<String> {
     list.iter().map(|t| (*t).to_owned()).collect()
 }
@@ -854,6 +873,7 @@ macro_rules! contract {
                 operations_a_rule_skipped_are_audited_as_skipped_and_the_rest_as_delivered,
                 a_turn_given_back_goes_to_the_same_member_again_and_counts_once,
                 covers_find_the_contacts_followd_made_a_user_follow_and_remember_what_they_cover,
+                deleted_users_are_recorded_once_and_only_a_later_restore_forgets_them,
     a_weighted_round_robin_gives_each_member_their_share_interleaved_and_a_newcomer_no_flood,
     a_round_robin_skips_who_is_away_and_picks_anyway_when_everyone_is,
     with_catch_up_a_member_back_from_an_absence_gets_the_picks_they_missed,

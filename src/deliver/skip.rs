@@ -58,6 +58,21 @@ pub fn skip(ops: &[QueuedOp], current: &[UserId], owned: &[UserId]) -> Skips {
     skips
 }
 
+/// Splits `ops` into those to deliver and the adds of users the CRM deleted (see `crate::roster`), which are
+/// skipped whatever queued them.
+pub fn skip_deleted(ops: &[QueuedOp], is_deleted: impl Fn(&UserId) -> bool) -> Skips {
+    let mut skips = Skips::default();
+    for op in ops {
+        match &op.op {
+            FollowerOp::Add(user) if is_deleted(user) => {
+                skips.skipped.push((op.seq, format!("{user} was deleted in the CRM (rule `{}`)", op.rule)));
+            }
+            _ => skips.kept.push(op.clone()),
+        }
+    }
+    skips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use super::fold::{NetChange, fold};
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
-use super::skip::skip;
+use super::skip::{skip, skip_deleted};
 use crate::decisions::Decisions;
 use crate::domain::clock::{Millis, millis, now_ms};
 use crate::domain::followers::{AtCap, FollowerOp, MAX_FOLLOWERS, Ownership};
@@ -77,6 +77,8 @@ pub struct Deliverer {
     /// Locations this process paused because the CRM refused the token (or there is none): a configuration
     /// reload with new tokens lifts exactly these pauses.
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
+    /// The CRM's deleted users, whose adds are skipped; `None`: none known (tests).
+    roster: Option<Arc<crate::roster::Roster>>,
 }
 
 impl Deliverer {
@@ -102,8 +104,16 @@ impl Deliverer {
             at_cap,
             reporter,
             auth_paused: Default::default(),
+            roster: None,
         };
         (deliverer, writer)
+    }
+
+    /// Skips the adds of the users `roster` knows the CRM deleted.
+    #[must_use]
+    pub fn with_roster(mut self, roster: Arc<crate::roster::Roster>) -> Self {
+        self.roster = Some(roster);
+        self
     }
 
     /// Takes the tokens of a reloaded configuration. When any changed, the locations this process paused for a
@@ -352,6 +362,17 @@ impl Deliverer {
         let mut skipped = Vec::new();
         let mut owned_read = None;
         let mut kept = None;
+        // Adds of users the CRM deleted are never made, whatever queued them.
+        let spared = self.roster.as_ref().map(|roster| skip_deleted(ops, |user| roster.is_deleted(user)));
+        let spared = spared.filter(|split| !split.skipped.is_empty());
+        let ops = match &spared {
+            Some(split) => {
+                kept = Some(fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership))));
+                skipped.clone_from(&split.skipped);
+                &split.kept[..]
+            }
+            None => ops,
+        };
         if ops.iter().any(|q| !q.unless.is_empty()) {
             // Without an answer (dry run, a contact the search does not list) nothing is skipped.
             if let Some(read) = self.upstream.contact(contact).await? {
@@ -360,7 +381,7 @@ impl Deliverer {
                 if !split.skipped.is_empty() {
                     kept = Some(fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership))));
                 }
-                skipped = split.skipped;
+                skipped.extend(split.skipped);
                 read_first = Some(read.followers);
                 owned_read = Some(owned);
             }

@@ -18,3 +18,8 @@ pub fn now_ms() -> Millis {
 pub fn millis(duration: Duration) -> Millis {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// A payload's time in [`Millis`] (none before 1970).
+pub fn epoch_ms(at: chrono::DateTime<chrono::Utc>) -> Millis {
+    millis(at.signed_duration_since(chrono::DateTime::UNIX_EPOCH).to_std().unwrap_or_default())
+}

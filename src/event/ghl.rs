@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{ContactId, EventId, LocationId, Observation, Parsed, PayloadError};
+use super::{ContactId, EventId, LocationId, Observation, Parsed, PayloadError, UserChange, UserId, UserStatus};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +38,13 @@ struct Payload {
     /// The contact's last change: the time of a whole-state payload without `timestamp`.
     #[serde(default)]
     date_updated: Option<DateTime<Utc>>,
+    /// User events: the user's name and, in a user record, whether it is deleted.
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    deleted: Option<bool>,
 }
 
 /// The event id: the payload's `webhookId`, else the SHA-256 of the raw body (a redelivery is byte-identical).
@@ -68,6 +75,9 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
         sent_at: payload.timestamp,
         state_at: None,
     };
+    if matches!(kind, "UserDelete" | "UserUpdate") {
+        return Ok(Parsed { observations: vec![user_change(&payload)?], sent_at: payload.timestamp, state_at: None });
+    }
     let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete");
     let uses_opportunity = matches!(kind, "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate");
     if !uses_contact && !uses_opportunity {
@@ -110,6 +120,31 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     Ok(Parsed { observations: vec![observation], sent_at: occurred_at, state_at: None })
 }
 
+/// A `UserDelete` or `UserUpdate`: the user's id is the payload's `id`. An update says the user is restored
+/// only with an explicit `deleted: false` and a `timestamp` (so a late retry cannot undo a newer deletion).
+fn user_change(payload: &Payload) -> Result<Observation, PayloadError> {
+    let kind = payload.kind.as_str();
+    let user_id = UserId::parse(required(&payload.id, "id", kind)?).map_err(|e| invalid("id", &e.to_string()))?;
+    let location_id = match payload.location_id.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        Some(location) => Some(LocationId::parse(location).map_err(|e| invalid("locationId", &e.to_string()))?),
+        None => None,
+    };
+    let status = match (kind, payload.deleted, payload.timestamp) {
+        ("UserDelete", _, _) | (_, Some(true), _) => UserStatus::Deleted,
+        (_, Some(false), Some(_)) => UserStatus::Restored,
+        _ => UserStatus::Updated,
+    };
+    let parts = [&payload.first_name, &payload.last_name];
+    let name = parts.iter().filter_map(|p| p.as_deref().map(str::trim).filter(|p| !p.is_empty())).collect::<Vec<_>>();
+    Ok(Observation::User(UserChange {
+        user_id,
+        location_id,
+        occurred_at: payload.timestamp,
+        name: (!name.is_empty()).then(|| name.join(" ")),
+        status,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +180,22 @@ mod tests {
             let parsed = parse(&example(name)).unwrap();
             assert!(matches!(&parsed.observations[0], Observation::Ignored { .. }), "{name}");
         }
+    }
+
+    #[test]
+    fn user_events_say_who_was_deleted_and_only_a_timed_explicit_update_restores() {
+        let delete = br#"{"type":"UserDelete","locationId":"loc","companyId":"co","id":"usr_1","firstName":"Ann","lastName":"Lee"}"#;
+        let Observation::User(change) = &parse(delete).unwrap().observations[0] else { panic!() };
+        assert_eq!((change.user_id.as_str(), change.status), ("usr_1", UserStatus::Deleted));
+        assert_eq!(change.name.as_deref(), Some("Ann Lee"));
+        let restore = br#"{"type":"UserUpdate","id":"usr_1","deleted":false,"timestamp":"2026-11-29T10:00:00Z"}"#;
+        let Observation::User(change) = &parse(restore).unwrap().observations[0] else { panic!() };
+        assert_eq!(change.status, UserStatus::Restored);
+        assert!(change.location_id.is_none());
+        let untimed = br#"{"type":"UserUpdate","id":"usr_1","deleted":false}"#;
+        let Observation::User(change) = &parse(untimed).unwrap().observations[0] else { panic!() };
+        assert_eq!(change.status, UserStatus::Updated);
+        assert!(parse(br#"{"type":"UserDelete","locationId":"loc"}"#).unwrap_err().to_string().contains("`id`"));
     }
 
     #[test]

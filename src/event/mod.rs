@@ -104,6 +104,31 @@ pub enum Observation {
     ContactDeleted { id: EventId, location_id: LocationId, contact_id: ContactId },
     /// A payload type followd does not use; acknowledged, counted, nothing else.
     Ignored { kind: String },
+    /// A change to the CRM's users (`UserDelete`, `UserUpdate`): about no contact, it changes who rules may
+    /// make a follower.
+    User(UserChange),
+}
+
+/// A change to one of the CRM's users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub user_id: UserId,
+    pub location_id: Option<LocationId>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The user's name as the payload gives it (first and last), for the status page.
+    pub name: Option<String>,
+    pub status: UserStatus,
+}
+
+/// What a user change says of the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Deleted: never picked or added again.
+    Deleted,
+    /// Explicitly not deleted (a `UserUpdate` with `deleted: false`): a deletion recorded before it is undone.
+    Restored,
+    /// Updated otherwise: nothing followd keeps changes.
+    Updated,
 }
 
 /// One thing that happened to one contact, as the rules see it.

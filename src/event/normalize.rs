@@ -59,7 +59,7 @@ pub fn subject(observation: &Observation) -> Option<ContactKey> {
         Observation::Tags { location_id, contact_id, .. }
         | Observation::Stage { location_id, contact_id, .. }
         | Observation::ContactDeleted { location_id, contact_id, .. } => Some(key(location_id, contact_id)),
-        Observation::Ignored { .. } => None,
+        Observation::Ignored { .. } | Observation::User(_) => None,
     }
 }
 
@@ -104,7 +104,7 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
             Occurrence { id, contact, events, stale: false }
         }
         Observation::ContactDeleted { id, .. } => Occurrence { id, contact, events: Vec::new(), stale: false },
-        Observation::Ignored { .. } => return None,
+        Observation::Ignored { .. } | Observation::User(_) => return None,
     })
 }
 

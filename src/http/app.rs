@@ -31,6 +31,7 @@ use crate::queue::{QueueError, StoreOptions, Stores};
 use crate::reconcile::Reconciler;
 use crate::reconcile::desired::Judgement;
 use crate::reconcile::schedule::run_every;
+use crate::roster::Roster;
 use crate::rules::{LiveRules, RulesError};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
@@ -87,9 +88,12 @@ impl Application {
         let stores = Stores::open(&StoreOptions { connect_later: spooled, ..store_options(&config) }).await?;
         let upstream = Arc::new(open_upstream(&config, &stores)?);
         let decisions = Arc::new(Decisions::default());
+        let roster = Arc::new(Roster::new(Arc::clone(&stores.roster)));
+        background.spawn(Arc::clone(&roster).run(stop.clone()));
         let wake = Arc::new(Notify::new());
         let workers = (role != Role::Receiver).then(|| {
-            start_workers(&config, &stores, Arc::clone(&upstream), Arc::clone(&decisions), &wake, &background, &stop)
+            let parts = (Arc::clone(&upstream), Arc::clone(&decisions), Arc::clone(&roster));
+            start_workers(&config, &stores, parts, &wake, &background, &stop)
         });
         let reconcile = (role != Role::Receiver && !upstream.is_dry_run()).then(|| {
             let make = reconciler_factory(&config, &stores, &upstream);
@@ -107,7 +111,7 @@ impl Application {
             tracing::warn!("reconcile.every is set, but a dry run cannot read the CRM: no scheduled reconcile");
         }
         let intake = (role != Role::Worker)
-            .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, wake))
+            .then(|| open_intake(&config, &stores, &rules, &upstream, (&decisions, &roster), wake))
             .transpose()?
             .map(Arc::new);
         if role != Role::Receiver {
@@ -228,8 +232,7 @@ fn open_upstream(config: &Config, stores: &Stores) -> Result<Upstream, ConfigErr
 fn start_workers(
     config: &Config,
     stores: &Stores,
-    upstream: Arc<Upstream>,
-    decisions: Arc<Decisions>,
+    (upstream, decisions, roster): (Arc<Upstream>, Arc<Decisions>, Arc<Roster>),
     wake: &Arc<Notify>,
     tasks: &TaskTracker,
     stop: &CancellationToken,
@@ -237,6 +240,7 @@ fn start_workers(
     let limits = Limits::from(&config.rate_limit);
     let policy = Policy::from(&config.delivery);
     let (deliverer, writer) = Deliverer::new(stores, upstream, limits, policy, config.followers.at_cap, decisions);
+    let deliverer = deliverer.with_roster(roster);
     let deliverer = Arc::new(deliverer);
     #[cfg(unix)]
     if let Origin::Layers { file } = &config.origin {
@@ -293,7 +297,7 @@ fn open_intake(
     stores: &Stores,
     rules: &Arc<LiveRules>,
     upstream: &Arc<Upstream>,
-    decisions: &Arc<Decisions>,
+    (decisions, roster): (&Arc<Decisions>, &Arc<Roster>),
     wake: Arc<Notify>,
 ) -> Result<Intake, StartupError> {
     let sources = if config.source.is_empty() {
@@ -311,7 +315,8 @@ fn open_intake(
     let pipeline_names = (!upstream.is_dry_run()).then(|| Arc::new(PipelineNames::new(Arc::clone(upstream))));
     let ownership = config.followers.ownership;
     let intake =
-        Intake::new(sources, Arc::clone(rules), stores, ownership, wake, pipeline_names, Arc::clone(decisions));
+        Intake::new(sources, Arc::clone(rules), stores, ownership, wake, pipeline_names, Arc::clone(decisions))
+            .with_roster(Arc::clone(roster));
     // The embedded store is on this machine's disk already: a spool would add nothing.
     if config.redis_url.is_none() || config.spool.max_bytes == 0 {
         return Ok(intake);

@@ -94,6 +94,11 @@ async fn receive_in(
             Ok(HttpResponse::Accepted().json(json!({ "event_ids": ids, "spooled": true })))
         }
         Ok(Accepted::Ignored { kind }) => Ok(HttpResponse::Ok().json(json!({ "ignored": true, "type": kind }))),
+        Ok(Accepted::User { user, status, changed }) => Ok(HttpResponse::Ok().json(json!({
+            "user": user,
+            "deleted": status == crate::event::UserStatus::Deleted,
+            "changed": changed,
+        }))),
         Ok(Accepted::Duplicate) => {
             tracing::info!("duplicate delivery acknowledged");
             Ok(HttpResponse::Ok().json(json!({ "duplicate": true })))

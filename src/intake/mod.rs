@@ -32,8 +32,9 @@ pub use self::source::Source;
 use crate::decisions::{Decision, Decisions};
 use crate::domain::clock::{Millis, now_ms};
 use crate::domain::outcome::Outcome;
-use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError};
+use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError, UserId, UserStatus};
 use crate::queue::{ContactMemory, EventOps, Ownership, PlannedOp, Queue, QueueError};
+use crate::roster::Roster;
 use crate::rules::{LiveRules, RuleSet};
 use crate::spool::Spool;
 use crate::upstream::pipelines::PipelineNames;
@@ -54,6 +55,8 @@ pub enum Accepted {
     Spooled { event_ids: Vec<EventId> },
     /// A payload type followd does not use (the CRM sends every subscribed type to one URL).
     Ignored { kind: String },
+    /// A change to the CRM's users, recorded (`changed`: it changed what followd knows).
+    User { user: UserId, status: UserStatus, changed: bool },
 }
 
 /// Why a webhook was not accepted.
@@ -105,6 +108,8 @@ pub struct Intake {
     decisions: Arc<Decisions>,
     /// Where webhooks wait while the queue's server is unreachable (`redis_url` with `spool.max_bytes > 0`).
     spool: Option<Arc<Spool>>,
+    /// The CRM's deleted users: round robins skip them.
+    roster: Arc<Roster>,
 }
 
 impl Intake {
@@ -129,6 +134,7 @@ impl Intake {
             pipeline_names,
             decisions,
             spool: None,
+            roster: Arc::new(Roster::new(Arc::clone(&stores.roster))),
         }
     }
 
@@ -136,6 +142,13 @@ impl Intake {
     #[must_use]
     pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
         self.spool = Some(spool);
+        self
+    }
+
+    /// Shares `roster` (the process's copy of the deleted users, refreshed elsewhere) instead of its own.
+    #[must_use]
+    pub fn with_roster(mut self, roster: Arc<Roster>) -> Self {
+        self.roster = roster;
         self
     }
 
@@ -203,11 +216,17 @@ impl Intake {
 
     /// Steps 2 and 3 for a verified, parsed webhook received at `now`: names, memory, rules, enqueue.
     async fn admit(&self, source: &Source, parsed: crate::event::Parsed, now: Millis) -> Result<Accepted, IntakeError> {
+        if let [Observation::User(change)] = parsed.observations.as_slice() {
+            let recorded = tokio::time::timeout(self.queue_timeout, self.roster.apply(change, now));
+            let changed = recorded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+            return Ok(Accepted::User { user: change.user_id.clone(), status: change.status, changed });
+        }
         let rules = self.rules.current();
         let names = names::look_up(self.pipeline_names.as_deref(), &parsed.observations, &rules).await;
         let bounded = tokio::time::timeout(self.queue_timeout, async {
             let occurrences = occurrences(&*self.memory, parsed, now, &names).await?;
-            let batch = plan(&occurrences, &rules, self.ownership);
+            let mut batch = plan(&occurrences, &rules, self.ownership);
+            self.roster.spare_deleted(&mut batch);
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
             }

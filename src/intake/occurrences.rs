@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::clock::{Millis, millis};
+use crate::domain::clock::{Millis, epoch_ms};
 use crate::event::normalize::{merge, occurrence, subject};
 use crate::event::{LocationId, NameLookup, Observation, Occurrence, Parsed, PayloadError, Stored};
 use crate::queue::{ContactKey, ContactMemory, QueueError};
@@ -72,13 +72,8 @@ pub(super) fn event_id(observation: &Observation) -> Option<crate::event::EventI
         Observation::Tags { id, .. } | Observation::Stage { id, .. } | Observation::ContactDeleted { id, .. } => {
             Some(id.clone())
         }
-        Observation::Ignored { .. } => None,
+        Observation::Ignored { .. } | Observation::User(_) => None,
     }
-}
-
-/// Milliseconds since the epoch of a payload's time (none before 1970).
-fn epoch_ms(at: chrono::DateTime<chrono::Utc>) -> Millis {
-    millis(at.signed_duration_since(chrono::DateTime::UNIX_EPOCH).to_std().unwrap_or_default())
 }
 
 /// What the store remembers about one observation, updated with it in the same atomic step.
@@ -96,6 +91,6 @@ async fn recall(memory: &dyn ContactMemory, observation: &Observation, now: Mill
             memory.forget_contact(&contact).await?;
             Stored::Nothing
         }
-        Observation::Event(_) | Observation::Ignored { .. } => Stored::Nothing,
+        Observation::Event(_) | Observation::Ignored { .. } | Observation::User(_) => Stored::Nothing,
     })
 }

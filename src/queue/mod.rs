@@ -34,6 +34,7 @@ mod locations;
 mod memory;
 mod outcomes;
 mod redis;
+mod roster;
 mod runs;
 mod stores;
 
@@ -47,6 +48,7 @@ pub use self::covers::{CoverLog, StoredCover};
 pub use self::locations::{LocationState, Pause};
 pub use self::memory::{ContactMemory, TagDiff};
 pub use self::outcomes::{OUTCOME_TTL, Outcomes};
+pub use self::roster::{DeletedUser, RosterLog};
 pub use self::runs::{RunLog, RunRecord, RunState};
 pub use self::stores::{StoreOptions, Stores};
 use crate::domain::clock::Millis;

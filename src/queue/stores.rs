@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{
     AuditLog, ContactMemory, CoverLog, EmbeddedQueue, LocationState, Outcomes, Queue, QueueError, RedisOptions,
-    RedisQueue, RunLog,
+    RedisQueue, RosterLog, RunLog,
 };
 use crate::config::RedisUrl;
 use crate::upstream::TokenStore;
@@ -44,6 +44,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     pub runs: Arc<dyn RunLog>,
     pub covers: Arc<dyn CoverLog>,
+    pub roster: Arc<dyn RosterLog>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -56,7 +57,7 @@ impl Stores {
     /// Every trait of one backend.
     pub fn of<B>(backend: B) -> Self
     where
-        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore + RunLog + CoverLog,
+        B: Queue + ContactMemory + LocationState + AuditLog + Outcomes + TokenStore + RunLog + CoverLog + RosterLog,
     {
         let backend = Arc::new(backend);
         Self {
@@ -67,7 +68,8 @@ impl Stores {
             outcomes: Arc::clone(&backend) as Arc<dyn Outcomes>,
             tokens: Arc::clone(&backend) as Arc<dyn TokenStore>,
             runs: Arc::clone(&backend) as Arc<dyn RunLog>,
-            covers: backend as Arc<dyn CoverLog>,
+            covers: Arc::clone(&backend) as Arc<dyn CoverLog>,
+            roster: backend as Arc<dyn RosterLog>,
         }
     }
 

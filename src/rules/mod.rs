@@ -153,6 +153,12 @@ impl RuleSet {
         out
     }
 
+    /// The enabled rules (and covers) that can make `user` a follower, by name: what still names a user the CRM
+    /// deleted.
+    pub fn rules_naming(&self, user: &crate::event::UserId) -> Vec<Arc<str>> {
+        self.addable_users().into_iter().filter(|a| a.users.contains(user)).map(|a| a.rule).collect()
+    }
+
     /// The `[[cover]]` entries of the rule files.
     pub fn covers(&self) -> &[crate::domain::cover::Cover] {
         &self.covers

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::support::app::{Store, TestApp, tag_event};
+use crate::support::ghl::{ed25519_signature, vectors_path};
 use crate::support::process::write_config;
 use crate::support::upstream::FakeUpstream;
 
@@ -89,3 +91,57 @@ async fn rules_check_online_refuses_unknown_and_deleted_users_and_warns_about_th
     assert!(!text.contains("usr_alice"), "alice is fine: {text}");
     assert!(upstream.take_violations().is_empty());
 }
+
+/// `UserDelete` (format `ghl`, signed): bob leaves the round robin with the next event, carol's adds are
+/// skipped at delivery (audited), the status page names the rule that still names them, and a redelivery
+/// changes nothing.
+async fn a_user_the_crm_deleted_is_skipped_by_round_robins_and_never_added_again(store: Store) {
+    let rules = "[users]\nalice = \"usr_alice\"\nbob = \"usr_bob\"\ncarol = \"usr_carol\"\nsales = [\"alice\", \"bob\"]\n\
+                 [[rule]]\nname = \"leads\"\nwhen = { event = \"tag_added\", tag = \"vip\" }\n\
+                 then = { round_robin = \"sales\", add = [\"carol\"] }\n";
+    let keys = vec![vectors_path("keys/test_ed25519_public.pem")];
+    let app = TestApp::builder().store(store).rules(rules).ghl_keys(&keys).spawn().await;
+    let delete = |user: &str| {
+        serde_json::to_vec(&json!({"type": "UserDelete", "locationId": "loc-1", "companyId": "co-1", "id": user,
+            "firstName": "Gone", "lastName": "User", "webhookId": format!("wh-{user}")}))
+        .unwrap()
+    };
+    vip(&app, "e1", "c-1").await;
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_alice", "usr_carol"]));
+    let body = delete("usr_bob");
+    let response = app.post("ghl", &body, &[("x-ghl-signature", &ed25519_signature(&body))]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"user": "usr_bob", "deleted": true, "changed": true}));
+    vip(&app, "e2", "c-2").await;
+    assert_eq!(app.upstream.followers_of("c-2"), set(&["usr_alice", "usr_carol"]), "bob's turn went to alice");
+    let body = delete("usr_carol");
+    assert_eq!(app.post("ghl", &body, &[("x-ghl-signature", &ed25519_signature(&body))]).await.status(), 200);
+    vip(&app, "e3", "c-3").await;
+    assert_eq!(app.upstream.followers_of("c-3"), set(&["usr_alice"]), "carol is never added again");
+    let location = followd::event::LocationId::parse("loc-1").unwrap();
+    let contact = followd::event::ContactId::parse("c-3").unwrap();
+    let trail = app.stores.audit.audit(Some(&location), &contact).await.unwrap();
+    assert!(
+        trail.iter().any(|e| e.result.to_string().starts_with("skipped: usr_carol was deleted in the CRM")),
+        "{trail:?}"
+    );
+    let again = app.post("ghl", &body, &[("x-ghl-signature", &ed25519_signature(&body))]).await;
+    assert_eq!(again.json::<Value>().await.unwrap()["changed"], json!(false), "a redelivery changes nothing");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // Both stores' tests share the process's metrics registry: at least this test's two.
+    let counted = metrics.lines().find_map(|l| l.strip_prefix("followd_users_deleted_total ")?.parse::<u64>().ok());
+    assert!(counted.is_some_and(|n| n >= 2), "{metrics}");
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("Users the CRM deleted") && page.contains("<td class=\"bad\">leads</td>"), "{page}");
+}
+
+async fn vip(app: &TestApp, id: &str, contact: &str) {
+    assert_eq!(app.post_signed(&tag_event(id, "tag_added", contact, "vip")).await.status(), 202);
+    app.wait_until_idle().await;
+}
+
+fn set(users: &[&str]) -> std::collections::BTreeSet<String> {
+    users.iter().map(|u| (*u).to_owned()).collect()
+}
+
+on_both_stores!(a_user_the_crm_deleted_is_skipped_by_round_robins_and_never_added_again);

@@ -21,7 +21,7 @@ use crate::domain::clock::now_ms;
 use crate::domain::outcome::Outcome;
 use crate::queue::Stores;
 use crate::rules::LiveRules;
-use page::{LocationView, StatusView};
+use page::{DeletedUserView, LocationView, StatusView};
 
 const COOKIE: &str = "followd_admin";
 
@@ -177,8 +177,13 @@ async fn gather(state: &StatusState) -> StatusView {
         runs.sort_by_key(|run| run.started_at);
         runs
     });
+    let current = state.rules.current();
+    let deleted_users = state.stores.roster.deleted_users().await.map_err(|e| e.to_string()).map(|users| {
+        users.into_iter().map(|user| DeletedUserView { rules: current.rules_naming(&user.user), user }).collect()
+    });
     StatusView {
         now,
+        deleted_users,
         daily_budget: state.daily_budget,
         rules,
         reload_error,

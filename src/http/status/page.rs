@@ -12,7 +12,7 @@ use crate::domain::clock::Millis;
 use crate::domain::rate::LimiterState;
 use crate::event::LocationId;
 use crate::http::answers::{SourceShare, WARN_UNDER};
-use crate::queue::{DeadLetter, Pause, QueueStats, RunRecord, RunState};
+use crate::queue::{DeadLetter, DeletedUser, Pause, QueueStats, RunRecord, RunState};
 use crate::rules::Summary;
 
 /// One day in milliseconds: the limiter counts calls per UTC day (`LimiterState::day` is `now / DAY_MS`).
@@ -41,6 +41,14 @@ pub(super) struct StatusView {
     pub runs: Result<Vec<RunRecord>, String>,
     /// Each webhook source's answers over the last hour.
     pub senders: Vec<SourceShare>,
+    /// The users the CRM deleted, each with the rules that still name them.
+    pub deleted_users: Result<Vec<DeletedUserView>, String>,
+}
+
+/// A user the CRM deleted, and the rules that still name them.
+pub(super) struct DeletedUserView {
+    pub user: DeletedUser,
+    pub rules: Vec<std::sync::Arc<str>>,
 }
 
 /// A location seen in the recent decisions: whether it is paused, and its share of the daily budget.
@@ -95,6 +103,35 @@ pub(super) fn login(failed: bool) -> Markup {
     )
 }
 
+/// The users the CRM deleted and the rules that still name them (shown only when there are any).
+fn deleted_users(deleted: &Result<Vec<DeletedUserView>, String>) -> Markup {
+    html! {
+        @match deleted {
+            Err(error) => p.bad { "Deleted users: cannot read them: " (error) },
+            Ok(users) if users.is_empty() => {},
+            Ok(users) => {
+                h3 { "Users the CRM deleted" }
+                p { "Round robins skip them and no delivery adds them; edit the rules that still name them." }
+                table {
+                    tr { th { "user" } th { "name" } th { "deleted" } th { "rules that still name them" } }
+                    @for DeletedUserView { user, rules } in users {
+                        tr {
+                            td { (user.user.as_str()) }
+                            td { (user.name.as_deref().unwrap_or("")) }
+                            td { (time(user.at)) }
+                            @if rules.is_empty() {
+                                td.ok { "none" }
+                            } @else {
+                                td.bad { (rules.join(", ")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The whole status page.
 pub(super) fn status(view: &StatusView) -> Markup {
     layout(
@@ -110,6 +147,7 @@ pub(super) fn status(view: &StatusView) -> Markup {
                     pre { (errors) }
                 }
             }
+            (deleted_users(&view.deleted_users))
             h2 { "Queue" }
             (queue(&view.queue))
             h2 { "Locations" }
@@ -299,7 +337,29 @@ mod tests {
             dead_letters: Ok(Vec::new()),
             runs: Ok(Vec::new()),
             senders: Vec::new(),
+            deleted_users: Ok(Vec::new()),
         }
+    }
+
+    #[test]
+    fn deleted_users_show_with_the_rules_that_still_name_them_only_when_there_are_any() {
+        let page = status(&view()).into_string();
+        assert!(!page.contains("Users the CRM deleted"));
+        let user = |id: &str| DeletedUser {
+            user: crate::event::UserId::parse(id).unwrap(),
+            location: None,
+            at: 1_700_000_000_000,
+            name: Some(HOSTILE.to_owned()),
+        };
+        let listed = vec![
+            DeletedUserView { user: user("usr_gone"), rules: vec!["leads".into(), "cover alice by usr_gone".into()] },
+            DeletedUserView { user: user("usr_x"), rules: vec![] },
+        ];
+        let page = status(&StatusView { deleted_users: Ok(listed), ..view() }).into_string();
+        assert!(page.contains("Users the CRM deleted"), "{page}");
+        assert!(page.contains("<td class=\"bad\">leads, cover alice by usr_gone</td>"), "{page}");
+        assert!(page.contains("<td class=\"ok\">none</td>"), "{page}");
+        assert!(page.contains(ESCAPED) && !page.contains(HOSTILE), "names are escaped");
     }
 
     fn decision(text: &str) -> Decision {

@@ -30,6 +30,7 @@ mod letters;
 mod lifecycle;
 mod locations;
 mod memory;
+mod roster;
 mod runs;
 mod tables;
 mod timers;

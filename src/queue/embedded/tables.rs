@@ -49,6 +49,7 @@ pub(super) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 pub(super) const TIMERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("timers");
 pub(super) const TIMER_OF: TableDefinition<&str, u64> = TableDefinition::new("timer_of");
 pub(super) const COVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("covers");
+pub(super) const DELETED_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("deleted_users");
 
 /// Creates every table that does not exist yet, in one committed transaction.
 pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
@@ -76,6 +77,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), QueueError> {
         tx.open_table(TIMERS).map_err(redb::Error::from)?;
         tx.open_table(TIMER_OF).map_err(redb::Error::from)?;
         tx.open_table(COVERS).map_err(redb::Error::from)?;
+        tx.open_table(DELETED_USERS).map_err(redb::Error::from)?;
     }
     tx.commit().map_err(redb::Error::from)?;
     Ok(())

@@ -34,6 +34,7 @@ mod letters;
 mod locations;
 mod outcomes;
 mod reply;
+mod roster;
 mod runs;
 mod scripts;
 
