@@ -185,7 +185,7 @@ pub async fn rules_explain(config: &Config, dir: &Path, source: &str, event_file
     let mut lines = OpLines::at(now_ms());
     for event in plan(&occurrences, &rules, Default::default()) {
         for planned in &event.ops {
-            lines.push(&event.contact.location_id, &planned.action);
+            lines.push_for(&event.contact, &planned.action);
         }
     }
     for reason in lines.reasons() {

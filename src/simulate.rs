@@ -81,7 +81,7 @@ async fn run_payload(
         let mut ops = Vec::new();
         for planned in &event.ops {
             let before = lines.lines().len();
-            lines.push(&event.contact.location_id, &planned.action);
+            lines.push_for(&event.contact, &planned.action);
             // What the lines say was queued, round robins resolved, is what the simulated CRM receives.
             for line in &lines.lines()[before..] {
                 let action = match line.split_once(' ') {

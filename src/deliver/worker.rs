@@ -387,6 +387,18 @@ impl Deliverer {
             }
         }
         let change = kept.as_ref().unwrap_or(change);
+        let removed_all = change.remove_all == Some(Ownership::Any);
+        // An opportunity's followers cannot be read: a `remove_all` that may touch anyone is the CRM's own
+        // "remove every follower" call, and the rest of the change follows it on an empty list.
+        let cleared;
+        let (change, read_first) =
+            if contact.contact_id.as_opportunity().is_some() && change.remove_all == Some(Ownership::Any) {
+                self.upstream.remove_all_followers(contact).await?;
+                cleared = NetChange { remove_all: None, ..change.clone() };
+                (&cleared, Some(Vec::new()))
+            } else {
+                (change, read_first)
+            };
         let owned = match owned_read {
             Some(owned) => owned,
             None if calls::needs_owned(change, self.at_cap) => self.memory.known_followers(contact).await?,
@@ -438,7 +450,7 @@ impl Deliverer {
             }
         }
         Ok(Applied {
-            removed_all: change.remove_all == Some(Ownership::Any),
+            removed_all,
             removed: planned.remove,
             added,
             seen: current,

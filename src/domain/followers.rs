@@ -14,6 +14,12 @@ use crate::event::UserId;
 /// The CRM allows at most this many followers on one contact (`shared/ghl/API.md` §2).
 pub const MAX_FOLLOWERS: usize = 10;
 
+/// In a rule's `add` or `remove`: the user the event says the contact or opportunity is assigned to now.
+/// Stands in the compiled rule until the rules resolve it for one event (never stored, never sent).
+pub const ASSIGNED: &str = "@assigned";
+/// In a rule's `add` or `remove`: the user it was assigned to before (`assigned_changed` only).
+pub const PREVIOUSLY_ASSIGNED: &str = "@previously_assigned";
+
 /// Whose followers a removal may touch (`followers.ownership`, or `ownership` on a rule).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{ContactId, Event, EventId, EventKind, LocationId, PayloadError};
+use super::{ContactId, Event, EventId, EventKind, LocationId, PayloadError, Record, UserId};
 
 /// Most events accepted in one request: a batch is committed in one transaction, so it has a bound.
 pub const MAX_BATCH: usize = 1000;
@@ -43,6 +43,15 @@ struct RawEvent {
     stage: Option<String>,
     #[serde(default)]
     from_stage: Option<String>,
+    /// `stage_changed`, `assigned_changed`: the opportunity (`target = "opportunity"` rules need it).
+    #[serde(default)]
+    opportunity_id: Option<String>,
+    /// `stage_changed`, `assigned_changed`: whom it is assigned to now (absent: nobody).
+    #[serde(default)]
+    assigned_to: Option<UserId>,
+    /// `assigned_changed`: whom it was assigned to before.
+    #[serde(default)]
+    from_assigned_to: Option<UserId>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -52,6 +61,7 @@ enum RawKind {
     TagRemoved,
     ContactCreated,
     StageChanged,
+    AssignedChanged,
 }
 
 /// Parses a generic body into events, in the order the sender listed them.
@@ -104,6 +114,15 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 impl RawEvent {
     fn into_events(self, at: &str, out: &mut Vec<Event>) -> Result<(), PayloadError> {
+        if self.contact_id.as_opportunity().is_some() {
+            return Err(PayloadError::Invalid {
+                at: at.to_owned(),
+                message: format!(
+                    "`contact_id` may not begin with `{}`: followd keeps that for opportunities' queues",
+                    super::OPPORTUNITY_PREFIX
+                ),
+            });
+        }
         let event = |kind| Event {
             id: self.id.clone(),
             location_id: self.location_id.clone(),
@@ -130,7 +149,19 @@ impl RawEvent {
                 stage: required(self.stage.clone(), "stage", "stage_changed", at)?,
                 from_stage: non_empty(self.from_stage.clone()),
                 names: None,
+                opportunity_id: non_empty(self.opportunity_id.clone()),
+                assigned_to: self.assigned_to.clone(),
             })),
+            RawKind::AssignedChanged => {
+                let opportunity_id = non_empty(self.opportunity_id.clone());
+                let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+                out.push(event(EventKind::AssignedChanged {
+                    record,
+                    assigned_to: self.assigned_to.clone(),
+                    from: self.from_assigned_to.clone(),
+                    opportunity_id,
+                }))
+            }
         }
         Ok(())
     }
@@ -162,6 +193,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("event [0]") && err.contains("`stage`"), "{err}");
+    }
+
+    #[test]
+    fn an_assignment_names_its_record_and_both_assignees_and_a_reserved_contact_id_is_refused() {
+        let body = br#"{"id":"e1","type":"assigned_changed","location_id":"l","contact_id":"c","assigned_to":"usr_b","from_assigned_to":"usr_a","opportunity_id":"o-1"}"#;
+        let event = &parse(body).unwrap()[0];
+        assert_eq!(event.kind.assignee().map(UserId::as_str), Some("usr_b"));
+        assert_eq!(event.kind.previous_assignee().map(UserId::as_str), Some("usr_a"));
+        assert_eq!(event.kind.opportunity_id(), Some("o-1"));
+        assert!(matches!(event.kind, EventKind::AssignedChanged { record: Record::Opportunity, .. }));
+        let reserved = br#"{"id":"e1","type":"tag_added","location_id":"l","contact_id":"opportunity:o","tag":"t"}"#;
+        assert!(parse(reserved).unwrap_err().to_string().contains("opportunity:"));
     }
 
     #[test]

@@ -45,6 +45,27 @@ struct Payload {
     last_name: Option<String>,
     #[serde(default)]
     deleted: Option<bool>,
+    /// Whom the contact or opportunity is assigned to: absent (not said), `null` or `""` (nobody), or a user id.
+    #[serde(default, deserialize_with = "present")]
+    assigned_to: Option<serde_json::Value>,
+}
+
+/// Keeps a field that is present with `null` apart from an absent one (`Some(Value::Null)` vs `None`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
+/// `assignedTo` as the payload gives it: `None` when absent, `Some(None)` for nobody.
+fn assignee(payload: &Payload) -> Result<Option<Option<UserId>>, PayloadError> {
+    match &payload.assigned_to {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(id)) if id.trim().is_empty() => Ok(Some(None)),
+        Some(serde_json::Value::String(id)) => {
+            UserId::parse(id).map(|id| Some(Some(id))).map_err(|e| invalid("assignedTo", &e.to_string()))
+        }
+        Some(_) => Err(invalid("assignedTo", "must be a user id (a string) or null")),
+    }
 }
 
 /// The event id: the payload's `webhookId`, else the SHA-256 of the raw body (a redelivery is byte-identical).
@@ -78,46 +99,86 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     if matches!(kind, "UserDelete" | "UserUpdate") {
         return Ok(Parsed { observations: vec![user_change(&payload)?], sent_at: payload.timestamp, state_at: None });
     }
-    let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete");
-    let uses_opportunity = matches!(kind, "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate");
-    if !uses_contact && !uses_opportunity {
+    let uses_contact = matches!(kind, "ContactCreate" | "ContactTagUpdate" | "ContactDelete" | "ContactUpdate");
+    let uses_opportunity = matches!(
+        kind,
+        "OpportunityCreate" | "OpportunityStageUpdate" | "OpportunityStatusUpdate" | "OpportunityAssignedToUpdate"
+    );
+    // A contact update matters only for its assignee; without `assignedTo` it says nothing followd uses.
+    if (!uses_contact && !uses_opportunity) || (kind == "ContactUpdate" && payload.assigned_to.is_none()) {
         return Ok(ignored(kind));
     }
     let id = event_id(payload.webhook_id.as_deref(), body)?;
     let location_id = LocationId::parse(required(&payload.location_id, "locationId", kind)?)
         .map_err(|e| invalid("locationId", &e.to_string()))?;
     let occurred_at = payload.timestamp;
-    let observation = if uses_contact {
+    let assigned = assignee(&payload)?;
+    let mut observations = Vec::with_capacity(2);
+    if uses_contact {
         let contact_id =
             ContactId::parse(required(&payload.id, "id", kind)?).map_err(|e| invalid("id", &e.to_string()))?;
         match kind {
-            "ContactDelete" => Observation::ContactDeleted { id, location_id, contact_id },
-            _ => Observation::Tags {
-                id,
-                location_id,
-                contact_id,
+            "ContactDelete" => observations.push(Observation::ContactDeleted {
+                id: id.clone(),
+                location_id: location_id.clone(),
+                contact_id: contact_id.clone(),
+            }),
+            "ContactUpdate" => {}
+            _ => observations.push(Observation::Tags {
+                id: id.clone(),
+                location_id: location_id.clone(),
+                contact_id: contact_id.clone(),
                 // Whole state: its time says whether it is older than what was applied (DESIGN.md, "Stale
                 // whole-state payloads"): `timestamp`, else `dateUpdated`.
                 occurred_at: occurred_at.or(payload.date_updated),
                 tags: payload.tags.clone().unwrap_or_default(),
                 created: kind == "ContactCreate",
                 source: payload.source.clone().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
-            },
+            }),
+        }
+        if let (Some(assigned_to), false) = (assigned, kind == "ContactDelete") {
+            observations.push(Observation::Assigned {
+                id,
+                location_id,
+                contact_id,
+                occurred_at,
+                opportunity_id: None,
+                assigned_to,
+                announces: matches!(kind, "ContactUpdate" | "ContactCreate"),
+            });
         }
     } else {
         let contact_id = ContactId::parse(required(&payload.contact_id, "contactId", kind)?)
             .map_err(|e| invalid("contactId", &e.to_string()))?;
-        Observation::Stage {
-            id,
-            location_id,
-            contact_id,
-            occurred_at,
-            opportunity_id: required(&payload.id, "id", kind)?.to_owned(),
-            pipeline: required(&payload.pipeline_id, "pipelineId", kind)?.to_owned(),
-            stage: required(&payload.pipeline_stage_id, "pipelineStageId", kind)?.to_owned(),
+        let opportunity_id = required(&payload.id, "id", kind)?.to_owned();
+        if kind != "OpportunityAssignedToUpdate" {
+            observations.push(Observation::Stage {
+                id: id.clone(),
+                location_id: location_id.clone(),
+                contact_id: contact_id.clone(),
+                occurred_at,
+                opportunity_id: opportunity_id.clone(),
+                pipeline: required(&payload.pipeline_id, "pipelineId", kind)?.to_owned(),
+                stage: required(&payload.pipeline_stage_id, "pipelineStageId", kind)?.to_owned(),
+                assigned_to: assigned.clone().flatten(),
+            });
         }
-    };
-    Ok(Parsed { observations: vec![observation], sent_at: occurred_at, state_at: None })
+        // The assignee is remembered from every opportunity payload that says it, so the change that
+        // `OpportunityAssignedToUpdate` reports knows who had it before; an unsaid one is nobody there.
+        let said = if kind == "OpportunityAssignedToUpdate" { Some(assigned.flatten()) } else { assigned };
+        if let Some(assigned_to) = said {
+            observations.push(Observation::Assigned {
+                id,
+                location_id,
+                contact_id,
+                occurred_at,
+                opportunity_id: Some(opportunity_id),
+                assigned_to,
+                announces: matches!(kind, "OpportunityAssignedToUpdate" | "OpportunityCreate"),
+            });
+        }
+    }
+    Ok(Parsed { observations, sent_at: occurred_at, state_at: None })
 }
 
 /// A `UserDelete` or `UserUpdate`: the user's id is the payload's `id`. An update says the user is restored
@@ -176,10 +237,41 @@ mod tests {
 
     #[test]
     fn types_followd_does_not_use_are_ignored_not_refused() {
-        for name in ["ContactUpdate", "ContactDndUpdate", "OpportunityAssignedToUpdate"] {
-            let parsed = parse(&example(name)).unwrap();
-            assert!(matches!(&parsed.observations[0], Observation::Ignored { .. }), "{name}");
-        }
+        let parsed = parse(&example("ContactDndUpdate")).unwrap();
+        assert!(matches!(&parsed.observations[0], Observation::Ignored { .. }));
+        let unassigned_update = br#"{"type":"ContactUpdate","locationId":"l","id":"c","tags":["a"]}"#;
+        assert!(matches!(&parse(unassigned_update).unwrap().observations[0], Observation::Ignored { .. }));
+    }
+
+    #[test]
+    fn assignees_come_from_contact_and_opportunity_payloads_and_null_is_nobody() {
+        let assigned = |parsed: &Parsed| -> Vec<(Option<String>, Option<String>)> {
+            parsed
+                .observations
+                .iter()
+                .filter_map(|o| match o {
+                    Observation::Assigned { opportunity_id, assigned_to, .. } => {
+                        Some((opportunity_id.clone(), assigned_to.as_ref().map(|u| u.to_string())))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let update = parse(&example("ContactUpdate")).unwrap();
+        assert_eq!(assigned(&update), [(None, Some("usrA1b2C3d4E5f6G7h8J".to_owned()))]);
+        let opportunity = parse(&example("OpportunityAssignedToUpdate")).unwrap();
+        assert_eq!(
+            assigned(&opportunity),
+            [(Some("opp5Fg6Hj7Kl8Mn9Pq0R".to_owned()), Some("usrV1w2X3y4Z5a6B7c8D".to_owned()))]
+        );
+        assert_eq!(opportunity.observations.len(), 1, "no stage change from an assignment");
+        let nobody =
+            br#"{"type":"OpportunityAssignedToUpdate","locationId":"l","id":"o","contactId":"c","assignedTo":null}"#;
+        assert_eq!(assigned(&parse(nobody).unwrap()), [(Some("o".to_owned()), None)]);
+        let absent = br#"{"type":"OpportunityAssignedToUpdate","locationId":"l","id":"o","contactId":"c"}"#;
+        assert_eq!(assigned(&parse(absent).unwrap()), [(Some("o".to_owned()), None)]);
+        let wrong = br#"{"type":"ContactUpdate","locationId":"l","id":"c","assignedTo":7}"#;
+        assert!(parse(wrong).unwrap_err().to_string().contains("assignedTo"));
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
             stage: need("stage")?,
             from_stage: custom(&data, "from_stage"),
             names: None,
+            opportunity_id: None,
+            assigned_to: None,
         }],
         other => {
             return Err(invalid(
@@ -151,7 +153,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             kinds(&parsed),
-            [EventKind::StageChanged { pipeline: "Sales".into(), stage: "Won".into(), from_stage: None, names: None }]
+            [EventKind::StageChanged {
+                pipeline: "Sales".into(),
+                stage: "Won".into(),
+                from_stage: None,
+                names: None,
+                opportunity_id: None,
+                assigned_to: None
+            }]
         );
     }
 

@@ -103,6 +103,23 @@ impl EventId {
     }
 }
 
+/// How the key an opportunity's follower changes are queued under begins (`opportunity:<id>`, in place of a
+/// contact id): the queue orders, coalesces, limits and dead-letters them per opportunity as it does per
+/// contact, and delivery calls the opportunity's followers endpoints. Contact ids from senders may not begin so.
+pub const OPPORTUNITY_PREFIX: &str = "opportunity:";
+
+impl ContactId {
+    /// The queue key of opportunity `id`'s followers.
+    pub fn opportunity(id: &str) -> Result<Self, IdError> {
+        Self::parse(&format!("{OPPORTUNITY_PREFIX}{}", id.trim()))
+    }
+
+    /// The opportunity id, when this key is an opportunity's rather than a contact's.
+    pub fn as_opportunity(&self) -> Option<&str> {
+        self.0.strip_prefix(OPPORTUNITY_PREFIX)
+    }
+}
+
 /// The contact an event or a queue entry is about. A contact id is only unique within its sub-account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ContactKey {
@@ -120,5 +137,12 @@ mod tests {
         assert_eq!(ContactId::parse("   "), Err(IdError::Empty));
         assert_eq!(UserId::parse("a\nb"), Err(IdError::ControlCharacter));
         assert_eq!(EventId::parse(&"x".repeat(MAX_ID_LEN + 1)), Err(IdError::TooLong));
+    }
+
+    #[test]
+    fn an_opportunity_s_key_says_it_is_one() {
+        let key = ContactId::opportunity(" opp-1 ").unwrap();
+        assert_eq!((key.as_str(), key.as_opportunity()), ("opportunity:opp-1", Some("opp-1")));
+        assert_eq!(ContactId::parse("c-1").unwrap().as_opportunity(), None);
     }
 }

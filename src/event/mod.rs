@@ -15,7 +15,9 @@ pub mod normalize;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use ids::{ContactId, ContactKey, EventId, IdError, LocationId, RECONCILE_EVENT_PREFIX, UserId};
+pub use ids::{
+    ContactId, ContactKey, EventId, IdError, LocationId, OPPORTUNITY_PREFIX, RECONCILE_EVENT_PREFIX, UserId,
+};
 pub use normalize::{NameLookup, Occurrence, Stored, TagDiff};
 
 /// How the CRM compares tags, and how followd compares tags, sources, pipelines and stages everywhere (rules,
@@ -99,6 +101,21 @@ pub enum Observation {
         opportunity_id: String,
         pipeline: String,
         stage: String,
+        assigned_to: Option<UserId>,
+    },
+    /// Whom the contact (or, with `opportunity_id`, an opportunity of it) is assigned to now (`None`: nobody);
+    /// the previous assignee comes from the stored one, and an unchanged assignee yields no event.
+    Assigned {
+        id: EventId,
+        location_id: LocationId,
+        contact_id: ContactId,
+        occurred_at: Option<DateTime<Utc>>,
+        opportunity_id: Option<String>,
+        assigned_to: Option<UserId>,
+        /// The payload is about the assignment or the record's creation: an assignee is news even where none
+        /// was stored. Other payloads (a stage or tag update) only say who has it, and count as a change only
+        /// against a stored assignee.
+        announces: bool,
     },
     /// The contact was deleted: forget what is stored about it.
     ContactDeleted { id: EventId, location_id: LocationId, contact_id: ContactId },
@@ -163,7 +180,40 @@ pub enum EventKind {
         from_stage: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         names: Option<Box<StageNames>>,
+        /// The opportunity, where the payload says (rules with `target = "opportunity"` need it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opportunity_id: Option<String>,
+        /// Whom the opportunity is assigned to, where the payload says (`@assigned` in a rule).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assigned_to: Option<UserId>,
     },
+    /// The contact or an opportunity of it was assigned to someone else (or to nobody).
+    AssignedChanged {
+        record: Record,
+        /// `None`: unassigned now.
+        assigned_to: Option<UserId>,
+        /// Whom it was assigned to before, when known (`None`: nobody, or not known).
+        from: Option<UserId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opportunity_id: Option<String>,
+    },
+}
+
+/// What was assigned: the contact itself, or one of its opportunities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    Contact,
+    Opportunity,
+}
+
+impl Record {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Contact => "contact",
+            Self::Opportunity => "opportunity",
+        }
+    }
 }
 
 /// Names resolved for a stage event's ids (through the CRM's pipelines API), so rules may use either.
@@ -182,6 +232,33 @@ impl EventKind {
             Self::TagRemoved { .. } => "tag_removed",
             Self::ContactCreated { .. } => "contact_created",
             Self::StageChanged { .. } => "stage_changed",
+            Self::AssignedChanged { .. } => "assigned_changed",
+        }
+    }
+
+    /// Whom the event says the contact or opportunity is assigned to now (`@assigned` in a rule).
+    pub fn assignee(&self) -> Option<&UserId> {
+        match self {
+            Self::StageChanged { assigned_to, .. } | Self::AssignedChanged { assigned_to, .. } => assigned_to.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whom it was assigned to before (`@previously_assigned`).
+    pub fn previous_assignee(&self) -> Option<&UserId> {
+        match self {
+            Self::AssignedChanged { from, .. } => from.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The opportunity the event is about, if any (`target = "opportunity"`).
+    pub fn opportunity_id(&self) -> Option<&str> {
+        match self {
+            Self::StageChanged { opportunity_id, .. } | Self::AssignedChanged { opportunity_id, .. } => {
+                opportunity_id.as_deref()
+            }
+            _ => None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! be tested without a store or a CRM. Format adapters build an [`Event`] directly only where the payload
 //! already says everything (`Observation::Event`).
 
-use super::{ContactKey, Event, EventId, EventKind, LocationId, Observation, PayloadError, StageNames};
+use super::{ContactKey, Event, EventId, EventKind, LocationId, Observation, PayloadError, Record, StageNames, UserId};
 
 /// What changed in a contact's tag set, from its stored last-seen set. Tags are compared as the CRM treats
 /// them ([`super::normalize`]) and reported in their normalized (lower-case) form, sorted.
@@ -29,6 +29,8 @@ pub enum Stored {
     Tags(TagDiff),
     /// An opportunity's stage: the one it had before, if known.
     PreviousStage(Option<String>),
+    /// Whom it was assigned to before, as stored: `None` never seen, `Some("")` nobody.
+    PreviousAssignee(Option<String>),
 }
 
 /// Names for a location's pipeline and stage ids (the CRM's pipelines API), so rules may use either.
@@ -58,6 +60,7 @@ pub fn subject(observation: &Observation) -> Option<ContactKey> {
         Observation::Event(event) => Some(key(&event.location_id, &event.contact_id)),
         Observation::Tags { location_id, contact_id, .. }
         | Observation::Stage { location_id, contact_id, .. }
+        | Observation::Assigned { location_id, contact_id, .. }
         | Observation::ContactDeleted { location_id, contact_id, .. } => Some(key(location_id, contact_id)),
         Observation::Ignored { .. } | Observation::User(_) => None,
     }
@@ -92,15 +95,44 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
             let events = created.into_iter().chain(removed).chain(added).collect();
             Occurrence { id, contact, events, stale: false }
         }
-        Observation::Stage { id, location_id, contact_id, occurred_at, pipeline, stage, .. } => {
+        Observation::Stage {
+            id,
+            location_id,
+            contact_id,
+            occurred_at,
+            pipeline,
+            stage,
+            opportunity_id,
+            assigned_to,
+        } => {
             let from_stage = match stored {
                 Stored::PreviousStage(previous) => previous,
                 _ => None,
             };
             // App webhooks carry ids: the names are added, so rules written with names match too.
             let names = names.map(|lookup| Box::new(lookup.names(&pipeline, &stage, from_stage.as_deref())));
-            let kind = EventKind::StageChanged { pipeline, stage, from_stage, names };
+            let opportunity_id = Some(opportunity_id);
+            let kind = EventKind::StageChanged { pipeline, stage, from_stage, names, opportunity_id, assigned_to };
             let events = vec![Event { id: id.clone(), location_id, contact_id, occurred_at, kind }];
+            Occurrence { id, contact, events, stale: false }
+        }
+        Observation::Assigned { id, location_id, contact_id, occurred_at, opportunity_id, assigned_to, announces } => {
+            let previous = match stored {
+                Stored::PreviousAssignee(previous) => previous,
+                _ => None,
+            };
+            let now = assigned_to.as_ref().map_or("", UserId::as_str);
+            // Never seen before: a change only when someone is assigned and the payload announces it (a first
+            // payload of an unassigned contact, or a stage update, says nothing happened to the assignment).
+            let changed = previous.as_deref().map_or(announces && assigned_to.is_some(), |before| before != now);
+            let from = previous.as_deref().and_then(|before| UserId::parse(before).ok());
+            let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+            let kind = EventKind::AssignedChanged { record, assigned_to, from, opportunity_id };
+            let events = if changed {
+                vec![Event { id: id.clone(), location_id, contact_id, occurred_at, kind }]
+            } else {
+                Vec::new()
+            };
             Occurrence { id, contact, events, stale: false }
         }
         Observation::ContactDeleted { id, .. } => Occurrence { id, contact, events: Vec::new(), stale: false },
@@ -186,12 +218,51 @@ mod tests {
             opportunity_id: "opp".into(),
             pipeline: "pip1".into(),
             stage: "st2".into(),
+            assigned_to: None,
         };
         let stored = Stored::PreviousStage(Some("st1".into()));
         let occurrence = occurrence(observation, stored, Some(&Names)).unwrap();
         let EventKind::StageChanged { from_stage, names, .. } = &occurrence.events[0].kind else { panic!() };
         assert_eq!(from_stage.as_deref(), Some("st1"));
         assert_eq!(names.as_ref().and_then(|n| n.from_stage.as_deref()), Some("name of st1"));
+    }
+
+    #[test]
+    fn an_assignment_is_an_event_only_when_it_changes_and_names_the_previous_assignee() {
+        let observation = |to: Option<&str>| Observation::Assigned {
+            id: EventId::parse("e3").unwrap(),
+            location_id: LocationId::parse("loc").unwrap(),
+            contact_id: ContactId::parse("c1").unwrap(),
+            occurred_at: None,
+            opportunity_id: Some("opp".into()),
+            assigned_to: to.map(|u| UserId::parse(u).unwrap()),
+            announces: true,
+        };
+        let kinds = |to: Option<&str>, before: Option<&str>| {
+            kinds(&occurrence(observation(to), Stored::PreviousAssignee(before.map(str::to_owned)), None).unwrap())
+        };
+        let user = |u: &str| Some(UserId::parse(u).unwrap());
+        let changed = |to: Option<&str>, from: Option<&str>| EventKind::AssignedChanged {
+            record: Record::Opportunity,
+            assigned_to: to.and_then(user),
+            from: from.and_then(user),
+            opportunity_id: Some("opp".into()),
+        };
+        assert_eq!(kinds(Some("usr_a"), None), [changed(Some("usr_a"), None)], "first seen, assigned");
+        assert!(kinds(None, None).is_empty(), "first seen, nobody: nothing happened");
+        assert!(kinds(Some("usr_a"), Some("usr_a")).is_empty(), "unchanged");
+        assert_eq!(kinds(Some("usr_b"), Some("usr_a")), [changed(Some("usr_b"), Some("usr_a"))]);
+        assert_eq!(kinds(None, Some("usr_b")), [changed(None, Some("usr_b"))], "unassigned");
+        assert_eq!(kinds(Some("usr_a"), Some("")), [changed(Some("usr_a"), None)], "from nobody");
+        let mut quiet = observation(Some("usr_a"));
+        if let Observation::Assigned { announces, .. } = &mut quiet {
+            *announces = false;
+        }
+        let stage_update = |before: Option<&str>| {
+            occurrence(quiet.clone(), Stored::PreviousAssignee(before.map(str::to_owned)), None).unwrap().events.len()
+        };
+        assert_eq!(stage_update(None), 0, "a stage update only says who has it");
+        assert_eq!(stage_update(Some("usr_b")), 1, "but a known assignee that differs is a change");
     }
 
     #[test]

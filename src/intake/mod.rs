@@ -35,10 +35,11 @@ use crate::domain::outcome::Outcome;
 use crate::event::{EventId, EventKind, Observation, Occurrence, PayloadError, UserId, UserStatus};
 use crate::queue::{ContactMemory, EventOps, Ownership, PlannedOp, Queue, QueueError};
 use crate::roster::Roster;
-use crate::rules::{LiveRules, RuleSet};
+use crate::rules::{LiveRules, RuleSet, Target};
 use crate::spool::Spool;
 use crate::upstream::pipelines::PipelineNames;
 use crate::verify::{Headers, Request, VerifyError};
+use sha2::Digest;
 
 /// What an accepted webhook led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,10 +233,13 @@ impl Intake {
             }
             let summaries: Vec<_> = occurrences.iter().zip(&batch).map(|(o, b)| summarize(o, b, now)).collect();
             let stale: Vec<EventId> = occurrences.iter().filter(|o| o.stale).map(|o| o.id.clone()).collect();
-            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries, stale))
+            let ids: Vec<EventId> = occurrences.iter().map(|o| o.id.clone()).collect();
+            Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries, stale, ids))
         });
-        let (outcome, summaries, stale) =
+        let (mut outcome, summaries, stale, ids) =
             bounded.await.map_err(|_| IntakeError::QueueTimeout(self.queue_timeout))??;
+        // An opportunity's entry has an id of its own: the sender hears of its own ids only.
+        outcome.accepted.retain(|id| ids.contains(id));
         if outcome.accepted.is_empty() {
             return Ok(Accepted::Duplicate);
         }
@@ -280,6 +284,11 @@ fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
         EventKind::TagRemoved { tag } => format!("tag_removed {tag}"),
         EventKind::ContactCreated { source } => format!("contact_created {}", source.as_deref().unwrap_or("-")),
         EventKind::StageChanged { pipeline, stage, .. } => format!("stage_changed {pipeline} / {stage}"),
+        EventKind::AssignedChanged { record, assigned_to, from, .. } => {
+            let who =
+                |user: &Option<crate::event::UserId>| user.as_ref().map_or("nobody".to_owned(), |u| u.to_string());
+            format!("assigned_changed {} {} -> {}", record.name(), who(from), who(assigned_to))
+        }
     };
     let mut rules: Vec<String> = ops.ops.iter().map(|op| op.rule.to_string()).collect();
     rules.dedup();
@@ -298,24 +307,65 @@ fn summarize(occurrence: &Occurrence, ops: &EventOps, now: Millis) -> Decision {
 
 /// Matches each occurrence's events against the rules: the operations to queue, per event id, in order.
 /// A rule without its own `ownership` gets `ownership`, the configuration's `followers.ownership`.
+///
+/// The first entries are the occurrences' own, one each, in order (their contacts' operations); then, for
+/// rules with `target = "opportunity"`, one entry per opportunity, queued under the opportunity's key with an
+/// event id of its own (`<event id>@<opportunity id>`), so the queue de-duplicates it like the event. An event
+/// that names no opportunity gives such a rule nothing to change.
 pub fn plan(occurrences: &[Occurrence], rules: &RuleSet, ownership: Ownership) -> Vec<EventOps> {
-    occurrences
-        .iter()
-        .map(|occurrence| {
-            let mut ops = Vec::new();
-            for event in &occurrence.events {
-                for matched in rules.evaluate(event) {
-                    metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
-                    let (rule, ownership) = (&matched.rule, matched.ownership.unwrap_or(ownership));
-                    ops.extend(matched.actions.into_iter().map(|action| {
-                        let adds = matches!(action, crate::rules::Action::Add(_) | crate::rules::Action::RoundRobin(_));
-                        let lasts = matched.lasts.filter(|_| adds);
-                        let unless = matched.skip_if_following.clone();
-                        PlannedOp { rule: Arc::clone(rule), action, ownership, lasts, unless }
-                    }));
+    let mut planned: Vec<EventOps> = Vec::with_capacity(occurrences.len());
+    let mut opportunities: Vec<EventOps> = Vec::new();
+    for occurrence in occurrences {
+        let mut ops = Vec::new();
+        for event in &occurrence.events {
+            for matched in rules.evaluate(event) {
+                metrics::counter!("followd_rule_matches_total", "rule" => matched.rule.to_string()).increment(1);
+                let (rule, ownership) = (&matched.rule, matched.ownership.unwrap_or(ownership));
+                let planned = matched.actions.into_iter().map(|action| {
+                    let adds = matches!(action, crate::rules::Action::Add(_) | crate::rules::Action::RoundRobin(_));
+                    let lasts = matched.lasts.filter(|_| adds);
+                    let unless = matched.skip_if_following.clone();
+                    PlannedOp { rule: Arc::clone(rule), action, ownership, lasts, unless }
+                });
+                if matched.target == Target::Contact {
+                    ops.extend(planned);
+                } else if let Some(entry) = opportunity_entry(&mut opportunities, occurrence, event) {
+                    entry.ops.extend(planned);
                 }
             }
-            EventOps { event_id: occurrence.id.clone(), contact: occurrence.contact.clone(), ops, background: false }
-        })
-        .collect()
+        }
+        planned.push(EventOps {
+            event_id: occurrence.id.clone(),
+            contact: occurrence.contact.clone(),
+            ops,
+            background: false,
+        });
+    }
+    planned.extend(opportunities);
+    planned
+}
+
+/// The entry an opportunity's operations for `event` go to (made when first needed); `None` when the event
+/// names no opportunity.
+fn opportunity_entry<'a>(
+    entries: &'a mut Vec<EventOps>,
+    occurrence: &Occurrence,
+    event: &crate::event::Event,
+) -> Option<&'a mut EventOps> {
+    let opportunity = event.kind.opportunity_id()?;
+    let contact_id = crate::event::ContactId::opportunity(opportunity).ok()?;
+    let contact = crate::event::ContactKey { location_id: occurrence.contact.location_id.clone(), contact_id };
+    let at = match entries.iter().position(|e| e.contact == contact) {
+        Some(at) => at,
+        None => {
+            let joined = format!("{}@{opportunity}", occurrence.id);
+            // Over the id length bound: its hash, as stable as the joined text.
+            let event_id = EventId::parse(&joined)
+                .or_else(|_| EventId::parse(&hex::encode(sha2::Sha256::digest(joined.as_bytes()))))
+                .ok()?;
+            entries.push(EventOps { event_id, contact, ops: Vec::new(), background: false });
+            entries.len() - 1
+        }
+    };
+    entries.get_mut(at)
 }

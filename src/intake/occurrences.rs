@@ -69,9 +69,10 @@ pub async fn occurrences(
 pub(super) fn event_id(observation: &Observation) -> Option<crate::event::EventId> {
     match observation {
         Observation::Event(event) => Some(event.id.clone()),
-        Observation::Tags { id, .. } | Observation::Stage { id, .. } | Observation::ContactDeleted { id, .. } => {
-            Some(id.clone())
-        }
+        Observation::Tags { id, .. }
+        | Observation::Stage { id, .. }
+        | Observation::Assigned { id, .. }
+        | Observation::ContactDeleted { id, .. } => Some(id.clone()),
         Observation::Ignored { .. } | Observation::User(_) => None,
     }
 }
@@ -85,6 +86,14 @@ async fn recall(memory: &dyn ContactMemory, observation: &Observation, now: Mill
         }
         Observation::Stage { id, location_id, opportunity_id, stage, .. } => {
             Stored::PreviousStage(memory.swap_stage(location_id, opportunity_id, id, stage, now).await?)
+        }
+        Observation::Assigned { id, location_id, contact_id, opportunity_id, assigned_to, .. } => {
+            let subject = match opportunity_id {
+                Some(opportunity) => format!("opportunity\u{1f}{opportunity}"),
+                None => format!("contact\u{1f}{contact_id}"),
+            };
+            let assignee = assigned_to.as_ref().map_or("", crate::event::UserId::as_str);
+            Stored::PreviousAssignee(memory.swap_assignee(location_id, &subject, id, assignee, now).await?)
         }
         Observation::ContactDeleted { location_id, contact_id, .. } => {
             let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };

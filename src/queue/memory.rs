@@ -38,6 +38,20 @@ pub trait ContactMemory: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<String>, QueueError>;
 
+    /// Stores whom a contact or opportunity (`subject`: `contact\x1f<id>` or `opportunity\x1f<id>`) is assigned
+    /// to now (`""`: nobody) and returns the value stored before (`None`: never seen). Kept beside the stages,
+    /// under a name no opportunity id can take (ids hold no control character); idempotent per event id.
+    async fn swap_assignee(
+        &self,
+        location: &LocationId,
+        subject: &str,
+        event_id: &EventId,
+        assignee: &str,
+        now: Millis,
+    ) -> Result<Option<String>, QueueError> {
+        self.swap_stage(location, &format!("\u{1f}assigned\u{1f}{subject}"), event_id, assignee, now).await
+    }
+
     /// Forgets the contact's stored tag set (it was deleted in the CRM).
     async fn forget_contact(&self, contact: &ContactKey) -> Result<(), QueueError>;
 

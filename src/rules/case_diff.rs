@@ -176,6 +176,18 @@ impl OpLines {
         self.lines.push(line);
     }
 
+    /// Adds the line(s) for one planned action queued for `contact`: an opportunity's read
+    /// `opportunity <id>: add usr_...`.
+    pub fn push_for(&mut self, contact: &crate::event::ContactKey, action: &Action) {
+        let before = self.lines.len();
+        self.push(&contact.location_id, action);
+        if let Some(opportunity) = contact.contact_id.as_opportunity() {
+            for line in &mut self.lines[before..] {
+                *line = format!("opportunity {opportunity}: {line}");
+            }
+        }
+    }
+
     /// Later picks happen at `now` (a case's next step).
     pub fn set_now(&mut self, now: crate::domain::clock::Millis) {
         self.now = now;

@@ -343,9 +343,14 @@ fn check(
 
 /// An operation line in its one spelling (`add usr_1`, `remove usr_1`, `remove_all`), or why it is not one.
 pub(super) fn normalize_op(line: &str) -> Result<String, String> {
-    // A step's cover changes name their contact: `c-1: add usr_bob`.
-    if let Some((contact, op)) = line.split_once(": ").filter(|(contact, _)| !contact.trim().contains(' ')) {
-        return normalize_op(op).map(|op| format!("{}: {op}", contact.trim()));
+    // A step's cover changes name their contact (`c-1: add usr_bob`), an opportunity's its opportunity
+    // (`opportunity opp-1: add usr_bob`).
+    let subject = |s: &str| {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        matches!(words.as_slice(), [_] | ["opportunity", _]).then(|| words.join(" "))
+    };
+    if let Some((subject, op)) = line.split_once(": ").and_then(|(s, op)| Some((subject(s)?, op))) {
+        return normalize_op(op).map(|op| format!("{subject}: {op}"));
     }
     let words: Vec<&str> = line.split_whitespace().collect();
     let bad = || {

@@ -17,12 +17,13 @@ use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
 use crate::domain::availability::{Availability, parse_hours, parse_range, parse_zone};
 use crate::domain::cover::Cover;
+use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED};
 use crate::domain::pick::{Caps, Member};
 use crate::domain::rotation::Rotation;
 
 /// The largest weight a round-robin member may have.
 const MAX_WEIGHT: u32 = 1000;
-use super::model::{self, Kind, RawRule, Then, When};
+use super::model::{self, Kind, RawRule, Target, Then, When};
 use super::{Action, Summary};
 use crate::event::{LocationId, UserId};
 
@@ -244,6 +245,7 @@ impl<'a> Checker<'a> {
         else {
             return None;
         };
+        let target = self.target(source, raw, head, &conditions, &actions);
         if self.diagnostics.len() > before {
             return None;
         }
@@ -259,7 +261,56 @@ impl<'a> Checker<'a> {
             ownership: head.ownership,
             lasts,
             skip_if_following,
+            target,
         })
+    }
+
+    /// `target`, and where `@assigned` and `@previously_assigned` may be used: an opportunity's followers change
+    /// only on events about an opportunity, and an event says an assignee only where it is about one.
+    fn target(
+        &mut self,
+        source: Source<'_>,
+        raw: &RawRule,
+        head: &model::RuleHead,
+        conditions: &Conditions,
+        actions: &[Action],
+    ) -> Target {
+        let then_span = raw.then.as_ref().map_or(0..0, Spanned::span);
+        let names = |wanted: &str| {
+            actions.iter().any(|a| matches!(a, Action::Add(u) | Action::Remove(u) if u.as_str() == wanted))
+        };
+        let kind = conditions.kind;
+        if names(ASSIGNED) && !matches!(kind, Kind::AssignedChanged | Kind::StageChanged) {
+            let message = format!(
+                "`@assigned` needs an event that says an assignee (assigned_changed, stage_changed); {} events do not",
+                kind.name()
+            );
+            self.report(source, then_span.clone(), message);
+        }
+        if names(PREVIOUSLY_ASSIGNED) && kind != Kind::AssignedChanged {
+            let message =
+                format!("`@previously_assigned` is known only on assigned_changed events, not {}", kind.name());
+            self.report(source, then_span, message);
+        }
+        let Some(target) = &head.target else { return Target::Contact };
+        if *target.get_ref() == Target::Opportunity {
+            let about_opportunity = match kind {
+                Kind::StageChanged => true,
+                Kind::AssignedChanged => conditions.key.as_deref() == Some("opportunity"),
+                _ => false,
+            };
+            if !about_opportunity {
+                let message = "target = \"opportunity\" changes the followers of the event's opportunity: use it on \
+                               stage_changed, or on assigned_changed with record = \"opportunity\"";
+                self.report(source, target.span(), message.to_owned());
+            }
+            if let Some(team) = &head.skip_if_following {
+                let message = "skip_if_following reads a contact's followers; it cannot be used with \
+                               target = \"opportunity\"";
+                self.report(source, team.span(), message.to_owned());
+            }
+        }
+        *target.get_ref()
     }
 
     /// `for`: how long the followers the rule adds stay, in ms: from a second (the removal is queued within
@@ -353,7 +404,14 @@ impl<'a> Checker<'a> {
             Kind::TagAdded | Kind::TagRemoved => &conditions.tag,
             Kind::ContactCreated => &conditions.source,
             Kind::StageChanged => &conditions.stage,
+            Kind::AssignedChanged => &conditions.record,
         };
+        if let Some(record) = &conditions.record
+            && !matches!(normalize(record.get_ref()).as_ref(), "contact" | "opportunity" | "")
+        {
+            let message = format!("record = \"{}\": write \"contact\" or \"opportunity\"", record.get_ref().trim());
+            self.report(source, record.span(), message);
+        }
         Conditions {
             kind,
             key: normalized(key),
@@ -447,6 +505,10 @@ impl<'a> Checker<'a> {
     fn expand(&mut self, source: Source<'_>, list: &Spanned<Vec<Spanned<String>>>, field: &str) -> Vec<UserId> {
         let mut users: Vec<UserId> = Vec::new();
         for reference in list.get_ref() {
+            if let Some(stand_in) = self.stand_in(source, reference) {
+                users.extend(stand_in);
+                continue;
+            }
             match self.lookup(source, reference, field) {
                 Some(Resolved::User(id)) => users.push(id.clone()),
                 Some(Resolved::Team(ids)) => users.extend(ids.iter().cloned()),
@@ -456,6 +518,27 @@ impl<'a> Checker<'a> {
         let mut seen = std::collections::HashSet::new();
         users.retain(|user| seen.insert(user.clone()));
         users
+    }
+
+    /// `@assigned` or `@previously_assigned` written in `add` or `remove`: its stand-in user id (resolved per
+    /// event by the rules), `Some(None)` after reporting another `@` name, `None` for an ordinary name.
+    fn stand_in(&mut self, source: Source<'_>, reference: &Spanned<String>) -> Option<Option<UserId>> {
+        let name = reference.get_ref().trim();
+        if !name.starts_with('@') {
+            return None;
+        }
+        if let Ok(id) = UserId::parse(name)
+            && [ASSIGNED, PREVIOUSLY_ASSIGNED].contains(&name)
+        {
+            return Some(Some(id));
+        }
+        let message = format!(
+            "`{name}` is not a name followd knows{}`@assigned` is the event's assignee, `@previously_assigned` the \
+             one before",
+            did_you_mean(name, [ASSIGNED, PREVIOUSLY_ASSIGNED])
+        );
+        self.report(source, reference.span(), message);
+        Some(None)
     }
 
     /// The pool `round_robin` draws from. A single user is accepted as a pool of one: it is what was written,

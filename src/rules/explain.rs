@@ -120,7 +120,7 @@ pub(super) fn explain(index: &Index, event: &Event) -> Vec<Consideration> {
                 let reasons: Vec<String> =
                     rule.unmet(&facts).map(|condition| describe(rule, condition, event)).collect();
                 if reasons.is_empty() {
-                    Outcome::Fired(rule.actions.clone())
+                    Outcome::Fired(rule.actions_for(&event.kind))
                 } else {
                     Outcome::Skipped(reasons.join("; "))
                 }
@@ -151,6 +151,7 @@ fn describe(rule: &CompiledRule, condition: Condition, event: &Event) -> String 
                 EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => Some(tag.as_str()),
                 EventKind::ContactCreated { source } => source.as_deref(),
                 EventKind::StageChanged { stage, .. } => Some(stage.as_str()),
+                EventKind::AssignedChanged { record, .. } => Some(record.name()),
             };
             (rule.kind.key_condition(), &rule.key, actual)
         }

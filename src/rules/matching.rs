@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use super::model::Kind;
 use super::{Action, Match};
-use crate::event::{Event, EventKind, LocationId};
+use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED};
+use crate::event::{Event, EventKind, LocationId, UserId};
 
 pub(super) use crate::event::normalize;
 
@@ -43,6 +44,8 @@ pub(super) struct CompiledRule {
     pub lasts: Option<u64>,
     /// `skip_if_following`: the rule does nothing where one of these already follows.
     pub skip_if_following: Option<Arc<[crate::event::UserId]>>,
+    /// Whose followers it changes: the contact's, or the event's opportunity's.
+    pub target: super::model::Target,
 }
 
 /// A condition a rule may put on an event, besides its kind.
@@ -83,7 +86,8 @@ impl<'e> Facts<'e> {
         match &event.kind {
             EventKind::TagAdded { tag } | EventKind::TagRemoved { tag } => facts.key = Some(normalize(tag)),
             EventKind::ContactCreated { source } => facts.key = source.as_deref().map(normalize),
-            EventKind::StageChanged { pipeline, stage, from_stage, names } => {
+            EventKind::AssignedChanged { record, .. } => facts.key = Some(Cow::Borrowed(record.name())),
+            EventKind::StageChanged { pipeline, stage, from_stage, names, .. } => {
                 facts.key = Some(normalize(stage));
                 facts.pipeline = Some(normalize(pipeline));
                 facts.from_stage = from_stage.as_deref().map(normalize);
@@ -99,6 +103,33 @@ impl<'e> Facts<'e> {
 }
 
 impl CompiledRule {
+    /// Its actions for one event: `@assigned` and `@previously_assigned` become the event's users, and an
+    /// action for one the event does not name (nobody assigned) is left out.
+    pub fn actions_for(&self, event: &EventKind) -> Vec<Action> {
+        let stand_in = |user: &UserId| user.as_str().starts_with('@');
+        if !self.actions.iter().any(|a| matches!(a, Action::Add(u) | Action::Remove(u) if stand_in(u))) {
+            return self.actions.clone();
+        }
+        let resolve = |user: &UserId| match user.as_str() {
+            ASSIGNED => event.assignee().cloned(),
+            PREVIOUSLY_ASSIGNED => event.previous_assignee().cloned(),
+            _ => Some(user.clone()),
+        };
+        let mut actions: Vec<Action> = Vec::with_capacity(self.actions.len());
+        for action in &self.actions {
+            let resolved = match action {
+                Action::Add(user) => resolve(user).map(Action::Add),
+                Action::Remove(user) => resolve(user).map(Action::Remove),
+                other => Some(other.clone()),
+            };
+            // `add = ["alice", "@assigned"]` where alice is the assignee: once.
+            if let Some(action) = resolved.filter(|a| !actions.contains(a)) {
+                actions.push(action);
+            }
+        }
+        actions
+    }
+
     /// The conditions of this rule that the event does not meet, in a fixed order; none means it fires (if
     /// enabled and of the event's kind). The key is checked too, though the index already did: rules from
     /// the "any" bucket have no key, and `explain` looks at rules outside the bucket.
@@ -159,7 +190,8 @@ impl Index {
             .map(|position| &self.rules[position])
             .map(|rule| Match {
                 rule: rule.name.clone(),
-                actions: rule.actions.clone(),
+                actions: rule.actions_for(&event.kind),
+                target: rule.target,
                 ownership: rule.ownership,
                 lasts: rule.lasts,
                 skip_if_following: rule.skip_if_following.clone(),

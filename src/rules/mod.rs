@@ -53,6 +53,7 @@ pub use explain::{Consideration, Outcome};
 pub use live::{LiveRules, ReloadStatus};
 pub use watch::{DEBOUNCE, WatchError};
 
+pub use self::model::Target;
 pub use crate::domain::followers::Action;
 use crate::event::Event;
 
@@ -133,6 +134,8 @@ impl RuleSet {
             let mut users = Vec::new();
             for action in &rule.actions {
                 match action {
+                    // `@assigned` is whoever the CRM assigns: nothing to check beforehand.
+                    Action::Add(user) if user.as_str().starts_with('@') => {}
                     Action::Add(user) => users.push(user.clone()),
                     Action::RoundRobin(rotation) => {
                         users.extend(rotation.members.iter().map(|m| m.user.clone()));
@@ -277,4 +280,6 @@ pub struct Match {
     /// `skip_if_following`: the rule does nothing for a contact one of these users already follows (decided
     /// when the operations are delivered, against the followers the CRM lists then).
     pub skip_if_following: Option<Arc<[crate::event::UserId]>>,
+    /// Whose followers the actions change: the contact's, or the event's opportunity's.
+    pub target: Target,
 }

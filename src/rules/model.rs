@@ -21,10 +21,11 @@ pub(super) enum Kind {
     TagRemoved,
     ContactCreated,
     StageChanged,
+    AssignedChanged,
 }
 
 impl Kind {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     pub fn of(event: &EventKind) -> Self {
         match event {
@@ -32,6 +33,7 @@ impl Kind {
             EventKind::TagRemoved { .. } => Self::TagRemoved,
             EventKind::ContactCreated { .. } => Self::ContactCreated,
             EventKind::StageChanged { .. } => Self::StageChanged,
+            EventKind::AssignedChanged { .. } => Self::AssignedChanged,
         }
     }
 
@@ -46,6 +48,7 @@ impl Kind {
             Self::TagRemoved => "tag_removed",
             Self::ContactCreated => "contact_created",
             Self::StageChanged => "stage_changed",
+            Self::AssignedChanged => "assigned_changed",
         }
     }
 
@@ -55,6 +58,7 @@ impl Kind {
             Self::TagAdded | Self::TagRemoved => "tag",
             Self::ContactCreated => "source",
             Self::StageChanged => "stage",
+            Self::AssignedChanged => "record",
         }
     }
 
@@ -64,6 +68,7 @@ impl Kind {
             Self::TagAdded | Self::TagRemoved => &["tag"],
             Self::ContactCreated => &["source"],
             Self::StageChanged => &["pipeline", "stage", "from_stage"],
+            Self::AssignedChanged => &["record"],
         }
     }
 }
@@ -130,6 +135,20 @@ pub(super) struct RuleHead {
     /// A team (or user): the rule does nothing for a contact one of them already follows when it is delivered.
     #[serde(default)]
     pub skip_if_following: Option<Spanned<String>>,
+    /// Whose followers the rule changes: the contact's (default) or the event's opportunity's.
+    #[serde(default)]
+    pub target: Option<Spanned<Target>>,
+}
+
+/// Whose followers a rule changes (`target`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The contact's (the default).
+    #[default]
+    Contact,
+    /// The event's opportunity's (`POST`/`DELETE /opportunities/{id}/followers`).
+    Opportunity,
 }
 
 fn enabled_by_default() -> bool {
@@ -150,6 +169,9 @@ pub(super) struct When {
     pub stage: Option<Spanned<String>>,
     #[serde(default)]
     pub from_stage: Option<Spanned<String>>,
+    /// `assigned_changed`: `"contact"` or `"opportunity"`, what was assigned.
+    #[serde(default)]
+    pub record: Option<Spanned<String>>,
 }
 
 impl When {
@@ -161,6 +183,7 @@ impl When {
             ("pipeline", &self.pipeline),
             ("stage", &self.stage),
             ("from_stage", &self.from_stage),
+            ("record", &self.record),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|value| (key, value)))
@@ -199,8 +222,9 @@ pub(super) struct Then {
 
 const FILE_KEYS: &[&str] = &["users", "rule", "availability", "cover"];
 const COVER_KEYS: &[&str] = &["user", "by"];
-const RULE_KEYS: &[&str] = &["name", "enabled", "locations", "ownership", "skip_if_following", "when", "then"];
-const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage"];
+const RULE_KEYS: &[&str] =
+    &["name", "enabled", "locations", "ownership", "skip_if_following", "target", "when", "then"];
+const WHEN_KEYS: &[&str] = &["event", "tag", "source", "pipeline", "stage", "from_stage", "record"];
 const THEN_KEYS: &[&str] = &[
     "remove_all",
     "remove",
@@ -213,7 +237,7 @@ const THEN_KEYS: &[&str] = &[
     "overflow",
     "for",
 ];
-const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed";
+const EVENTS: &str = "tag_added, tag_removed, contact_created, stage_changed, assigned_changed";
 const WHEN_EXAMPLE: &str = r#"when = { event = "tag_added", tag = "vip" }"#;
 const THEN_EXAMPLE: &str = r#"then = { add = ["alice"] }"#;
 
@@ -495,8 +519,8 @@ mod tests {
     fn the_keys_named_in_messages_are_the_keys_serde_accepts() {
         assert_eq!(serde_keys::<When>(), WHEN_KEYS);
         assert_eq!(serde_keys::<Then>(), THEN_KEYS);
-        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..5]);
-        assert_eq!(RULE_KEYS[5..], ["when", "then"]);
+        assert_eq!(serde_keys::<RuleHead>(), RULE_KEYS[..6]);
+        assert_eq!(RULE_KEYS[6..], ["when", "then"]);
     }
 
     #[test]
@@ -504,12 +528,12 @@ mod tests {
         assert_eq!(
             explain("unknown field `tga`, expected one of `event`, `tag`", "when", WHEN_KEYS),
             "unknown key `tga` in `when`; did you mean `tag`? valid keys: event, tag, source, pipeline, stage, \
-             from_stage"
+             from_stage, record"
         );
         assert_eq!(
             explain("unknown variant `tag_add`, expected one of `tag_added`, `tag_removed`", "when", WHEN_KEYS),
             "unknown event `tag_add`; did you mean `tag_added`? `event` is one of: tag_added, tag_removed, \
-             contact_created, stage_changed"
+             contact_created, stage_changed, assigned_changed"
         );
         assert_eq!(explain("invalid type: string \"x\", expected a sequence", "then", THEN_KEYS), {
             "invalid type: string \"x\", expected a list"

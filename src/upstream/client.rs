@@ -274,11 +274,16 @@ impl LiveClient {
             .ok_or_else(|| UpstreamError::NoToken(location.to_string()))
     }
 
-    /// `/contacts/{id}/followers` under the base URL.
+    /// `/contacts/{id}/followers` under the base URL, or `/opportunities/{id}/followers` for an opportunity's
+    /// key.
     fn followers_url(&self, contact: &ContactKey) -> Url {
         let mut url = self.base_url.clone();
+        let (collection, id) = match contact.contact_id.as_opportunity() {
+            Some(opportunity) => ("opportunities", opportunity),
+            None => ("contacts", contact.contact_id.as_str()),
+        };
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push("contacts").push(contact.contact_id.as_str()).push("followers");
+            segments.pop_if_empty().push(collection).push(id).push("followers");
         }
         url
     }
@@ -327,6 +332,17 @@ impl LiveClient {
         let body = serde_json::json!({ "followers": users });
         let url = self.followers_url(contact);
         let response = self.send_authorized(method, url, &contact.location_id, Some(&body), label).await?;
+        Ok(check(response).await?.json().await.unwrap_or_default())
+    }
+
+    /// `DELETE /opportunities/{id}/followers?isRemoveAllFollowers=true`: every follower of an opportunity, in
+    /// one call and without reading them first (the CRM's contacts search does not list opportunities).
+    pub async fn remove_all_followers(&self, opportunity: &ContactKey) -> Result<FollowersAnswer, UpstreamError> {
+        let mut url = self.followers_url(opportunity);
+        url.query_pairs_mut().append_pair("isRemoveAllFollowers", "true");
+        let body = serde_json::json!({ "followers": [] });
+        let response =
+            self.send_authorized(Method::DELETE, url, &opportunity.location_id, Some(&body), "DELETE").await?;
         Ok(check(response).await?.json().await.unwrap_or_default())
     }
 

@@ -24,7 +24,10 @@ impl DryRun {
             "dry run: would call {}",
             match method {
                 "SEARCH" => format!("POST /contacts/search for {}", contact.contact_id),
-                _ => format!("{method} /contacts/{}/followers", contact.contact_id),
+                _ => match contact.contact_id.as_opportunity() {
+                    Some(opportunity) => format!("{method} /opportunities/{opportunity}/followers"),
+                    None => format!("{method} /contacts/{}/followers", contact.contact_id),
+                },
             }
         );
     }

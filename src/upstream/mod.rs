@@ -183,9 +183,24 @@ impl Upstream {
         }
     }
 
+    /// `DELETE /opportunities/{id}/followers?isRemoveAllFollowers=true` for an opportunity's key.
+    pub async fn remove_all_followers(&self, opportunity: &ContactKey) -> Result<FollowersAnswer, UpstreamError> {
+        match self {
+            Self::Live(client) => client.remove_all_followers(opportunity).await,
+            Self::DryRun(dry) => {
+                dry.record("DELETE", opportunity, &[]);
+                Ok(FollowersAnswer::default())
+            }
+        }
+    }
+
     /// The contact as `POST /contacts/search` lists it (followers, tags, source); `None` when the CRM does not
-    /// know it, or in a dry run (which records the call it would make).
+    /// know it, or in a dry run (which records the call it would make). An opportunity's key is never read:
+    /// the search lists contacts only.
     pub async fn contact(&self, contact: &ContactKey) -> Result<Option<CrmContact>, UpstreamError> {
+        if contact.contact_id.as_opportunity().is_some() {
+            return Ok(None);
+        }
         match self {
             Self::Live(client) => client.contact(contact).await,
             Self::DryRun(dry) => {

@@ -17,6 +17,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod assignments;
 mod delivery;
 mod durability;
 mod ghl;

@@ -173,6 +173,8 @@ impl FakeUpstream {
                 .route("/contacts/search", web::post().to(search))
                 .route("/contacts/{id}/followers", web::post().to(change))
                 .route("/contacts/{id}/followers", web::delete().to(change))
+                .route("/opportunities/{id}/followers", web::post().to(change_opportunity))
+                .route("/opportunities/{id}/followers", web::delete().to(change_opportunity))
                 .route("/contacts/{id}", web::get().to(get_contact))
                 .route("/oauth/token", web::post().to(oauth_token))
                 .route("/opportunities/pipelines", web::get().to(get_pipelines))
@@ -536,8 +538,29 @@ async fn change(
     body: web::Bytes,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let contact = path.into_inner();
+    change_followers(request, path.into_inner(), body, state).await
+}
+
+/// `POST`/`DELETE /opportunities/{id}/followers`: an opportunity's followers, kept (and listed by
+/// [`FakeUpstream::followers_of`], [`FakeUpstream::calls_for`]) under `opportunity:<id>`. `DELETE` with
+/// `isRemoveAllFollowers=true` removes every follower, whatever the body lists.
+async fn change_opportunity(
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
+    change_followers(request, format!("opportunity:{}", path.into_inner()), body, state).await
+}
+
+async fn change_followers(
+    request: HttpRequest,
+    contact: String,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
     let at = Instant::now();
+    let remove_all = request.query_string().split('&').any(|pair| pair == "isRemoveAllFollowers=true");
     let json = serde_json::from_slice::<Value>(&body).ok();
     let parsed: Option<Vec<String>> =
         json.as_ref().and_then(|v| v.get("followers").cloned()).and_then(|f| serde_json::from_value(f).ok());
@@ -581,6 +604,8 @@ async fn change(
         // Only the users this call changed: `followersAdded`/`followersRemoved` are deltas (`API.md` §2).
         let changed: Vec<String> = if add {
             users.iter().filter(|u| record.followers.insert((*u).clone())).cloned().collect()
+        } else if remove_all {
+            std::mem::take(&mut record.followers).into_iter().collect()
         } else {
             users.iter().filter(|u| record.followers.remove(*u)).cloned().collect()
         };

@@ -43,7 +43,7 @@ async fn run(case: &Case, rules: &RuleSet) -> (CaseOutcome, Vec<String>) {
     let mut fired = Vec::new();
     for event in plan(&occurrences, rules, Default::default()) {
         for planned in &event.ops {
-            lines.push(&event.contact.location_id, &planned.action);
+            lines.push_for(&event.contact, &planned.action);
             fired.push(planned.rule.to_string());
         }
     }
@@ -75,7 +75,20 @@ fn enabled_rules(rules: &RuleSet) -> Vec<String> {
         EventKind::TagAdded { tag: String::new() },
         EventKind::TagRemoved { tag: String::new() },
         EventKind::ContactCreated { source: None },
-        EventKind::StageChanged { pipeline: String::new(), stage: String::new(), from_stage: None, names: None },
+        EventKind::StageChanged {
+            pipeline: String::new(),
+            stage: String::new(),
+            from_stage: None,
+            names: None,
+            opportunity_id: None,
+            assigned_to: None,
+        },
+        EventKind::AssignedChanged {
+            record: crate::event::Record::Contact,
+            assigned_to: None,
+            from: None,
+            opportunity_id: None,
+        },
     ];
     kinds
         .into_iter()

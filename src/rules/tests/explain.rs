@@ -78,6 +78,8 @@ then = { round_robin = "sales" }
             stage: stage.into(),
             from_stage: from.map(Into::into),
             names: None,
+            opportunity_id: None,
+            assigned_to: None,
         })
     };
     assert_eq!(
@@ -177,7 +179,14 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         word.clone().prop_map(|tag| EventKind::TagRemoved { tag }),
         proptest::option::of(word.clone()).prop_map(|source| EventKind::ContactCreated { source }),
         (word.clone(), word.clone(), proptest::option::of(word)).prop_map(|(pipeline, stage, from_stage)| {
-            EventKind::StageChanged { pipeline, stage, from_stage, names: None }
+            EventKind::StageChanged {
+                pipeline,
+                stage,
+                from_stage,
+                names: None,
+                opportunity_id: None,
+                assigned_to: None,
+            }
         }),
     ]
 }

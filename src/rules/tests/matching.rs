@@ -13,6 +13,8 @@ fn stage(pipeline: &str, stage: &str, from: Option<&str>) -> EventKind {
         stage: stage.into(),
         from_stage: from.map(Into::into),
         names: None,
+        opportunity_id: None,
+        assigned_to: None,
     }
 }
 
@@ -119,6 +121,7 @@ fn actions_come_in_a_fixed_order_with_teams_expanded_and_duplicates_removed() {
             ownership: None,
             lasts: None,
             skip_if_following: None,
+            target: crate::rules::Target::Contact,
         }]
     );
 }

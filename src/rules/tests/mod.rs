@@ -3,6 +3,7 @@
 //! `live` reloading the set in service, `cases` the rule test cases; this file holds the shared helpers and
 //! the tests of loading a directory.
 
+mod assignments;
 mod cases;
 mod explain;
 mod live;
@@ -83,7 +84,14 @@ fn the_shipped_example_rules_compile_and_show_every_feature() {
         EventKind::TagRemoved { tag: "vip".into() },
         EventKind::TagAdded { tag: "do-not-contact".into() },
         EventKind::ContactCreated { source: Some("Facebook Ads".into()) },
-        EventKind::StageChanged { pipeline: "Sales".into(), stage: "Closed Won".into(), from_stage: None, names: None },
+        EventKind::StageChanged {
+            pipeline: "Sales".into(),
+            stage: "Closed Won".into(),
+            from_stage: None,
+            names: None,
+            opportunity_id: None,
+            assigned_to: None,
+        },
     ];
     let actions: Vec<Action> =
         events.into_iter().flat_map(|kind| set.evaluate(&event(kind))).flat_map(|m| m.actions).collect();

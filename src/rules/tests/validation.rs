@@ -25,14 +25,14 @@ fn an_unknown_key_names_the_nearest_valid_key() {
     assert_eq!(
         errors(&[("a.toml", USERS), ("b.toml", &rules)]),
         ["b.toml:3:31: unknown key `tga` in `when`; did you mean `tag`? valid keys: event, tag, source, pipeline, \
-          stage, from_stage"]
+          stage, from_stage, record"]
     );
     let rules = "[[rule]]\nnme = \"x\"\nwhen = { event = \"tag_added\", tag = \"x\" }\nthen = { remove_all = true }\n";
     let found = errors(&[("a.toml", rules)]);
     assert_eq!(
         found,
         ["a.toml:2:1: unknown key `nme` in `rule`; did you mean `name`? valid keys: name, enabled, locations, \
-             ownership, skip_if_following, when, then"]
+             ownership, skip_if_following, target, when, then"]
     );
 }
 
@@ -138,7 +138,7 @@ fn an_unknown_event_kind_suggests_the_nearest() {
     assert_eq!(
         found,
         ["a.toml:3:18: unknown event `tag_add`; did you mean `tag_added`? `event` is one of: tag_added, tag_removed, \
-          contact_created, stage_changed"]
+          contact_created, stage_changed, assigned_changed"]
     );
 }
 
