@@ -125,9 +125,15 @@ async fn an_expired_timestamp_is_401_and_a_replayed_webhook_id_is_a_duplicate() 
 #[tokio::test]
 async fn event_types_followd_does_not_use_are_acknowledged_and_ignored() {
     let app = ghl_app().await;
-    for (name, id) in [("ContactDndUpdate", "wh-1"), ("OpportunityAssignedToUpdate", "wh-2"), ("ContactUpdate", "wh-3")]
-    {
-        let body = fresh(name, id, None, None);
+    // A ContactUpdate matters only for its `assignedTo`; without one it is ignored too.
+    let mut update: Value = serde_json::from_slice(&fresh("ContactUpdate", "wh-3", None, None)).unwrap();
+    update.as_object_mut().unwrap().remove("assignedTo");
+    let bodies = [
+        ("ContactDndUpdate", fresh("ContactDndUpdate", "wh-1", None, None)),
+        ("InboundMessage", br#"{"type":"InboundMessage","locationId":"l","webhookId":"wh-2"}"#.to_vec()),
+        ("ContactUpdate", serde_json::to_vec(&update).unwrap()),
+    ];
+    for (name, body) in bodies {
         let response = post_ghl(&app, &body).await;
         assert_eq!(response.status(), 200, "{name}");
         assert_eq!(response.json::<Value>().await.unwrap()["ignored"], true);
