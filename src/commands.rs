@@ -21,7 +21,22 @@ use crate::rules::{CaseOutcome, OpLines, RuleSet, compare, load_cases};
 pub fn rules_check(dir: &Path) -> ExitCode {
     match RuleSet::load_dir(dir) {
         Ok(rules) => {
-            println!("ok: {} in {}", rules.summary(), dir.display());
+            // Users named by email are looked up only at delivery: say which, and where.
+            let files = rule_files(dir).unwrap_or_default();
+            let mut warnings = 0;
+            let mut seen = std::collections::HashSet::new();
+            for user in rules.addable_users().into_iter().flat_map(|a| a.users) {
+                if let Some(email) = user.email().filter(|_| seen.insert(user.clone())) {
+                    println!(
+                        "{}: warning: {email} is looked up by email in each location's users when delivered (an \
+                         address nobody has is skipped); `rules check --online` checks it now",
+                        written_at(&files, dir, &user)
+                    );
+                    warnings += 1;
+                }
+            }
+            let and_warnings = if warnings > 0 { format!(", {warnings} warning(s)") } else { String::new() };
+            println!("ok: {} in {}{and_warnings}", rules.summary(), dir.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -53,18 +68,7 @@ pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String
         locations.iter().map(|l| LocationId::parse(l)).collect::<Result<_, _>>()?
     };
     let files = rule_files(dir)?;
-    let written_at = |user: &UserId| {
-        let quoted = format!("\"{user}\"");
-        files
-            .iter()
-            .find_map(|(path, text)| {
-                let offset = text.find(&quoted)?;
-                let line = text[..offset].matches('\n').count() + 1;
-                let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1) + 1;
-                Some(format!("{}:{line}:{column}", path.display()))
-            })
-            .unwrap_or_else(|| dir.display().to_string())
-    };
+    let written_at = |user: &UserId| written_at(&files, dir, user);
     let (upstream, _scratch) = reading_client(config).await?;
     let mut known: std::collections::HashMap<LocationId, Vec<crate::upstream::CrmUser>> = Default::default();
     let (mut errors, mut warnings) = (0, 0);
@@ -85,7 +89,22 @@ pub async fn rules_check_online(config: &Config, dir: &Path, locations: &[String
             let listed = &known[location];
             for user in &users {
                 let at = written_at(user);
-                match listed.iter().find(|u| u.id == user.as_str()) {
+                let same_email = |u: &&crate::upstream::CrmUser| {
+                    u.email.as_deref().is_some_and(|e| user.email().is_some_and(|x| e.trim().eq_ignore_ascii_case(x)))
+                };
+                // By email: the live user with that address, else a deleted one (to say so).
+                let found = match user.email() {
+                    Some(_) => listed.iter().filter(same_email).min_by_key(|u| u.deleted),
+                    None => listed.iter().find(|u| u.id == user.as_str()),
+                };
+                match found {
+                    None if user.email().is_some() => {
+                        println!(
+                            "{at}: error: no user of location {location} has the email {} (rule `{rule}`)",
+                            user.email().unwrap_or_default()
+                        );
+                        errors += 1;
+                    }
                     None => {
                         println!("{at}: error: {user} is not a user of location {location} (rule `{rule}`)");
                         errors += 1;
@@ -122,6 +141,22 @@ async fn reading_client(config: &Config) -> anyhow::Result<(crate::upstream::Ups
         Err(e) => return Err(e.into()),
     };
     Ok((crate::upstream::Upstream::from_config(&config.upstream, &config.base_dir, tokens)?, scratch))
+}
+
+/// Where `user` is written in the rule files (`file:line:column` of its first quoted occurrence, its alias),
+/// else the directory.
+fn written_at(files: &[(PathBuf, String)], dir: &Path, user: &UserId) -> String {
+    let quoted = format!("\"{user}\"");
+    files
+        .iter()
+        .find_map(|(path, text)| {
+            // An email alias is written as the user wrote it; compared without case.
+            let offset = text.to_ascii_lowercase().find(&quoted.to_ascii_lowercase())?;
+            let line = text[..offset].matches('\n').count() + 1;
+            let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1) + 1;
+            Some(format!("{}:{line}:{column}", path.display()))
+        })
+        .unwrap_or_else(|| dir.display().to_string())
 }
 
 /// The rule files of `dir` with their text, by name.
@@ -445,6 +480,7 @@ pub async fn reconcile(
         max_share: config.reconcile.max_share,
         page_limit: config.reconcile.page_size,
         next_call: Default::default(),
+        directory: Default::default(),
     };
     let mut progress = Progress::new(json);
     let report = if plan {

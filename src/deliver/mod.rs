@@ -11,6 +11,7 @@
 
 pub mod calls;
 pub mod credentials;
+pub mod emails;
 pub mod fold;
 pub mod limit;
 pub mod report;

@@ -19,6 +19,9 @@ use super::fold::{NetChange, fold};
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
+use std::collections::HashMap;
+
+use super::emails;
 use super::skip::{skip, skip_deleted};
 use crate::decisions::Decisions;
 use crate::domain::clock::{Millis, millis, now_ms};
@@ -30,6 +33,7 @@ use crate::queue::{
     Applied, ContactKey, ContactMemory, Failure, Lease, LeaseOutcome, LocationState, Queue, QueueError, QueuedOp,
     Stores,
 };
+use crate::upstream::directory::{Lookup, UserDirectory};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest a worker sleeps with nothing to do before it looks again (work from other processes, retries).
@@ -79,6 +83,8 @@ pub struct Deliverer {
     auth_paused: std::sync::Mutex<std::collections::HashSet<LocationId>>,
     /// The CRM's deleted users, whose adds are skipped; `None`: none known (tests).
     roster: Option<Arc<crate::roster::Roster>>,
+    /// Each location's users by email, for users the rules name by email.
+    directory: UserDirectory,
 }
 
 impl Deliverer {
@@ -93,6 +99,7 @@ impl Deliverer {
         decisions: Arc<Decisions>,
     ) -> (Self, Option<OutcomeWriter>) {
         let (reporter, writer) = Reporter::new(decisions, Arc::clone(&stores.outcomes));
+        let directory = UserDirectory::new(Arc::clone(&upstream));
         let deliverer = Self {
             queue: Arc::clone(&stores.queue),
             memory: Arc::clone(&stores.memory),
@@ -105,6 +112,7 @@ impl Deliverer {
             reporter,
             auth_paused: Default::default(),
             roster: None,
+            directory,
         };
         (deliverer, writer)
     }
@@ -361,18 +369,38 @@ impl Deliverer {
         let mut read_first = None;
         let mut skipped = Vec::new();
         let mut owned_read = None;
-        let mut kept = None;
-        // Adds of users the CRM deleted are never made, whatever queued them.
-        let spared = self.roster.as_ref().map(|roster| skip_deleted(ops, |user| roster.is_deleted(user)));
-        let spared = spared.filter(|split| !split.skipped.is_empty());
-        let ops = match &spared {
-            Some(split) => {
-                kept = Some(fold(split.kept.iter().map(|queued| (&queued.op, queued.ownership))));
-                skipped.clone_from(&split.skipped);
-                &split.kept[..]
+        // The operations as they will be delivered, when that is not `ops` as leased.
+        let mut narrowed: Option<Vec<QueuedOp>> = None;
+        // Users named by email become the location's user with that address.
+        let addresses = emails::addresses(ops);
+        if !addresses.is_empty() {
+            let mut found = HashMap::with_capacity(addresses.len());
+            for email in addresses {
+                let lookup = self.directory.find(&contact.location_id, email).await;
+                if lookup == Lookup::Unreadable && !self.upstream.is_dry_run() {
+                    return Err(DeliverError::Upstream(UpstreamError::Status {
+                        status: 503,
+                        message: "the location's users could not be read lately, so an email alias is unresolved"
+                            .to_owned(),
+                        retry_after: None,
+                    }));
+                }
+                found.insert(email, lookup);
             }
-            None => ops,
-        };
+            let split = emails::resolve(ops, &found, &contact.location_id);
+            skipped.extend(split.skipped);
+            narrowed = Some(split.kept);
+        }
+        // Adds of users the CRM deleted are never made, whatever queued them.
+        if let Some(roster) = &self.roster {
+            let split = skip_deleted(narrowed.as_deref().unwrap_or(ops), |user| roster.is_deleted(user));
+            if !split.skipped.is_empty() {
+                skipped.extend(split.skipped);
+                narrowed = Some(split.kept);
+            }
+        }
+        let ops = narrowed.as_deref().unwrap_or(ops);
+        let mut kept = narrowed.as_ref().map(|ops| fold(ops.iter().map(|queued| (&queued.op, queued.ownership))));
         if ops.iter().any(|q| !q.unless.is_empty()) {
             // Without an answer (dry run, a contact the search does not list) nothing is skipped.
             if let Some(read) = self.upstream.contact(contact).await? {

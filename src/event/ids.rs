@@ -120,6 +120,17 @@ impl ContactId {
     }
 }
 
+/// How a user named by email in the rules is written until delivery looks them up (`email:alice@example.com`,
+/// the address in lower case): `[users] alice = "email:alice@example.com"`.
+pub const EMAIL_PREFIX: &str = "email:";
+
+impl UserId {
+    /// The email address, when this stands for the user with that email rather than being a user id.
+    pub fn email(&self) -> Option<&str> {
+        self.0.strip_prefix(EMAIL_PREFIX)
+    }
+}
+
 /// The contact an event or a queue entry is about. A contact id is only unique within its sub-account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ContactKey {

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use ids::{
-    ContactId, ContactKey, EventId, IdError, LocationId, OPPORTUNITY_PREFIX, RECONCILE_EVENT_PREFIX, UserId,
+    ContactId, ContactKey, EMAIL_PREFIX, EventId, IdError, LocationId, OPPORTUNITY_PREFIX, RECONCILE_EVENT_PREFIX,
+    UserId,
 };
 pub use normalize::{NameLookup, Occurrence, Stored, TagDiff};
 

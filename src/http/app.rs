@@ -270,6 +270,7 @@ fn reconciler_factory(config: &Config, stores: &Stores, upstream: &Arc<Upstream>
         max_share,
         page_limit,
         next_call: Default::default(),
+        directory: Default::default(),
     })
 }
 

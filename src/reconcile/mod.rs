@@ -28,6 +28,7 @@ use crate::domain::rate::Limits;
 use crate::event::{ContactKey, EventId, LocationId, RECONCILE_EVENT_PREFIX, UserId};
 use crate::queue::{EventOps, PlannedOp, QueueError, RunLog, RunRecord, RunState, Stores};
 use crate::rules::RuleSet;
+use crate::upstream::directory::{Lookup, UserDirectory};
 use crate::upstream::{ContactPage, MAX_PAGE, Upstream, UpstreamError};
 
 /// Attempts of one page read after it failed for now (429, 5xx, network), before the run stops.
@@ -67,6 +68,8 @@ pub struct Reconciler {
     pub page_limit: u32,
     /// When this run may make its next call (its own pacing, under `max_share`).
     pub next_call: Mutex<Option<Instant>>,
+    /// The location's users by email, for users the rules name by email; made at first use.
+    pub directory: std::sync::OnceLock<crate::upstream::directory::UserDirectory>,
 }
 
 impl Reconciler {
@@ -222,16 +225,47 @@ impl Reconciler {
         };
         // The run id is not needed to ask the rules: "plan" names the events of a plan and an apply alike.
         let event = event_id("plan", key)?;
+        let (followers, owned) = self.with_email_names(&key.location_id, &contact.followers, owned).await;
         let present = Present {
             event: &event,
             location: &key.location_id,
             contact: &key.contact_id,
             tags: &contact.tags,
             source: contact.source.as_deref(),
-            followers: &contact.followers,
+            followers: &followers,
             owned: &owned,
         };
         Ok(desired::needed(present, &self.rules, self.judgement))
+    }
+
+    /// The followers (and followd's own) with, beside each user the rules name by email, that name
+    /// (`email:<address>`), so the rules' wishes compare with what the CRM holds; delivery turns the name back
+    /// into the user. An address that cannot be looked up adds nothing (its adds are then queued, and
+    /// delivery finds them done).
+    async fn with_email_names(
+        &self,
+        location: &LocationId,
+        followers: &[UserId],
+        mut owned: Vec<UserId>,
+    ) -> (Vec<UserId>, Vec<UserId>) {
+        let mut followers = followers.to_vec();
+        let named = self.rules.users_by_email();
+        if named.is_empty() {
+            return (followers, owned);
+        }
+        let directory = self.directory.get_or_init(|| UserDirectory::new(Arc::clone(&self.upstream)));
+        for name in named {
+            let Some(email) = name.email() else { continue };
+            if let Lookup::Found(user) = directory.find(location, email).await {
+                if followers.contains(&user) {
+                    followers.push(name.clone());
+                }
+                if owned.contains(&user) {
+                    owned.push(name);
+                }
+            }
+        }
+        (followers, owned)
     }
 
     /// Waits until `calls` more fit in this run's share of the location's budget; with `budget`, also takes

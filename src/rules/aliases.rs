@@ -129,6 +129,17 @@ impl<'a> Resolver<'a, '_> {
                 "alias `{name}` = \"{text}\" names another alias, but a string here is a user id; \
                  write {name} = [\"{text}\"] for a team of one, or give the CRM user id"
             )
+        } else if let Some(email) = text.strip_prefix(crate::event::EMAIL_PREFIX) {
+            // A user named by email: looked up in each location's users at delivery (`deliver/emails.rs`).
+            let email = email.trim().to_lowercase();
+            let valid = email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+            match UserId::parse(&format!("{}{email}", crate::event::EMAIL_PREFIX)) {
+                Ok(id) if valid && !email.contains(char::is_whitespace) => return Resolved::User(id),
+                _ => format!(
+                    "alias `{name}` = \"{text}\" is not an email address; write \"email:alice@example.com\" or a \
+                     CRM user id"
+                ),
+            }
         } else {
             match UserId::parse(text) {
                 Ok(id) => return Resolved::User(id),

@@ -162,6 +162,31 @@ impl RuleSet {
         self.addable_users().into_iter().filter(|a| a.users.contains(user)).map(|a| a.rule).collect()
     }
 
+    /// Every user the enabled rules (and covers) name by email (`email:<address>`), once each: those a
+    /// reconcile must look up to compare with what the CRM holds.
+    pub fn users_by_email(&self) -> Vec<crate::event::UserId> {
+        let mut named: Vec<crate::event::UserId> = Vec::new();
+        let mut note = |user: &crate::event::UserId| {
+            if user.email().is_some() && !named.contains(user) {
+                named.push(user.clone());
+            }
+        };
+        for rule in self.index.all().iter().filter(|rule| rule.enabled) {
+            for action in &rule.actions {
+                match action {
+                    Action::Add(user) | Action::Remove(user) => note(user),
+                    Action::RoundRobin(rotation) => {
+                        rotation.members.iter().for_each(|m| note(&m.user));
+                        rotation.overflow.iter().for_each(&mut note);
+                    }
+                    Action::RemoveAll => {}
+                }
+            }
+        }
+        self.covers.iter().for_each(|cover| note(&cover.by));
+        named
+    }
+
     /// The `[[cover]]` entries of the rule files.
     pub fn covers(&self) -> &[crate::domain::cover::Cover] {
         &self.covers

@@ -5,7 +5,9 @@
 //! token configured). An enum, not a trait: there are exactly two, and only the live one does I/O.
 //! The facts this follows (verbs, statuses, bodies, the `Version` header) are in `shared/ghl/API.md` §1–§4.
 
+mod cached;
 mod client;
+pub mod directory;
 mod dry_run;
 mod oauth;
 pub mod pipelines;

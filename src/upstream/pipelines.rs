@@ -6,16 +6,11 @@
 //! a rule whose pipeline or stage is neither an id nor a name there can never fire in that location).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
+use super::cached::PerLocation;
 use super::{Pipeline, Upstream};
 use crate::event::{LocationId, NameLookup, StageNames};
-
-/// How long a location's pipelines are trusted before they are fetched again.
-pub const TTL: Duration = Duration::from_secs(600);
-/// After a failed fetch, how long before trying again (events meanwhile carry ids only).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// A location's ids and their names (normalized names too, for checking rules).
 #[derive(Debug, Default)]
@@ -61,49 +56,23 @@ fn normalize(value: &str) -> String {
     crate::event::normalize(value).into_owned()
 }
 
-enum Cached {
-    Ready(Instant, Arc<PipelineMap>),
-    Failed(Instant),
-}
-
 /// The per-location cache in front of the pipelines API.
 pub struct PipelineNames {
     upstream: Arc<Upstream>,
-    cache: Mutex<HashMap<LocationId, Cached>>,
+    cache: PerLocation<PipelineMap>,
 }
 
 impl PipelineNames {
     pub fn new(upstream: Arc<Upstream>) -> Self {
-        Self { upstream, cache: Mutex::new(HashMap::new()) }
+        Self { upstream, cache: PerLocation::default() }
     }
 
-    /// The location's map, fetched when missing or older than [`TTL`]; `None` in a dry run or while the CRM
-    /// cannot be asked. `on_fetch` sees each freshly fetched map once.
+    /// The location's map, fetched when missing or older than [`super::cached::TTL`]; `None` in a dry run or
+    /// while the CRM cannot be asked (events meanwhile carry ids only). `on_fetch` sees each freshly fetched
+    /// map once.
     pub async fn map(&self, location: &LocationId, on_fetch: impl FnOnce(&PipelineMap)) -> Option<Arc<PipelineMap>> {
-        {
-            let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match cache.get(location) {
-                Some(Cached::Ready(at, map)) if at.elapsed() < TTL => return Some(Arc::clone(map)),
-                Some(Cached::Failed(at)) if at.elapsed() < RETRY_AFTER_FAILURE => return None,
-                _ => {}
-            }
-        }
-        let fetched = self.upstream.pipelines(location).await;
-        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match fetched {
-            Ok(Some(pipelines)) => {
-                let map = Arc::new(PipelineMap::new(&pipelines));
-                on_fetch(&map);
-                cache.insert(location.clone(), Cached::Ready(Instant::now(), Arc::clone(&map)));
-                Some(map)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(%location, error = %e, "cannot read the location's pipelines; stage names unresolved");
-                cache.insert(location.clone(), Cached::Failed(Instant::now()));
-                None
-            }
-        }
+        let read = async { Ok(self.upstream.pipelines(location).await?.map(|pipelines| PipelineMap::new(&pipelines))) };
+        self.cache.get(location, "pipelines; stage names unresolved", read, on_fetch).await
     }
 }
 

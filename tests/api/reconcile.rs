@@ -155,6 +155,30 @@ async fn a_plan_lists_exactly_the_changes_the_location_needs_and_changes_nothing
     assert_eq!((vip["contacts"].as_u64(), vip["add"].as_u64()), (Some(2 * fifth), Some(3 * fifth + fifth)));
 }
 
+/// A user named by email who already follows is no change; where they do not, the plan adds them by that
+/// name (delivery looks the address up).
+#[tokio::test]
+async fn a_plan_knows_that_a_user_named_by_email_already_follows() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_users("loc-1", &[("usr_alice", "Alice Example", "alice@example.com", false, true)]);
+    upstream.set_contact("c-a", "loc-1", &["vip"], None);
+    upstream.set_followers("c-a", &["usr_alice"]);
+    upstream.set_contact("c-b", "loc-1", &["vip"], None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &upstream, None, "");
+    let rules = "[users]\nalice = \"email:alice@example.com\"\n[[rule]]\nname = \"vip\"\n\
+                 when = { event = \"tag_added\", tag = \"vip\" }\nthen = { add = [\"alice\"] }\n";
+    std::fs::write(dir.path().join("rules/rules.toml"), rules).unwrap();
+    let plan = plan(&config, &[]).await;
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{plan}");
+    assert_eq!(
+        (changes[0]["contact_id"].as_str(), &changes[0]["add"]),
+        (Some("c-b"), &serde_json::json!(["email:alice@example.com"]))
+    );
+    assert!(upstream.take_violations().is_empty());
+}
+
 /// Who follows each contact now, at the fake.
 fn state(upstream: &FakeUpstream) -> Vec<BTreeSet<String>> {
     (0..CONTACTS).map(|i| upstream.followers_of(&format!("c-{i:03}"))).collect()

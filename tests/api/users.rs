@@ -92,6 +92,64 @@ async fn rules_check_online_refuses_unknown_and_deleted_users_and_warns_about_th
     assert!(upstream.take_violations().is_empty());
 }
 
+/// Users named by email: offline `rules check` says they are looked up at delivery; `--online` finds the
+/// address in the location (without case) and refuses one nobody has, at `file:line:column`.
+#[tokio::test]
+async fn email_aliases_are_a_warning_offline_and_checked_online() {
+    let upstream = fake_crm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    let rules = "[users]\nann = \"email:Alice@Example.com\"\nnobody = \"email:nobody@example.com\"\n\
+                 [[rule]]\nname = \"by-email\"\nwhen = { event = \"tag_added\", tag = \"a\" }\n\
+                 then = { add = [\"ann\", \"nobody\"] }\n";
+    std::fs::write(dir.path().join("rules/rules.toml"), rules).unwrap();
+    let run = |online: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"));
+        command.args(["rules", "check"]);
+        if online {
+            command.args(["--online", "--location", "loc-1"]);
+        }
+        command.arg("--config").arg(&config);
+        async move { tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap() }
+    };
+    let offline = run(false).await;
+    let text = String::from_utf8(offline.stdout).unwrap();
+    assert!(offline.status.success(), "{text}");
+    assert!(text.contains("rules.toml:2:7: warning: alice@example.com is looked up by email"), "{text}");
+    assert!(text.contains(", 2 warning(s)"), "{text}");
+    let online = run(true).await;
+    let text = String::from_utf8(online.stdout).unwrap();
+    assert_eq!(online.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rules.toml:3:10: error: no user of location loc-1 has the email nobody@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("1 error(s), 0 warning(s)"), "alice's address is found: {text}");
+}
+
+/// A rule naming users by email: delivery adds the location's user with that address, and skips (audited) an
+/// address nobody there has.
+async fn a_user_named_by_email_is_added_by_their_id(store: Store) {
+    let rules = "[users]\nann = \"email:ALICE@example.com\"\nnobody = \"email:nobody@example.com\"\n\
+                 [[rule]]\nname = \"by-email\"\nwhen = { event = \"tag_added\", tag = \"vip\" }\n\
+                 then = { add = [\"ann\", \"nobody\"] }\n";
+    let app = TestApp::builder().store(store).rules(rules).spawn().await;
+    app.upstream.set_users("loc-1", &[("usr_alice", "Alice Example", "alice@example.com", false, true)]);
+    vip(&app, "e1", "c-1").await;
+    assert_eq!(app.upstream.followers_of("c-1"), set(&["usr_alice"]));
+    let location = followd::event::LocationId::parse("loc-1").unwrap();
+    let contact = followd::event::ContactId::parse("c-1").unwrap();
+    let trail = app.stores.audit.audit(Some(&location), &contact).await.unwrap();
+    let results: Vec<String> = trail.iter().map(|e| e.result.to_string()).collect();
+    assert!(
+        results
+            .iter()
+            .any(|r| r == "skipped: no user of location loc-1 has the email nobody@example.com (rule `by-email`)"),
+        "{results:?}"
+    );
+    assert!(app.upstream.take_violations().is_empty());
+}
+
 /// `UserDelete` (format `ghl`, signed): bob leaves the round robin with the next event, carol's adds are
 /// skipped at delivery (audited), the status page names the rule that still names them, and a redelivery
 /// changes nothing.
@@ -144,4 +202,7 @@ fn set(users: &[&str]) -> std::collections::BTreeSet<String> {
     users.iter().map(|u| (*u).to_owned()).collect()
 }
 
-on_both_stores!(a_user_the_crm_deleted_is_skipped_by_round_robins_and_never_added_again);
+on_both_stores!(
+    a_user_the_crm_deleted_is_skipped_by_round_robins_and_never_added_again,
+    a_user_named_by_email_is_added_by_their_id,
+);

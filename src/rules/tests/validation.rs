@@ -251,3 +251,18 @@ fn a_then_that_does_nothing_is_rejected_however_it_is_written() {
         );
     }
 }
+
+#[test]
+fn a_user_named_by_email_must_be_written_as_an_address() {
+    let text = "[users]\nann = \"email:Ann@Example.com\"\nbad = \"email:not-an-address\"\n";
+    let found = errors(&[("a.toml", text)]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("a.toml:3:7: alias `bad` = \"email:not-an-address\" is not an email address"),
+        "{found:?}"
+    );
+    let rules = "[users]\nann = \"email:Ann@Example.com\"\n[[rule]]\nname = \"r\"\n\
+                 when = { event = \"tag_added\", tag = \"t\" }\nthen = { add = [\"ann\"] }\n";
+    let set = super::valid(&[("a.toml", rules)]);
+    assert_eq!(set.users_by_email(), [super::user("email:ann@example.com")], "kept in lower case");
+}
