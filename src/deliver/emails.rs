@@ -69,25 +69,13 @@ pub fn resolve(ops: &[QueuedOp], found: &HashMap<&str, Lookup>, location: &Locat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::followers::Ownership;
-    use crate::event::EventId;
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
     }
 
     fn op(seq: u64, op: FollowerOp, unless: &[&str]) -> QueuedOp {
-        QueuedOp {
-            seq,
-            op,
-            rule: "r".into(),
-            event_id: EventId::parse("e").unwrap(),
-            enqueued_at: 0,
-            ownership: Ownership::Any,
-            note: None,
-            unless: unless.iter().map(|u| user(u)).collect(),
-            turn: false,
-        }
+        crate::deliver::skip::tests::op(seq, "e", "r", op, unless)
     }
 
     #[test]

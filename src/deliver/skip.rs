@@ -74,7 +74,7 @@ pub fn skip_deleted(ops: &[QueuedOp], is_deleted: impl Fn(&UserId) -> bool) -> S
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::event::EventId;
 
@@ -82,7 +82,8 @@ mod tests {
         UserId::parse(id).unwrap()
     }
 
-    fn op(seq: u64, event: &str, rule: &str, op: FollowerOp, unless: &[&str]) -> QueuedOp {
+    /// A queued operation of `rule` for `event`, with its `skip_if_following` team.
+    pub(in crate::deliver) fn op(seq: u64, event: &str, rule: &str, op: FollowerOp, unless: &[&str]) -> QueuedOp {
         QueuedOp {
             seq,
             op,
