@@ -360,18 +360,17 @@ impl Deliverer {
         }
     }
 
-    /// Makes the upstream calls that reach the net change of `ops`: at most a search, a DELETE and a POST.
-    /// Reads the contact and followd's memory only where [`calls`] (or a rule's `skip_if_following`, see
-    /// [`skip`]) says they are needed.
-    /// `change` is `ops` folded (the caller needed it for the budget); it is folded again only when a rule's
-    /// `skip_if_following` drops some of them.
-    async fn apply(&self, contact: &ContactKey, ops: &[QueuedOp], change: &NetChange) -> Result<Applied, DeliverError> {
-        let mut read_first = None;
+    /// The operations as they will be delivered, when that is not `ops` as leased, and those left out (by
+    /// `seq`, with why): users named by email become the location's user with that address (one nobody has is
+    /// left out), and adds of users the CRM deleted are never made, whatever queued them.
+    async fn narrow(
+        &self,
+        contact: &ContactKey,
+        ops: &[QueuedOp],
+    ) -> Result<(Option<Vec<QueuedOp>>, Vec<(u64, String)>), DeliverError> {
         let mut skipped = Vec::new();
-        let mut owned_read = None;
         // The operations as they will be delivered, when that is not `ops` as leased.
         let mut narrowed: Option<Vec<QueuedOp>> = None;
-        // Users named by email become the location's user with that address.
         let addresses = emails::addresses(ops);
         if !addresses.is_empty() {
             let mut found = HashMap::with_capacity(addresses.len());
@@ -391,7 +390,6 @@ impl Deliverer {
             skipped.extend(split.skipped);
             narrowed = Some(split.kept);
         }
-        // Adds of users the CRM deleted are never made, whatever queued them.
         if let Some(roster) = &self.roster {
             let split = skip_deleted(narrowed.as_deref().unwrap_or(ops), |user| roster.is_deleted(user));
             if !split.skipped.is_empty() {
@@ -399,6 +397,18 @@ impl Deliverer {
                 narrowed = Some(split.kept);
             }
         }
+        Ok((narrowed, skipped))
+    }
+
+    /// Makes the upstream calls that reach the net change of `ops`: at most a search, a DELETE and a POST.
+    /// Reads the contact and followd's memory only where [`calls`] (or a rule's `skip_if_following`, see
+    /// [`skip`]) says they are needed.
+    /// `change` is `ops` folded (the caller needed it for the budget); it is folded again only when some of
+    /// them are left out ([`Deliverer::narrow`], or a rule's `skip_if_following`).
+    async fn apply(&self, contact: &ContactKey, ops: &[QueuedOp], change: &NetChange) -> Result<Applied, DeliverError> {
+        let mut read_first = None;
+        let mut owned_read = None;
+        let (narrowed, mut skipped) = self.narrow(contact, ops).await?;
         let ops = narrowed.as_deref().unwrap_or(ops);
         let mut kept = narrowed.as_ref().map(|ops| fold(ops.iter().map(|queued| (&queued.op, queued.ownership))));
         if ops.iter().any(|q| !q.unless.is_empty()) {
