@@ -23,8 +23,28 @@ use crate::queue::{DeletedUser, EventOps, QueueError, RosterLog};
 /// How often a process reads the deletions other processes recorded.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
-/// Deleted users by id.
-pub type Deleted = HashMap<UserId, DeletedUser>;
+/// Deleted users by id, and their email addresses (rules may name users by email: `email:<address>`).
+#[derive(Debug, Default)]
+pub struct Deleted {
+    pub by_id: HashMap<UserId, DeletedUser>,
+    emails: std::collections::HashSet<String>,
+}
+
+impl Deleted {
+    fn new(users: Vec<DeletedUser>) -> Self {
+        let emails = users.iter().filter_map(|user| user.email.clone()).collect();
+        Self { by_id: users.into_iter().map(|user| (user.user.clone(), user)).collect(), emails }
+    }
+
+    /// Whether `user` (an id, or `email:<address>`) is a deleted user.
+    pub fn contains(&self, user: &UserId) -> bool {
+        self.by_id.contains_key(user) || user.email().is_some_and(|email| self.emails.contains(email))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
 
 /// The deleted users: the store's record and this process's copy of it.
 pub struct Roster {
@@ -40,8 +60,7 @@ impl Roster {
 
     /// Reads the store's record into this process's copy.
     pub async fn refresh(&self) -> Result<(), QueueError> {
-        let deleted = self.store.deleted_users().await?;
-        self.deleted.store(Arc::new(deleted.into_iter().map(|d| (d.user.clone(), d)).collect()));
+        self.deleted.store(Arc::new(Deleted::new(self.store.deleted_users().await?)));
         Ok(())
     }
 
@@ -58,8 +77,9 @@ impl Roster {
         }
     }
 
+    /// Whether `user` (an id, or `email:<address>`) was deleted in the CRM.
     pub fn is_deleted(&self, user: &UserId) -> bool {
-        self.deleted.load().contains_key(user)
+        self.deleted.load().contains(user)
     }
 
     /// The deleted users now.
@@ -77,6 +97,7 @@ impl Roster {
                     location: change.location_id.clone(),
                     at,
                     name: change.name.clone(),
+                    email: change.email.clone(),
                 };
                 let new = self.store.mark_deleted(&record).await?;
                 if new {
@@ -115,7 +136,7 @@ impl Roster {
 
 /// `rotation` without the deleted users; `None` when none of them is in it.
 fn without(rotation: &Rotation, deleted: &Deleted) -> Option<Rotation> {
-    let gone = |user: &UserId| deleted.contains_key(user);
+    let gone = |user: &UserId| deleted.contains(user);
     let touched = rotation.members.iter().any(|m| gone(&m.user)) || rotation.overflow.as_ref().is_some_and(gone);
     touched.then(|| Rotation {
         members: rotation.members.iter().filter(|m| !gone(&m.user)).cloned().collect(),
@@ -134,7 +155,12 @@ mod tests {
     }
 
     fn deleted(ids: &[&str]) -> Deleted {
-        ids.iter().map(|id| (user(id), DeletedUser { user: user(id), location: None, at: 0, name: None })).collect()
+        let email = |id: &str| Some(format!("{id}@example.com"));
+        Deleted::new(
+            ids.iter()
+                .map(|id| DeletedUser { user: user(id), location: None, at: 0, name: None, email: email(id) })
+                .collect(),
+        )
     }
 
     #[test]
@@ -153,5 +179,7 @@ mod tests {
         assert_eq!(spared.overflow, None);
         assert_eq!(spared.rule, rotation.rule, "standings stay the rule's");
         assert!(without(&rotation, &deleted(&["a", "b", "c"])).unwrap().members.is_empty());
+        let named = Rotation { members: vec![Member { user: user("email:b@example.com"), weight: 1 }], ..rotation };
+        assert!(without(&named, &deleted(&["b"])).unwrap().members.is_empty(), "named by a deleted user's email");
     }
 }

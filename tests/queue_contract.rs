@@ -613,6 +613,7 @@ async fn deleted_users_are_recorded_once_and_only_a_later_restore_forgets_them(s
         location: Some(key("l1", "c").location_id),
         at: T0,
         name: Some("Ann".into()),
+        email: Some("ann@example.com".into()),
     };
     assert!(roster.mark_deleted(&gone).await.unwrap());
     assert!(!roster.mark_deleted(&DeletedUser { at: T0 + 5, ..gone.clone() }).await.unwrap(), "the first record stays");

@@ -45,6 +45,8 @@ struct Payload {
     last_name: Option<String>,
     #[serde(default)]
     deleted: Option<bool>,
+    #[serde(default)]
+    email: Option<String>,
     /// Whom the contact or opportunity is assigned to: absent (not said), `null` or `""` (nobody), or a user id.
     #[serde(default, deserialize_with = "present")]
     assigned_to: Option<serde_json::Value>,
@@ -202,6 +204,7 @@ fn user_change(payload: &Payload) -> Result<Observation, PayloadError> {
         location_id,
         occurred_at: payload.timestamp,
         name: (!name.is_empty()).then(|| name.join(" ")),
+        email: payload.email.as_deref().map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()),
         status,
     }))
 }
@@ -276,9 +279,10 @@ mod tests {
 
     #[test]
     fn user_events_say_who_was_deleted_and_only_a_timed_explicit_update_restores() {
-        let delete = br#"{"type":"UserDelete","locationId":"loc","companyId":"co","id":"usr_1","firstName":"Ann","lastName":"Lee"}"#;
+        let delete = br#"{"type":"UserDelete","locationId":"loc","companyId":"co","id":"usr_1","firstName":"Ann","lastName":"Lee","email":" Ann@X.com"}"#;
         let Observation::User(change) = &parse(delete).unwrap().observations[0] else { panic!() };
         assert_eq!((change.user_id.as_str(), change.status), ("usr_1", UserStatus::Deleted));
+        assert_eq!(change.email.as_deref(), Some("ann@x.com"));
         assert_eq!(change.name.as_deref(), Some("Ann Lee"));
         let restore = br#"{"type":"UserUpdate","id":"usr_1","deleted":false,"timestamp":"2026-11-29T10:00:00Z"}"#;
         let Observation::User(change) = &parse(restore).unwrap().observations[0] else { panic!() };

@@ -2,8 +2,9 @@
 //! for sub-accounts without the marketplace app.
 //!
 //! The default body says nothing about which event fired, so the workflow adds it as Custom Data:
-//! `event` (`tag_added`, `tag_removed`, `contact_created`, `stage_changed`) and, as the event needs, `tag`,
-//! `source`, `pipeline`, `stage`, `from_stage`; optionally `event_id`. Keys may also carry a `followd_` prefix.
+//! `event` (`tag_added`, `tag_removed`, `contact_created`, `stage_changed`, `assigned_changed`) and, as the
+//! event needs, `tag`, `source`, `pipeline`, `stage`, `from_stage`, `opportunity_id`, `assigned_to`,
+//! `from_assigned_to` (merge fields such as `{{contact.assigned_to}}`); optionally `event_id`. Keys may also carry a `followd_` prefix.
 //! The contact comes from `contact_id`, the sub-account from `location.id`; `tags` is a list or one
 //! comma-separated string. Workflow senders can put stage *names* in Custom Data (merge fields), unlike app
 //! webhooks, so these events match rules written with names directly.
@@ -11,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ContactId, Event, EventKind, LocationId, Observation, Parsed, PayloadError};
+use super::{ContactId, Event, EventKind, LocationId, Observation, Parsed, PayloadError, Record, UserId};
 
 #[derive(Deserialize)]
 struct Payload {
@@ -55,6 +56,13 @@ fn custom(data: &Map<String, Value>, key: &str) -> Option<String> {
     Some(text).filter(|t| !t.is_empty())
 }
 
+/// A user id given as Custom Data (`assigned_to`, `from_assigned_to`); empty or absent: nobody.
+fn user(data: &Map<String, Value>, key: &str) -> Result<Option<UserId>, PayloadError> {
+    custom(data, key)
+        .map(|id| UserId::parse(&id).map_err(|e| invalid(&format!("customData.{key}"), &e.to_string())))
+        .transpose()
+}
+
 fn tag_list(tags: Option<&Value>) -> Vec<String> {
     let items: Vec<String> = match tags {
         Some(Value::String(s)) => s.split(',').map(str::to_owned).collect(),
@@ -95,13 +103,22 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
             stage: need("stage")?,
             from_stage: custom(&data, "from_stage"),
             names: None,
-            opportunity_id: None,
-            assigned_to: None,
+            opportunity_id: custom(&data, "opportunity_id"),
+            assigned_to: user(&data, "assigned_to")?,
         }],
+        "assigned_changed" => {
+            let opportunity_id = custom(&data, "opportunity_id");
+            let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+            let (assigned_to, from) = (user(&data, "assigned_to")?, user(&data, "from_assigned_to")?);
+            vec![EventKind::AssignedChanged { record, assigned_to, from, opportunity_id }]
+        }
         other => {
             return Err(invalid(
                 "customData.event",
-                &format!("`{other}` is not an event; use tag_added, tag_removed, contact_created or stage_changed"),
+                &format!(
+                    "`{other}` is not an event; use tag_added, tag_removed, contact_created, stage_changed or \
+                     assigned_changed"
+                ),
             ));
         }
     };
@@ -160,6 +177,22 @@ mod tests {
                 names: None,
                 opportunity_id: None,
                 assigned_to: None
+            }]
+        );
+    }
+
+    #[test]
+    fn an_assignment_comes_from_custom_data_and_an_empty_assignee_is_nobody() {
+        let data = serde_json::json!({"event": "assigned_changed", "assigned_to": "usr_b", "from_assigned_to": "",
+                                      "opportunity_id": "opp-1"});
+        let user = UserId::parse("usr_b").unwrap();
+        assert_eq!(
+            kinds(&parse(&body(data)).unwrap()),
+            [EventKind::AssignedChanged {
+                record: Record::Opportunity,
+                assigned_to: Some(user),
+                from: None,
+                opportunity_id: Some("opp-1".into())
             }]
         );
     }

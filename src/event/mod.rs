@@ -135,6 +135,8 @@ pub struct UserChange {
     pub occurred_at: Option<DateTime<Utc>>,
     /// The user's name as the payload gives it (first and last), for the status page.
     pub name: Option<String>,
+    /// Their email address (lower case), so rules that name them by email know them too.
+    pub email: Option<String>,
     pub status: UserStatus,
 }
 

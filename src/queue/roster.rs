@@ -20,6 +20,9 @@ pub struct DeletedUser {
     /// The user's name as the webhook gave it, for the status page.
     #[serde(default)]
     pub name: Option<String>,
+    /// Their email address (lower case), as the webhook gave it: rules may name them by it.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[async_trait]

@@ -102,6 +102,11 @@ fn covers(parsed: &[(Source<'_>, model::RawFile)], aliases: &Aliases, diagnostic
             let mut user = |name: &Spanned<String>, key: &str| {
                 let text = name.get_ref().trim();
                 let message = match aliases.get(text) {
+                    // The contacts to cover are found by the id in followd's memory of the followers it added.
+                    Some(Resolved::User(id)) if key == "user" && id.email().is_some() => format!(
+                        "`{text}` is named by email; the `user` of a [[cover]] must be a user id (followd finds \
+                         their contacts by id; `by` may be an email)"
+                    ),
                     Some(Resolved::User(id)) => return Some(id.clone()),
                     Some(Resolved::Team(_)) => format!("`{text}` is a team; `{key}` in [[cover]] names one user"),
                     Some(Resolved::Broken) => return None,

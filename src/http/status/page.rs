@@ -350,6 +350,7 @@ mod tests {
             location: None,
             at: 1_700_000_000_000,
             name: Some(HOSTILE.to_owned()),
+            email: None,
         };
         let listed = vec![
             DeletedUserView { user: user("usr_gone"), rules: vec!["leads".into(), "cover alice by usr_gone".into()] },

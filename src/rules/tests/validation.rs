@@ -265,4 +265,11 @@ fn a_user_named_by_email_must_be_written_as_an_address() {
                  when = { event = \"tag_added\", tag = \"t\" }\nthen = { add = [\"ann\"] }\n";
     let set = super::valid(&[("a.toml", rules)]);
     assert_eq!(set.users_by_email(), [super::user("email:ann@example.com")], "kept in lower case");
+    let cover =
+        "[users]\nann = \"email:ann@example.com\"\nbob = \"usr_bob\"\n[[cover]]\nuser = \"ann\"\nby = \"bob\"\n";
+    let found = errors(&[("a.toml", cover)]);
+    assert!(found[0].starts_with("a.toml:5:8: `ann` is named by email; the `user` of a [[cover]]"), "{found:?}");
+    let by_email =
+        "[users]\nann = \"email:ann@example.com\"\nbob = \"usr_bob\"\n[[cover]]\nuser = \"bob\"\nby = \"ann\"\n";
+    super::valid(&[("a.toml", by_email)]);
 }
