@@ -267,26 +267,54 @@ pub async fn rules_test(dir: &Path, cases: &[PathBuf]) -> anyhow::Result<ExitCod
 }
 
 /// `followd users --location LOC [--json]`: the location's users as the CRM lists them.
-pub async fn users(config: &Config, location: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let location = LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?;
-    let (upstream, _scratch) = reading_client(config).await?;
-    let Some(users) = upstream.users(&location).await? else {
-        anyhow::bail!("no upstream token is configured: `followd users` reads the CRM (scope users.readonly)");
+pub async fn users(config: &Config, location: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    // One location as asked, else every location the configuration has a token for.
+    let locations: Vec<LocationId> = match location {
+        Some(location) => vec![LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?],
+        None => {
+            let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
+            let mut all: Vec<LocationId> =
+                config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
+            all.sort();
+            all.dedup();
+            all
+        }
     };
+    if locations.is_empty() {
+        anyhow::bail!("no location is configured (upstream.tokens, upstream.oauth): name one with --location");
+    }
+    let (upstream, _scratch) = reading_client(config).await?;
+    let mut listed = Vec::with_capacity(locations.len());
+    for location in locations {
+        let Some(users) = upstream.users(&location).await? else {
+            anyhow::bail!("no upstream token is configured: `followd users` reads the CRM (scope users.readonly)");
+        };
+        listed.push((location, users));
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&users)?);
+        // One location asked: its users as a list; every configured one: an object by location.
+        let text = match (location, listed.as_slice()) {
+            (Some(_), [(_, users)]) => serde_json::to_string_pretty(users)?,
+            _ => serde_json::to_string_pretty(&listed.into_iter().collect::<std::collections::BTreeMap<_, _>>())?,
+        };
+        println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24}  {:<24}  {:<32}  {:<8}  sees", "id", "name", "email", "deleted");
-    for user in &users {
-        println!(
-            "{:<24}  {:<24}  {:<32}  {:<8}  {}",
-            user.id,
-            user.name.as_deref().unwrap_or("-"),
-            user.email.as_deref().unwrap_or("-"),
-            if user.deleted { "yes" } else { "no" },
-            if user.permissions.assigned_data_only { "only what they own or follow" } else { "every contact" }
-        );
+    for (location, users) in &listed {
+        if listed.len() > 1 {
+            println!("location {location}:");
+        }
+        println!("{:<24}  {:<24}  {:<32}  {:<8}  sees", "id", "name", "email", "deleted");
+        for user in users {
+            println!(
+                "{:<24}  {:<24}  {:<32}  {:<8}  {}",
+                user.id,
+                user.name.as_deref().unwrap_or("-"),
+                user.email.as_deref().unwrap_or("-"),
+                if user.deleted { "yes" } else { "no" },
+                if user.permissions.assigned_data_only { "only what they own or follow" } else { "every contact" }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

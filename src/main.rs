@@ -57,7 +57,7 @@ enum Command {
     /// contacts they own or follow (for whom following matters).
     Users {
         #[arg(long)]
-        location: String,
+        location: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -226,7 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { contact_id, location, json } => {
             commands::audit(&config, &contact_id, location.as_deref(), json).await
         }
-        Command::Users { location, json } => commands::users(&config, &location, json).await,
+        Command::Users { location, json } => commands::users(&config, location.as_deref(), json).await,
         Command::Reconcile(ReconcileArgs { command: Some(ReconcileCommand::Status { json }), .. }) => {
             commands::reconcile_status(&config, json).await
         }

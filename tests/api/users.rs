@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::app::{Store, TestApp, tag_event};
 use crate::support::ghl::{ed25519_signature, vectors_path};
 use crate::support::process::write_config;
-use crate::support::upstream::FakeUpstream;
+use crate::support::upstream::{FakeUpstream, TOKEN};
 
 /// A fake CRM whose loc-1 has alice (sees what she follows), gone (deleted) and admin (sees everything).
 async fn fake_crm() -> FakeUpstream {
@@ -61,6 +61,17 @@ async fn followd_users_lists_a_location_s_users_with_deleted_and_what_they_see()
     assert!(upstream.take_violations().is_empty(), "the request follows the CRM's users.json");
     let calls = upstream.calls_for("users");
     assert_eq!(calls.len(), 2, "{calls:?}");
+    // Without --location: every location the configuration has a token for, by location.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tokens = format!("\n[upstream.tokens]\n\"loc-1\" = \"{TOKEN}\"\n\"loc-2\" = \"{TOKEN}\"\n");
+    std::fs::write(&config, text + &tokens).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"));
+    command.args(["users", "--json", "--config"]).arg(&config);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await.unwrap().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let by_location: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(by_location["loc-1"].as_array().map(Vec::len), Some(3), "{by_location}");
+    assert_eq!(by_location["loc-2"].as_array().map(Vec::len), Some(0), "{by_location}");
 }
 
 #[tokio::test]
