@@ -231,7 +231,7 @@ impl Intake {
             for event in occurrences.iter().flat_map(|o| &o.events) {
                 metrics::counter!("followd_events_total", "kind" => event.kind.name()).increment(1);
             }
-            let summaries: Vec<_> = occurrences.iter().zip(&batch).map(|(o, b)| summarize(o, b, now)).collect();
+            let summaries = summaries(&occurrences, &batch, now);
             let stale: Vec<EventId> = occurrences.iter().filter(|o| o.stale).map(|o| o.id.clone()).collect();
             let ids: Vec<EventId> = occurrences.iter().map(|o| o.id.clone()).collect();
             Ok::<_, IntakeError>((self.queue.enqueue(batch, now).await?, summaries, stale, ids))
@@ -275,6 +275,29 @@ fn event_ids(parsed: &crate::event::Parsed) -> Vec<EventId> {
         }
     }
     ids
+}
+
+/// The status page's decisions for a planned batch: one per occurrence, its opportunities' operations counted
+/// with it (their entries follow the occurrences', under `<event id>@<opportunity id>`).
+fn summaries(occurrences: &[Occurrence], batch: &[EventOps], now: Millis) -> Vec<Decision> {
+    let mut decisions: Vec<Decision> = occurrences.iter().zip(batch).map(|(o, b)| summarize(o, b, now)).collect();
+    for entry in batch.iter().skip(occurrences.len()) {
+        let of = |d: &&mut Decision| {
+            entry.event_id.as_str().strip_prefix(d.event_id.as_str()).is_some_and(|r| r.starts_with('@'))
+        };
+        if let Some(decision) = decisions.iter_mut().find(of) {
+            decision.operations += entry.ops.len();
+            for op in &entry.ops {
+                if !decision.rules.iter().any(|rule| **rule == *op.rule) {
+                    decision.rules.push(op.rule.to_string());
+                }
+            }
+            if decision.operations > 0 {
+                decision.delivery = Outcome::Queued;
+            }
+        }
+    }
+    decisions
 }
 
 /// A decision for the status page: the events, the rules that fired and the operations queued.

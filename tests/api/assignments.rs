@@ -64,6 +64,8 @@ async fn an_opportunity_rule_changes_the_opportunity_s_followers_and_never_the_c
     send(&app, opportunity("wh-1", "OpportunityStageUpdate", "st-negotiation", Some("usr_rep"))).await;
     app.wait_until_idle().await;
     assert_eq!(app.upstream.followers_of("opportunity:opp-1"), set(&["usr_closer", "usr_rep"]));
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("a deal in negotiation: the closer follows the deal"), "the decision names the rule: {page}");
     send(&app, opportunity("wh-2", "OpportunityStageUpdate", "st-lost", Some("usr_rep"))).await;
     app.wait_until_idle().await;
     assert!(app.upstream.followers_of("opportunity:opp-1").is_empty());
