@@ -119,6 +119,10 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
         Observation::Assigned { id, location_id, contact_id, occurred_at, opportunity_id, assigned_to, announces } => {
             let previous = match stored {
                 Stored::PreviousAssignee(previous) => previous,
+                // Older than the contact's state applied: nothing happened.
+                Stored::Tags(TagDiff { stale: true, .. }) => {
+                    return Some(Occurrence { id, contact, events: Vec::new(), stale: true });
+                }
                 _ => None,
             };
             let now = assigned_to.as_ref().map_or("", UserId::as_str);

@@ -87,7 +87,16 @@ async fn recall(memory: &dyn ContactMemory, observation: &Observation, now: Mill
         Observation::Stage { id, location_id, opportunity_id, stage, .. } => {
             Stored::PreviousStage(memory.swap_stage(location_id, opportunity_id, id, stage, now).await?)
         }
-        Observation::Assigned { id, location_id, contact_id, opportunity_id, assigned_to, .. } => {
+        Observation::Assigned { id, location_id, contact_id, opportunity_id, assigned_to, occurred_at, .. } => {
+            // A contact's assignee is part of its whole state: a payload older than the state applied (a
+            // reordered or late `ContactUpdate`) must not turn the assignment back. Same check, same memo as a
+            // tag list of the payload (whose answer it then shares).
+            if let (None, Some(at)) = (opportunity_id, occurred_at) {
+                let contact = ContactKey { location_id: location_id.clone(), contact_id: contact_id.clone() };
+                if memory.diff_tags(&contact, id, None, Some(epoch_ms(*at)), now).await?.stale {
+                    return Ok(Stored::Tags(crate::event::TagDiff { stale: true, ..Default::default() }));
+                }
+            }
             let subject = match opportunity_id {
                 Some(opportunity) => format!("opportunity\u{1f}{opportunity}"),
                 None => format!("contact\u{1f}{contact_id}"),

@@ -99,6 +99,14 @@ async fn an_assignee_change_adds_the_new_and_removes_the_previous_assignee_in_or
     trail.reverse();
     let ops: Vec<String> = trail.iter().map(|e| format!("{:?}", e.operation.op)).collect();
     assert_eq!(ops, [r#"Add(UserId("usr_ann"))"#, r#"Remove(UserId("usr_ann"))"#, r#"Add(UserId("usr_ben"))"#]);
+    // A late, older update (ann again) does not turn the assignment back.
+    let mut late = contact_update("wh-late", Some("usr_ann"));
+    late["timestamp"] = json!((chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339());
+    let body = serde_json::to_vec(&late).unwrap();
+    let response = app.post("ghl", &body, &[("x-ghl-signature", &ed25519_signature(&body))]).await;
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"stale": true}));
+    app.wait_until_idle().await;
+    assert_eq!(app.upstream.followers_of("c-2"), set(&["usr_ben", "usr_person"]));
     // The same assignee again is no change; unassigned removes the last one.
     send(&app, contact_update("wh-c", Some("usr_ben"))).await;
     send(&app, contact_update("wh-d", None)).await;
