@@ -484,6 +484,7 @@ pub(crate) fn read_answers(bytes: &[u8]) {
     let _ = serde_json::from_slice::<FollowersAnswer>(bytes);
     let _ = serde_json::from_slice::<SearchAnswer>(bytes);
     let _ = serde_json::from_slice::<PipelinesAnswer>(bytes);
+    let _ = serde_json::from_slice::<UsersAnswer>(bytes);
     let text = String::from_utf8_lossy(bytes);
     for status in [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::BAD_GATEWAY] {
         let _ = error_message(status, &text);
