@@ -6,6 +6,7 @@
 //! for work enqueued by other processes or scheduled for later. Shutdown is a [`CancellationToken`] passed in:
 //! a worker finishes the delivery it holds, then stops; what it did not take stays queued.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::calls::{self, max_calls};
+use super::emails;
 use super::fold::{NetChange, fold};
 use super::limit::{MAX_WAIT_IN_PLACE, Smoothing};
 use super::report::{OutcomeWriter, Reporter};
 use super::retry::{Backoff, Decision, Policy, decide};
-use std::collections::HashMap;
-
-use super::emails;
 use super::skip::{skip, skip_deleted};
 use crate::decisions::Decisions;
 use crate::domain::clock::{Millis, millis, now_ms};

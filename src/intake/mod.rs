@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::Digest;
 use tokio::sync::Notify;
 
 pub use self::forward::forward_spool;
@@ -39,7 +40,6 @@ use crate::rules::{LiveRules, RuleSet, Target};
 use crate::spool::Spool;
 use crate::upstream::pipelines::PipelineNames;
 use crate::verify::{Headers, Request, VerifyError};
-use sha2::Digest;
 
 /// What an accepted webhook led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
