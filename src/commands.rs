@@ -508,7 +508,7 @@ pub async fn reconcile(
         max_share: config.reconcile.max_share,
         page_limit: config.reconcile.page_size,
         next_call: Default::default(),
-        directory: Default::default(),
+        email_names: Default::default(),
     };
     let mut progress = Progress::new(json);
     let report = if plan {

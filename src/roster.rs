@@ -26,7 +26,7 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// Deleted users by id, and their email addresses (rules may name users by email: `email:<address>`).
 #[derive(Debug, Default)]
 pub struct Deleted {
-    pub by_id: HashMap<UserId, DeletedUser>,
+    by_id: HashMap<UserId, DeletedUser>,
     emails: std::collections::HashSet<String>,
 }
 
@@ -80,11 +80,6 @@ impl Roster {
     /// Whether `user` (an id, or `email:<address>`) was deleted in the CRM.
     pub fn is_deleted(&self, user: &UserId) -> bool {
         self.deleted.load().contains(user)
-    }
-
-    /// The deleted users now.
-    pub fn deleted(&self) -> Arc<Deleted> {
-        self.deleted.load_full()
     }
 
     /// Records what a user webhook says (received at `now`); `true` when it changed the record.

@@ -340,8 +340,9 @@ impl Deliverer {
         }
     }
 
-    /// A round robin's turn whose rule `skip_if_following` gave up was not a lead for that member: it is given
-    /// back, so skipped contacts do not count against anyone's share. Best effort: a failure is logged.
+    /// A round robin's turn that was skipped at delivery (its rule's `skip_if_following`, a deleted user, an
+    /// address nobody has) was not a lead for that member: it is given back, so skipped contacts do not count
+    /// against anyone's share. Best effort: a failure is logged.
     async fn refund_skipped_turns(&self, lease: &Lease, applied: &Applied) {
         let turns = lease.ops.iter().filter(|op| op.turn && applied.skipped.iter().any(|(seq, _)| *seq == op.seq));
         for op in turns {
@@ -389,12 +390,14 @@ impl Deliverer {
             skipped.extend(split.skipped);
             narrowed = Some(split.kept);
         }
-        if let Some(roster) = &self.roster {
-            let split = skip_deleted(narrowed.as_deref().unwrap_or(ops), |user| roster.is_deleted(user));
-            if !split.skipped.is_empty() {
-                skipped.extend(split.skipped);
-                narrowed = Some(split.kept);
-            }
+        // Split (a copy of the lease) only when an add of a deleted user is there: the common case copies nothing.
+        let current = narrowed.as_deref().unwrap_or(ops);
+        if let Some(roster) = &self.roster
+            && current.iter().any(|op| matches!(&op.op, FollowerOp::Add(user) if roster.is_deleted(user)))
+        {
+            let split = skip_deleted(current, |user| roster.is_deleted(user));
+            skipped.extend(split.skipped);
+            narrowed = Some(split.kept);
         }
         Ok((narrowed, skipped))
     }

@@ -20,6 +20,11 @@ pub const ASSIGNED: &str = "@assigned";
 /// In a rule's `add` or `remove`: the user it was assigned to before (`assigned_changed` only).
 pub const PREVIOUSLY_ASSIGNED: &str = "@previously_assigned";
 
+/// Whether `user` is one of the stand-ins above rather than a user.
+pub fn is_stand_in(user: &UserId) -> bool {
+    [ASSIGNED, PREVIOUSLY_ASSIGNED].contains(&user.as_str())
+}
+
 /// Whose followers a removal may touch (`followers.ownership`, or `ownership` on a rule).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +75,17 @@ impl Action {
             Self::Remove(user) => Some(FollowerOp::Remove(user.clone())),
             Self::Add(user) => Some(FollowerOp::Add(user.clone())),
             Self::RoundRobin(_) => None,
+        }
+    }
+
+    /// Every user the action names: its user, or a round robin's members and overflow.
+    pub fn users(&self) -> Vec<&UserId> {
+        match self {
+            Self::RemoveAll => Vec::new(),
+            Self::Remove(user) | Self::Add(user) => vec![user],
+            Self::RoundRobin(rotation) => {
+                rotation.members.iter().map(|m| &m.user).chain(rotation.overflow.as_ref()).collect()
+            }
         }
     }
 

@@ -154,7 +154,7 @@ impl RawEvent {
             })),
             RawKind::AssignedChanged => {
                 let opportunity_id = non_empty(self.opportunity_id.clone());
-                let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+                let record = Record::of(opportunity_id.as_deref());
                 out.push(event(EventKind::AssignedChanged {
                     record,
                     assigned_to: self.assigned_to.clone(),

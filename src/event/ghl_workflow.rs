@@ -108,7 +108,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
         }],
         "assigned_changed" => {
             let opportunity_id = custom(&data, "opportunity_id");
-            let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+            let record = Record::of(opportunity_id.as_deref());
             let (assigned_to, from) = (user(&data, "assigned_to")?, user(&data, "from_assigned_to")?);
             vec![EventKind::AssignedChanged { record, assigned_to, from, opportunity_id }]
         }

@@ -211,6 +211,11 @@ pub enum Record {
 }
 
 impl Record {
+    /// An assignment is an opportunity's when it names one, else the contact's.
+    pub fn of(opportunity_id: Option<&str>) -> Self {
+        if opportunity_id.is_some() { Self::Opportunity } else { Self::Contact }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Contact => "contact",

@@ -130,7 +130,7 @@ pub fn occurrence(observation: Observation, stored: Stored, names: Option<&dyn N
             // payload of an unassigned contact, or a stage update, says nothing happened to the assignment).
             let changed = previous.as_deref().map_or(announces && assigned_to.is_some(), |before| before != now);
             let from = previous.as_deref().and_then(|before| UserId::parse(before).ok());
-            let record = if opportunity_id.is_some() { Record::Opportunity } else { Record::Contact };
+            let record = Record::of(opportunity_id.as_deref());
             let kind = EventKind::AssignedChanged { record, assigned_to, from, opportunity_id };
             let events = if changed {
                 vec![Event { id: id.clone(), location_id, contact_id, occurred_at, kind }]

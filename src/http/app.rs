@@ -111,7 +111,7 @@ impl Application {
             tracing::warn!("reconcile.every is set, but a dry run cannot read the CRM: no scheduled reconcile");
         }
         let intake = (role != Role::Worker)
-            .then(|| open_intake(&config, &stores, &rules, &upstream, (&decisions, &roster), wake))
+            .then(|| open_intake(&config, &stores, &rules, &upstream, &decisions, &roster, wake))
             .transpose()?
             .map(Arc::new);
         if role != Role::Receiver {
@@ -270,7 +270,7 @@ fn reconciler_factory(config: &Config, stores: &Stores, upstream: &Arc<Upstream>
         max_share,
         page_limit,
         next_call: Default::default(),
-        directory: Default::default(),
+        email_names: Default::default(),
     })
 }
 
@@ -298,7 +298,8 @@ fn open_intake(
     stores: &Stores,
     rules: &Arc<LiveRules>,
     upstream: &Arc<Upstream>,
-    (decisions, roster): (&Arc<Decisions>, &Arc<Roster>),
+    decisions: &Arc<Decisions>,
+    roster: &Arc<Roster>,
     wake: Arc<Notify>,
 ) -> Result<Intake, StartupError> {
     let sources = if config.source.is_empty() {

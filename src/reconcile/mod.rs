@@ -68,8 +68,9 @@ pub struct Reconciler {
     pub page_limit: u32,
     /// When this run may make its next call (its own pacing, under `max_share`).
     pub next_call: Mutex<Option<Instant>>,
-    /// The location's users by email, for users the rules name by email; made at first use.
-    pub directory: std::sync::OnceLock<crate::upstream::directory::UserDirectory>,
+    /// The users the rules name by email and the location's users by email, made at first use (once per run,
+    /// not per contact).
+    pub email_names: std::sync::OnceLock<(Vec<UserId>, UserDirectory)>,
 }
 
 impl Reconciler {
@@ -249,11 +250,9 @@ impl Reconciler {
         mut owned: Vec<UserId>,
     ) -> (Vec<UserId>, Vec<UserId>) {
         let mut followers = followers.to_vec();
-        let named = self.rules.users_by_email();
-        if named.is_empty() {
-            return (followers, owned);
-        }
-        let directory = self.directory.get_or_init(|| UserDirectory::new(Arc::clone(&self.upstream)));
+        let (named, directory) = self
+            .email_names
+            .get_or_init(|| (self.rules.users_by_email(), UserDirectory::new(Arc::clone(&self.upstream))));
         for name in named {
             let Some(email) = name.email() else { continue };
             if let Lookup::Found(user) = directory.find(location, email).await {
@@ -261,7 +260,7 @@ impl Reconciler {
                     followers.push(name.clone());
                 }
                 if owned.contains(&user) {
-                    owned.push(name);
+                    owned.push(name.clone());
                 }
             }
         }

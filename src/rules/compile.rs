@@ -17,7 +17,7 @@ use super::diagnostic::{Diagnostic, RulesError, Source, did_you_mean};
 use super::matching::{CompiledRule, normalize};
 use crate::domain::availability::{Availability, parse_hours, parse_range, parse_zone};
 use crate::domain::cover::Cover;
-use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED};
+use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED, is_stand_in};
 use crate::domain::pick::{Caps, Member};
 use crate::domain::rotation::Rotation;
 
@@ -533,7 +533,7 @@ impl<'a> Checker<'a> {
             return None;
         }
         if let Ok(id) = UserId::parse(name)
-            && [ASSIGNED, PREVIOUSLY_ASSIGNED].contains(&name)
+            && is_stand_in(&id)
         {
             return Some(Some(id));
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::model::Kind;
 use super::{Action, Match};
-use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED};
+use crate::domain::followers::{ASSIGNED, PREVIOUSLY_ASSIGNED, is_stand_in};
 use crate::event::{Event, EventKind, LocationId, UserId};
 
 pub(super) use crate::event::normalize;
@@ -106,8 +106,7 @@ impl CompiledRule {
     /// Its actions for one event: `@assigned` and `@previously_assigned` become the event's users, and an
     /// action for one the event does not name (nobody assigned) is left out.
     pub fn actions_for(&self, event: &EventKind) -> Vec<Action> {
-        let stand_in = |user: &UserId| user.as_str().starts_with('@');
-        if !self.actions.iter().any(|a| matches!(a, Action::Add(u) | Action::Remove(u) if stand_in(u))) {
+        if !self.actions.iter().any(|a| matches!(a, Action::Add(u) | Action::Remove(u) if is_stand_in(u))) {
             return self.actions.clone();
         }
         let resolve = |user: &UserId| match user.as_str() {

@@ -55,6 +55,7 @@ pub use watch::{DEBOUNCE, WatchError};
 
 pub use self::model::Target;
 pub use crate::domain::followers::Action;
+use crate::domain::followers::is_stand_in;
 use crate::event::Event;
 
 /// A compiled, validated rule set. Immutable and `Send + Sync`: share it in an `Arc` and swap it whole.
@@ -131,19 +132,9 @@ impl RuleSet {
     pub fn addable_users(&self) -> Vec<Addable> {
         let mut out = Vec::new();
         for rule in self.index.all().iter().filter(|rule| rule.enabled) {
-            let mut users = Vec::new();
-            for action in &rule.actions {
-                match action {
-                    // `@assigned` is whoever the CRM assigns: nothing to check beforehand.
-                    Action::Add(user) if user.as_str().starts_with('@') => {}
-                    Action::Add(user) => users.push(user.clone()),
-                    Action::RoundRobin(rotation) => {
-                        users.extend(rotation.members.iter().map(|m| m.user.clone()));
-                        users.extend(rotation.overflow.iter().cloned());
-                    }
-                    Action::Remove(_) | Action::RemoveAll => {}
-                }
-            }
+            // Removals add nobody, and `@assigned` is whoever the CRM assigns: nothing to check beforehand.
+            let adding = rule.actions.iter().filter(|action| !matches!(action, Action::Remove(_)));
+            let mut users: Vec<_> = adding.flat_map(Action::users).filter(|u| !is_stand_in(u)).cloned().collect();
             users.dedup();
             if !users.is_empty() {
                 let locations = rule.locations.as_deref().map(<[_]>::to_vec);
@@ -165,25 +156,14 @@ impl RuleSet {
     /// Every user the enabled rules (and covers) name by email (`email:<address>`), once each: those a
     /// reconcile must look up to compare with what the CRM holds.
     pub fn users_by_email(&self) -> Vec<crate::event::UserId> {
+        let actions = self.index.all().iter().filter(|rule| rule.enabled).flat_map(|rule| &rule.actions);
+        let covers = self.covers.iter().map(|cover| &cover.by);
         let mut named: Vec<crate::event::UserId> = Vec::new();
-        let mut note = |user: &crate::event::UserId| {
-            if user.email().is_some() && !named.contains(user) {
+        for user in actions.flat_map(Action::users).chain(covers).filter(|user| user.email().is_some()) {
+            if !named.contains(user) {
                 named.push(user.clone());
             }
-        };
-        for rule in self.index.all().iter().filter(|rule| rule.enabled) {
-            for action in &rule.actions {
-                match action {
-                    Action::Add(user) | Action::Remove(user) => note(user),
-                    Action::RoundRobin(rotation) => {
-                        rotation.members.iter().for_each(|m| note(&m.user));
-                        rotation.overflow.iter().for_each(&mut note);
-                    }
-                    Action::RemoveAll => {}
-                }
-            }
         }
-        self.covers.iter().for_each(|cover| note(&cover.by));
         named
     }
 
