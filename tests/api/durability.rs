@@ -60,6 +60,33 @@ async fn a_webhook_acknowledged_before_a_sigkill_is_delivered_after_the_restart(
     assert!(upstream.wait_for_followers("c-1", &["usr_alice", "usr_bob"], WAIT).await);
 }
 
+/// Concurrent webhooks on the embedded store meet in batches that the journal makes durable (see
+/// `queue/embedded/journal.rs`); a SIGKILL right after the last 202 leaves them in the journal only, and the
+/// restarted process applies them again: every one is delivered, none twice.
+#[tokio::test]
+async fn webhooks_acknowledged_together_just_before_a_sigkill_are_all_delivered_after_the_restart() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url, None);
+    let receiver = Followd::start(&config, free_port(), &["--role", "receiver"]).await;
+    let contacts: Vec<String> = (0..30).map(|i| format!("c-{i}")).collect();
+    let posts = contacts.iter().map(|c| {
+        let body = tag_event(&format!("e-{c}"), "tag_added", c, "vip");
+        let addr = receiver.addr.clone();
+        async move { post(&addr, &body).await.status() }
+    });
+    let statuses = futures_util::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    receiver.kill().await;
+
+    let _worker = Followd::start(&config, free_port(), &[]).await;
+    for contact in &contacts {
+        assert!(upstream.wait_for_followers(contact, &["usr_alice", "usr_bob"], WAIT).await, "{contact}");
+    }
+    let adds = upstream.calls().iter().filter(|call| call.method == "POST").count();
+    assert_eq!(adds, contacts.len(), "one add call per contact: {:?}", upstream.calls());
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_delivery_leaves_a_lease_that_expires_and_is_delivered_again() {
     let upstream = FakeUpstream::start().await;

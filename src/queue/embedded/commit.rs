@@ -13,16 +13,25 @@
 //! Enqueues, the webhook path's write, come as their own kind of job so that a run of them in one batch opens
 //! the tables they write once.
 //!
+//! A batch needs no durable redb commit of its own when every write in it is an enqueue the journal can hold
+//! or a write a crash may undo (a lease): it is committed without waiting, its enqueues are appended to the
+//! journal with one `fdatasync`, and its callers are answered then (see `journal.rs`). Any other write makes
+//! its batch durable, and so does the checkpoint every [`journal::CHECKPOINT_EVERY`]; a durable commit that covers
+//! journaled frames moves the journal to its next epoch, recorded in the same transaction.
+//!
 //! Reads do not come here: redb's read transactions see the last commit and never wait for a writer.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::{Database, WriteTransaction};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::journal::{self, Journal};
 use super::lifecycle::{self, EnqueueTables};
-use super::tables::OrQueue;
+use super::tables::{META, OrQueue};
 use super::timers::TimerFlag;
 use crate::domain::clock::Millis;
 use crate::queue::{EnqueueOutcome, EventOps, QueueError};
@@ -30,8 +39,23 @@ use crate::queue::{EnqueueOutcome, EventOps, QueueError};
 /// Most writes in one transaction: bounds the work lost to a failing write's rollback.
 const MAX_BATCH: usize = 512;
 
+/// The key in `meta` under which a durable commit records the journal's epoch.
+pub(super) const JOURNAL_EPOCH: &str = "journal_epoch";
+
+/// What a write needs before its caller may be answered.
+enum Needs<'a> {
+    /// A durable commit.
+    Durable,
+    /// Its frame in the journal (an enqueue).
+    Journal(&'a [u8]),
+    /// Nothing: a crash may undo it without harm.
+    Nothing,
+}
+
 /// One write waiting for the committer, with the way back to its caller.
 trait Job: Send {
+    /// What must hold before the caller is answered.
+    fn needs(&self) -> Needs<'_>;
     /// Runs the write against `tx`, keeping its result; false when it failed.
     fn run(&mut self, tx: &WriteTransaction) -> bool;
     /// For an enqueue: runs it with the enqueue tables the batch already opened (`None` for other writes,
@@ -49,6 +73,8 @@ trait Job: Send {
 
 struct Write<T, F> {
     work: F,
+    /// A crash may undo it without harm (see [`Committer::write_volatile`]).
+    volatile: bool,
     result: Option<Result<T, QueueError>>,
     reply: oneshot::Sender<Result<T, QueueError>>,
 }
@@ -58,6 +84,10 @@ where
     T: Send,
     F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send,
 {
+    fn needs(&self) -> Needs<'_> {
+        if self.volatile { Needs::Nothing } else { Needs::Durable }
+    }
+
     fn run(&mut self, tx: &WriteTransaction) -> bool {
         let result = (self.work)(tx);
         let ok = result.is_ok();
@@ -92,6 +122,8 @@ struct Enqueue {
     now: Millis,
     expires: Millis,
     timers: Arc<TimerFlag>,
+    /// Its frame, when the journal can hold it.
+    frame: Option<Vec<u8>>,
     result: Option<Result<EnqueueOutcome, QueueError>>,
     reply: oneshot::Sender<Result<EnqueueOutcome, QueueError>>,
 }
@@ -105,6 +137,13 @@ impl Enqueue {
 }
 
 impl Job for Enqueue {
+    fn needs(&self) -> Needs<'_> {
+        match &self.frame {
+            Some(frame) => Needs::Journal(frame),
+            None => Needs::Durable,
+        }
+    }
+
     fn run(&mut self, tx: &WriteTransaction) -> bool {
         let result = lifecycle::enqueue(tx, &self.batch, self.now, self.expires, &self.timers);
         self.keep(result)
@@ -131,12 +170,18 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread over `db`. The thread holds `db` until every [`Committer`] is dropped.
-    pub(super) fn start(db: Arc<Database>) -> Result<Self, QueueError> {
+    /// Starts the committer thread over `db`, journaling into `journal` (none: every batch commits durably)
+    /// with a checkpoint at least every `checkpoint_every`. The thread holds `db` until every [`Committer`] is
+    /// dropped, and checkpoints before it lets it go.
+    pub(super) fn start(
+        db: Arc<Database>,
+        journal: Option<Journal>,
+        checkpoint_every: Duration,
+    ) -> Result<Self, QueueError> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("followd-commit".into())
-            .spawn(move || commit_loop(&db, &queue))
+            .spawn(move || Committing::new(&db, journal, checkpoint_every).run(&queue))
             .map_err(|e| QueueError::Embedded(redb::StorageError::Io(e).into()))?;
         Ok(Self { jobs })
     }
@@ -147,8 +192,27 @@ impl Committer {
         T: Send + 'static,
         F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
     {
+        self.send(work, false).await
+    }
+
+    /// [`Committer::write`] for a write a crash may undo without harm, such as a lease (a restarted process
+    /// releases every lease): it never waits for the disk.
+    pub(super) async fn write_volatile<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    {
+        self.send(work, true).await
+    }
+
+    async fn send<T, F>(&self, work: F, volatile: bool) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Box::new(Write { work, result: None, reply })).map_err(|_| QueueError::Closed)?;
+        let job = Write { work, volatile, result: None, reply };
+        self.jobs.send(Box::new(job)).map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 }
@@ -163,44 +227,161 @@ impl Committer {
         timers: Arc<TimerFlag>,
     ) -> Result<EnqueueOutcome, QueueError> {
         let (reply, answer) = oneshot::channel();
-        let job = Enqueue { batch, now, expires, timers, result: None, reply };
+        // Serialised here, on the caller's thread, so the committer's only work on it is one write.
+        let frame = journal::entry(&batch, now, expires);
+        let job = Enqueue { batch, now, expires, timers, frame, result: None, reply };
         self.jobs.send(Box::new(job)).map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 }
 
-fn commit_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// The committer thread's state: the journal, and whether redb holds commits that are not durable yet.
+struct Committing<'d> {
+    db: &'d Database,
+    journal: Option<Journal>,
+    checkpoint_every: Duration,
+    /// The last durable commit that covered the journal.
+    checkpointed: Instant,
+    /// Commits since then that are not durable (their enqueues are in the journal).
+    pending: bool,
+}
+
+impl<'d> Committing<'d> {
+    fn new(db: &'d Database, journal: Option<Journal>, checkpoint_every: Duration) -> Self {
+        Self { db, journal, checkpoint_every, checkpointed: Instant::now(), pending: false }
+    }
+
+    fn run(mut self, queue: &mpsc::Receiver<Box<dyn Job>>) {
+        loop {
+            let first = if self.pending {
+                match queue.recv_timeout(self.checkpoint_every) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.checkpoint_or_warn();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
+            metrics::histogram!("followd_embedded_commit_batch").record(batch.len() as f64);
+            self.commit(batch);
         }
-        metrics::histogram!("followd_embedded_commit_batch").record(batch.len() as f64);
-        if batch.len() > 1 && together(db, &mut batch) {
-            batch.into_iter().for_each(|job| job.finish(Ok(())));
-            continue;
+        // Closing: what the journal holds is made durable, so the next open has nothing to apply again.
+        self.checkpoint_or_warn();
+    }
+
+    /// Commits `batch` and answers its callers: together when it can, else each write alone (durably).
+    fn commit(&mut self, mut batch: Vec<Box<dyn Job>>) {
+        let durable = !self.may_defer(&batch);
+        if (batch.len() > 1 || !durable) && self.together(&mut batch, durable) {
+            // Told to every caller of the batch; redb's errors cannot be cloned, so each gets its own.
+            let failed = if durable { None } else { self.journal_frames(&batch).err().map(|e| e.to_string()) };
+            for job in batch {
+                job.finish(match &failed {
+                    None => Ok(()),
+                    Some(error) => {
+                        Err(QueueError::Embedded(redb::StorageError::Io(std::io::Error::other(error.clone())).into()))
+                    }
+                });
+            }
+            return;
         }
         for mut job in batch {
-            let committed = alone(db, &mut *job);
+            let committed = alone(self.db, &mut *job);
             job.finish(committed);
         }
     }
-}
 
-/// Runs the whole batch in one transaction and commits it; false (rolled back) if any write or the commit failed.
-fn together(db: &Database, batch: &mut [Box<dyn Job>]) -> bool {
-    let Ok(tx) = db.begin_write() else { return false };
-    let ran = run_all(&tx, batch);
-    if !ran {
-        if let Err(error) = tx.abort() {
-            tracing::warn!(%error, "rolling back a batch of writes failed");
-        }
-        return false;
+    /// Whether `batch` may commit without a durable redb commit of its own.
+    fn may_defer(&self, batch: &[Box<dyn Job>]) -> bool {
+        let Some(journal) = &self.journal else { return false };
+        self.checkpointed.elapsed() < self.checkpoint_every
+            && journal.written() < journal::MAX_BYTES
+            && batch.iter().all(|job| !matches!(job.needs(), Needs::Durable))
     }
-    tx.commit().is_ok()
+
+    /// Runs the whole batch in one transaction and commits it, durably or not; false (rolled back) if any
+    /// write or the commit failed.
+    fn together(&mut self, batch: &mut [Box<dyn Job>], durable: bool) -> bool {
+        let Ok(mut tx) = self.db.begin_write() else { return false };
+        if !durable && tx.set_durability(Durability::None).is_err() {
+            return false;
+        }
+        if !run_all(&tx, batch) {
+            if let Err(error) = tx.abort() {
+                tracing::warn!(%error, "rolling back a batch of writes failed");
+            }
+            return false;
+        }
+        if durable {
+            return self.commit_checkpoint(tx).is_ok();
+        }
+        if tx.commit().is_err() {
+            return false;
+        }
+        self.pending = true;
+        true
+    }
+
+    /// Appends the frames of a batch committed without waiting, and waits for them. If the journal cannot
+    /// take them, a durable commit makes the batch durable instead; if that fails too, its callers hear so.
+    fn journal_frames(&mut self, batch: &[Box<dyn Job>]) -> Result<(), QueueError> {
+        let frames = batch.iter().filter_map(|job| match job.needs() {
+            Needs::Journal(frame) => Some(frame),
+            _ => None,
+        });
+        let Some(journal) = &mut self.journal else { return self.checkpoint() };
+        match journal.append(frames) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot write the journal; committing durably instead");
+                self.checkpoint()
+            }
+        }
+    }
+
+    /// Commits `tx` durably. When the journal holds frames, or redb commits not yet durable, it records the
+    /// journal's next epoch in the same commit and moves the journal there: this commit covers them all.
+    fn commit_checkpoint(&mut self, tx: WriteTransaction) -> Result<(), QueueError> {
+        let next = self.journal.as_ref().filter(|j| j.written() > 0 || self.pending).map(|j| j.epoch() + 1);
+        if let Some(epoch) = next {
+            tx.open_table(META).q()?.insert(JOURNAL_EPOCH, epoch).q()?;
+        }
+        tx.commit().q()?;
+        if let (Some(epoch), Some(journal)) = (next, &mut self.journal) {
+            journal.restart(epoch);
+        }
+        self.pending = false;
+        self.checkpointed = Instant::now();
+        Ok(())
+    }
+
+    /// A durable commit of nothing: makes every commit before it durable.
+    fn checkpoint(&mut self) -> Result<(), QueueError> {
+        let tx = self.db.begin_write().q()?;
+        self.commit_checkpoint(tx)
+    }
+
+    fn checkpoint_or_warn(&mut self) {
+        if !self.pending {
+            return;
+        }
+        if let Err(error) = self.checkpoint() {
+            tracing::warn!(%error, "cannot checkpoint the embedded queue; the journal keeps its writes");
+        }
+    }
 }
 
 /// Runs every write of the batch in order; consecutive enqueues share their open tables, which are closed
@@ -246,7 +427,7 @@ mod tests {
     async fn a_failing_write_fails_alone_and_leaves_nothing_while_the_rest_of_its_batch_commits() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
-        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        let committer = Committer::start(Arc::clone(&db), None, Duration::ZERO).unwrap();
         // Many writes at once, so they meet in batches; every tenth writes a row and then fails.
         let writes = (0..200u64).map(|i| {
             committer.write(move |tx| {
@@ -270,7 +451,7 @@ mod tests {
     async fn the_thread_lets_the_database_go_once_the_committer_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
-        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        let committer = Committer::start(Arc::clone(&db), None, Duration::ZERO).unwrap();
         committer.write(|tx| tx.open_table(T).q()?.insert(1, 1).q().map(drop)).await.unwrap();
         drop(committer);
         let mut db = db;
@@ -295,7 +476,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
         super::super::tables::create_all(&db).unwrap();
-        let committer = Committer::start(Arc::clone(&db)).unwrap();
+        let committer = Committer::start(Arc::clone(&db), None, Duration::ZERO).unwrap();
         let timers = Arc::new(TimerFlag::default());
         let event = |i: u64| EventOps {
             event_id: EventId::parse(&format!("e{i}")).unwrap(),

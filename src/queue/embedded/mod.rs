@@ -2,8 +2,9 @@
 //!
 //! redb is an ACID key-value store: every write here is committed with fsync before it returns, so a webhook
 //! acknowledged after `enqueue` survives a crash or power loss. Writes go through one committer thread that
-//! commits the writes waiting together in one transaction (`commit.rs`: group commit, one fsync per batch). redb takes an exclusive
-//! lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
+//! commits the writes waiting together in one transaction (`commit.rs`: group commit), made durable either by
+//! that commit or, for plain enqueues, by a frame in the journal beside the file (`journal.rs`), with one fsync
+//! per batch either way. redb takes an exclusive lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
 //! redb's API is blocking: writes run on the committer thread, reads on Tokio's blocking pool, so the async
 //! request path never blocks.
 //!
@@ -19,6 +20,7 @@
 //! - `runs`: [`super::RunLog`], reconcile runs
 //! - `covers`: [`super::CoverLog`], cover for absences
 //! - `timers`: timed followers' removals, set at enqueue and queued when due
+//! - `journal`: where a batch of enqueues is made durable without a durable redb commit of its own
 //!
 //! [`super::Outcomes`] notes nothing here: one process owns this store, and its status page already knows.
 
@@ -26,6 +28,7 @@ mod audit;
 mod commit;
 mod covers;
 mod expiry;
+mod journal;
 mod letters;
 mod lifecycle;
 mod locations;
@@ -43,7 +46,8 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
 
-use self::tables::{DEAD, LEASES, OrQueue, PENDING, READY};
+use self::journal::Journal;
+use self::tables::{DEAD, LEASES, META, OrQueue, PENDING, READY};
 use super::{
     Applied, DeadLetter, EnqueueOutcome, EventOps, Failure, Lease, LeaseOutcome, Outcomes, Queue, QueueError,
     QueueStats, Selection,
@@ -56,6 +60,8 @@ use crate::event::{EventId, LocationId, UserId};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file inside `data_dir`.
 const FILE_NAME: &str = "followd.redb";
+/// The journal beside it (see `journal.rs`).
+const JOURNAL_NAME: &str = "followd.journal";
 
 /// The redb-backed store: [`Queue`] and every other store trait. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -83,8 +89,19 @@ impl std::fmt::Debug for EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    /// Opens (or creates) `data_dir/followd.redb`, taking the exclusive lock.
+    /// Opens (or creates) `data_dir/followd.redb`, taking the exclusive lock, and applies again what its journal
+    /// holds (see `journal.rs`).
     pub fn open(data_dir: &Path, lease_for: Duration, dedup_ttl: Duration) -> Result<Self, QueueError> {
+        Self::open_checkpointing(data_dir, lease_for, dedup_ttl, journal::CHECKPOINT_EVERY)
+    }
+
+    /// [`EmbeddedQueue::open`], checkpointing the journal at least every `checkpoint_every`.
+    fn open_checkpointing(
+        data_dir: &Path,
+        lease_for: Duration,
+        dedup_ttl: Duration,
+        checkpoint_every: Duration,
+    ) -> Result<Self, QueueError> {
         let path = data_dir.join(FILE_NAME);
         let open_error = |source: redb::Error| QueueError::Open { path: path.clone(), source: Box::new(source) };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(redb::StorageError::Io(e).into()))?;
@@ -98,8 +115,9 @@ impl EmbeddedQueue {
         if timers::any(&db)? {
             timers.set();
         }
+        let journal = recover(&db, &data_dir.join(JOURNAL_NAME), &timers)?;
         let db = Arc::new(db);
-        let committer = commit::Committer::start(Arc::clone(&db))?;
+        let committer = commit::Committer::start(Arc::clone(&db), Some(journal), checkpoint_every)?;
         Ok(Self {
             db: Arc::new(ArcSwapOption::new(Some(db))),
             committer: Arc::new(ArcSwapOption::from_pointee(committer)),
@@ -134,6 +152,16 @@ impl EmbeddedQueue {
         committer.write(work).await
     }
 
+    /// [`EmbeddedQueue::write`] for a write a crash may undo without harm (see `commit.rs`).
+    async fn write_volatile<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    {
+        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
+        committer.write_volatile(work).await
+    }
+
     /// Runs a blocking redb read on the blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T, QueueError>
     where
@@ -143,6 +171,28 @@ impl EmbeddedQueue {
         let db = self.db.load_full().ok_or(QueueError::Closed)?;
         tokio::task::spawn_blocking(move || f(&db)).await?
     }
+}
+
+/// Opens the journal at `path` and applies again, durably, the enqueues it holds since the last durable commit
+/// (acknowledged, and lost from redb by a crash), moving it to its next epoch in the same commit.
+fn recover(db: &Database, path: &Path, timers: &timers::TimerFlag) -> Result<Journal, QueueError> {
+    let epoch = {
+        let tx = db.begin_read().q()?;
+        tx.open_table(META).q()?.get(commit::JOURNAL_EPOCH).q()?.map(|v| v.value()).unwrap_or(0)
+    };
+    let (journal, frames) = Journal::open(path, epoch)
+        .map_err(|e| QueueError::Open { path: path.to_owned(), source: Box::new(redb::StorageError::Io(e).into()) })?;
+    let tx = db.begin_write().q()?;
+    for frame in &frames {
+        let (batch, now, expires) = journal::replayed(frame)?;
+        lifecycle::enqueue(&tx, &batch, now, expires, timers)?;
+    }
+    tx.open_table(META).q()?.insert(commit::JOURNAL_EPOCH, journal.epoch()).q()?;
+    tx.commit().q()?;
+    if !frames.is_empty() {
+        tracing::info!(enqueues = frames.len(), "applied the enqueues the journal held since the last durable commit");
+    }
+    Ok(journal)
 }
 
 #[async_trait]
@@ -156,7 +206,8 @@ impl Queue for EmbeddedQueue {
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
         let lease_for = millis(self.lease_for);
         let id = rand::random::<u64>();
-        self.write(move |tx| lifecycle::lease(tx, now, lease_for, id)).await
+        // A lease a crash undoes costs nothing: the restarted process releases every lease at once.
+        self.write_volatile(move |tx| lifecycle::lease(tx, now, lease_for, id)).await
     }
 
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
@@ -269,5 +320,76 @@ impl Outcomes for EmbeddedQueue {
 
     async fn outcomes(&self, events: &[(LocationId, EventId)]) -> Result<Vec<Option<Outcome>>, QueueError> {
         Ok(vec![None; events.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::followers::{Action, FollowerOp, Ownership};
+    use crate::event::{ContactId, ContactKey};
+    use crate::queue::PlannedOp;
+
+    fn event(id: &str, contact: &str, action: Action, lasts: Option<u64>) -> EventOps {
+        EventOps {
+            event_id: EventId::parse(id).unwrap(),
+            contact: ContactKey {
+                location_id: LocationId::parse("loc").unwrap(),
+                contact_id: ContactId::parse(contact).unwrap(),
+            },
+            ops: vec![PlannedOp { rule: Arc::from("r"), action, ownership: Ownership::Any, lasts, unless: None }],
+            background: false,
+        }
+    }
+
+    /// Copies the store's files as a crash would leave them: what is on the disk now.
+    fn crash_copy(from: &Path, files: &[&str]) -> tempfile::TempDir {
+        let to = tempfile::tempdir().unwrap();
+        for file in files {
+            std::fs::copy(from.join(file), to.path().join(file)).unwrap();
+        }
+        to
+    }
+
+    #[tokio::test]
+    async fn enqueues_acknowledged_since_the_last_durable_commit_are_applied_again_from_the_journal_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lease, ttl) = (Duration::from_secs(60), Duration::from_secs(3600));
+        // No checkpoint during the test: every enqueue is durable through the journal alone.
+        let queue = EmbeddedQueue::open_checkpointing(dir.path(), lease, ttl, Duration::from_secs(3600)).unwrap();
+        let user = |u: &str| UserId::parse(u).unwrap();
+        for batch in [
+            vec![event("e1", "c-1", Action::Add(user("usr_a")), None)],
+            vec![event("e2", "c-2", Action::Remove(user("usr_b")), None)],
+            vec![event("e3", "c-1", Action::Add(user("usr_c")), Some(60_000))],
+        ] {
+            assert_eq!(queue.enqueue(batch, 1_000).await.unwrap().accepted.len(), 1);
+        }
+
+        // redb's file alone has none of them: they were committed without waiting.
+        let without_journal = crash_copy(dir.path(), &[FILE_NAME]);
+        let lost = EmbeddedQueue::open(without_journal.path(), lease, ttl).unwrap();
+        assert_eq!(lost.stats().await.unwrap().pending, 0, "the commits were not durable");
+        lost.close().await;
+
+        // With the journal, all three are back, in order, their ids remembered and the timer set.
+        let crashed = crash_copy(dir.path(), &[FILE_NAME, JOURNAL_NAME]);
+        let recovered = EmbeddedQueue::open(crashed.path(), lease, ttl).unwrap();
+        assert_eq!(recovered.stats().await.unwrap().pending, 3);
+        let again = recovered.enqueue(vec![event("e1", "c-1", Action::RemoveAll, None)], 2_000).await.unwrap();
+        assert_eq!(again.duplicates.len(), 1, "e1 is remembered");
+        let LeaseOutcome::Leased(first) = recovered.lease(2_000).await.unwrap() else { panic!("nothing ready") };
+        let ops: Vec<_> = first.ops.iter().map(|op| (op.event_id.as_str(), op.op.clone())).collect();
+        assert_eq!(ops, [("e1", FollowerOp::Add(user("usr_a"))), ("e3", FollowerOp::Add(user("usr_c")))]);
+        assert!(recovered.timers.is_set(), "e3's timed follower");
+        recovered.close().await;
+
+        // Opened again, the journal's next epoch holds nothing to apply twice.
+        let reopened = EmbeddedQueue::open(crashed.path(), lease, ttl).unwrap();
+        assert_eq!(reopened.stats().await.unwrap().pending, 3);
+        reopened.close().await;
+        queue.close().await;
     }
 }
