@@ -34,13 +34,17 @@ pub fn init(format: LogFormat) {
 /// Upstream latency buckets, in seconds: the CRM answers in tens to hundreds of milliseconds.
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Commit buckets, in seconds: a batch commits in about a millisecond, a durable one in tens.
+const COMMIT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0];
+
 /// The process's metrics registry, installed on first use.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full("followd_embedded_commit_seconds".to_owned()), COMMIT_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS))
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -130,6 +134,11 @@ const METRICS: &[(&str, Kind, &str)] = &[
         "followd_embedded_commit_batch",
         Kind::Histogram,
         "Writes committed together in one transaction (one fsync) by the embedded store.",
+    ),
+    (
+        "followd_embedded_commit_seconds",
+        Kind::Histogram,
+        "Time the embedded store took to commit a batch and answer it, by kind (journal, durable).",
     ),
     ("followd_spool_events", Kind::Gauge, "Webhooks waiting in this receiver's spool for the queue to answer."),
     ("followd_spool_spooled_total", Kind::Counter, "Webhooks written to the spool because the queue was unavailable."),

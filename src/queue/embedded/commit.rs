@@ -21,8 +21,8 @@
 //!
 //! Reads do not come here: redb's read transactions see the last commit and never wait for a writer.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use std::time::{Duration, Instant};
 
@@ -235,12 +235,17 @@ impl Committer {
     }
 }
 
-/// The committer thread's state: the journal, and whether redb holds commits that are not durable yet.
+/// The committer thread's state: where the journal stands, and whether redb holds commits not durable yet.
 struct Committing<'d> {
     db: &'d Database,
-    journal: Option<Journal>,
+    /// `None`: every batch commits durably.
+    writer: Option<JournalWriter>,
     checkpoint_every: Duration,
-    /// The last durable commit that covered the journal.
+    /// The journal's epoch, as the last durable commit recorded it (see `journal.rs`).
+    epoch: u64,
+    /// Bytes of frames handed to the writer in this epoch.
+    written: u64,
+    /// The last durable commit that moved the journal to a new epoch.
     checkpointed: Instant,
     /// Commits since then that are not durable (their enqueues are in the journal).
     pending: bool,
@@ -248,7 +253,15 @@ struct Committing<'d> {
 
 impl<'d> Committing<'d> {
     fn new(db: &'d Database, journal: Option<Journal>, checkpoint_every: Duration) -> Self {
-        Self { db, journal, checkpoint_every, checkpointed: Instant::now(), pending: false }
+        let epoch = journal.as_ref().map_or(0, Journal::epoch);
+        let writer = journal.and_then(|journal| match JournalWriter::start(journal) {
+            Ok(writer) => Some(writer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the journal's writer; every batch commits durably");
+                None
+            }
+        });
+        Self { db, writer, checkpoint_every, epoch, written: 0, checkpointed: Instant::now(), pending: false }
     }
 
     fn run(mut self, queue: &mpsc::Receiver<Box<dyn Job>>) {
@@ -278,37 +291,42 @@ impl<'d> Committing<'d> {
             metrics::histogram!("followd_embedded_commit_batch").record(batch.len() as f64);
             self.commit(batch);
         }
-        // Closing: what the journal holds is made durable, so the next open has nothing to apply again.
+        // Closing: what the journal holds is made durable, so the next open has nothing to apply again; then
+        // the writer answers what it still holds and ends.
         self.checkpoint_or_warn();
+        if let Some(writer) = self.writer.take() {
+            writer.finish();
+        }
     }
 
-    /// Commits `batch` and answers its callers: together when it can, else each write alone (durably).
+    /// Commits `batch` and answers its callers (or has the journal's writer answer them): together when it
+    /// can, else each write alone, durably.
     fn commit(&mut self, mut batch: Vec<Box<dyn Job>>) {
+        let started = Instant::now();
         let durable = !self.may_defer(&batch);
         if (batch.len() > 1 || !durable) && self.together(&mut batch, durable) {
-            // Told to every caller of the batch; redb's errors cannot be cloned, so each gets its own.
-            let failed = if durable { None } else { self.journal_frames(&batch).err().map(|e| e.to_string()) };
-            for job in batch {
-                job.finish(match &failed {
-                    None => Ok(()),
-                    Some(error) => {
-                        Err(QueueError::Embedded(redb::StorageError::Io(std::io::Error::other(error.clone())).into()))
-                    }
-                });
+            if durable {
+                batch.into_iter().for_each(|job| job.finish(Ok(())));
+            } else {
+                self.hand_to_writer(batch);
             }
+            let kind = if durable { "durable" } else { "journal" };
+            metrics::histogram!("followd_embedded_commit_seconds", "kind" => kind).record(started.elapsed());
             return;
         }
         for mut job in batch {
             let committed = alone(self.db, &mut *job);
             job.finish(committed);
         }
+        metrics::histogram!("followd_embedded_commit_seconds", "kind" => "durable").record(started.elapsed());
     }
 
     /// Whether `batch` may commit without a durable redb commit of its own.
     fn may_defer(&self, batch: &[Box<dyn Job>]) -> bool {
-        let Some(journal) = &self.journal else { return false };
-        self.checkpointed.elapsed() < self.checkpoint_every
-            && journal.written() < journal::MAX_BYTES
+        let Some(writer) = &self.writer else { return false };
+        !writer.broken.load(Ordering::Acquire)
+            && self.checkpointed.elapsed() < self.checkpoint_every
+            && self.written < journal::MAX_BYTES
             && batch.iter().all(|job| !matches!(job.needs(), Needs::Durable))
     }
 
@@ -335,33 +353,40 @@ impl<'d> Committing<'d> {
         true
     }
 
-    /// Appends the frames of a batch committed without waiting, and waits for them. If the journal cannot
-    /// take them, a durable commit makes the batch durable instead; if that fails too, its callers hear so.
-    fn journal_frames(&mut self, batch: &[Box<dyn Job>]) -> Result<(), QueueError> {
-        let frames = batch.iter().filter_map(|job| match job.needs() {
-            Needs::Journal(frame) => Some(frame),
-            _ => None,
-        });
-        let Some(journal) = &mut self.journal else { return self.checkpoint() };
-        match journal.append(frames) {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "cannot write the journal; committing durably instead");
-                self.checkpoint()
-            }
+    /// Hands a batch committed without waiting to the journal's writer, which answers its callers once its
+    /// frames are on the disk; meanwhile the next batch runs. Without a writer, a durable commit answers.
+    fn hand_to_writer(&mut self, batch: Vec<Box<dyn Job>>) {
+        self.written += batch.iter().map(|job| job.needs().frame_len()).sum::<u64>();
+        let returned = match &self.writer {
+            Some(writer) => match writer.frames.send(ToWriter::Batch(batch)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(message)) => message,
+            },
+            None => ToWriter::Batch(batch),
+        };
+        let ToWriter::Batch(batch) = returned else { return };
+        tracing::warn!("the journal's writer has stopped; committing durably instead");
+        self.writer = None;
+        let committed = self.checkpoint().map_err(|e| e.to_string());
+        for job in batch {
+            job.finish(committed.clone().map_err(io_error));
         }
     }
 
-    /// Commits `tx` durably. When the journal holds frames, or redb commits not yet durable, it records the
+    /// Commits `tx` durably. When the journal may hold frames, or redb commits not yet durable, it records the
     /// journal's next epoch in the same commit and moves the journal there: this commit covers them all.
     fn commit_checkpoint(&mut self, tx: WriteTransaction) -> Result<(), QueueError> {
-        let next = self.journal.as_ref().filter(|j| j.written() > 0 || self.pending).map(|j| j.epoch() + 1);
+        let next = (self.writer.is_some() && (self.written > 0 || self.pending)).then(|| self.epoch + 1);
         if let Some(epoch) = next {
             tx.open_table(META).q()?.insert(JOURNAL_EPOCH, epoch).q()?;
         }
         tx.commit().q()?;
-        if let (Some(epoch), Some(journal)) = (next, &mut self.journal) {
-            journal.restart(epoch);
+        if let (Some(epoch), Some(writer)) = (next, &self.writer) {
+            self.epoch = epoch;
+            self.written = 0;
+            writer.broken.store(false, Ordering::Release);
+            // A writer that has stopped is found out at the next batch.
+            let _ = writer.frames.send(ToWriter::Restart(epoch));
         }
         self.pending = false;
         self.checkpointed = Instant::now();
@@ -380,6 +405,92 @@ impl<'d> Committing<'d> {
         }
         if let Err(error) = self.checkpoint() {
             tracing::warn!(%error, "cannot checkpoint the embedded queue; the journal keeps its writes");
+        }
+    }
+}
+
+impl Needs<'_> {
+    fn frame_len(&self) -> u64 {
+        match self {
+            Needs::Journal(frame) => frame.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// An I/O error for each caller of a batch: redb's errors cannot be cloned.
+fn io_error(message: String) -> QueueError {
+    QueueError::Embedded(redb::StorageError::Io(std::io::Error::other(message)).into())
+}
+
+/// What the committer hands the journal's writer, in commit order.
+enum ToWriter {
+    /// A batch committed without waiting: its frames go to the journal, then its callers are answered.
+    Batch(Vec<Box<dyn Job>>),
+    /// A durable commit recorded this epoch: the frames written so far are covered.
+    Restart(u64),
+}
+
+/// The journal's writer thread: it appends each batch's frames with one `fdatasync` while the committer runs
+/// the next batch, and answers the batch's callers in commit order, so no caller (not even one told its
+/// event is a duplicate, nor a worker's lease) hears back before every batch before its own is durable.
+struct JournalWriter {
+    frames: mpsc::Sender<ToWriter>,
+    /// Set when an append failed: the committer's next batch commits durably, which covers the failed one.
+    broken: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl JournalWriter {
+    fn start(mut journal: Journal) -> std::io::Result<Self> {
+        let (frames, batches) = mpsc::channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let failed = Arc::clone(&broken);
+        let thread = std::thread::Builder::new().name("followd-journal".into()).spawn(move || {
+            let mut next = None;
+            while let Some(message) = next.take().or_else(|| batches.recv().ok()) {
+                let first = match message {
+                    ToWriter::Restart(epoch) => {
+                        journal.restart(epoch);
+                        continue;
+                    }
+                    ToWriter::Batch(batch) => batch,
+                };
+                // Every batch waiting now goes out with this one, in one write and one fdatasync; a restart
+                // waits for the frames before it.
+                let mut waiting = vec![first];
+                while let Ok(message) = batches.try_recv() {
+                    match message {
+                        ToWriter::Batch(batch) => waiting.push(batch),
+                        restart @ ToWriter::Restart(_) => {
+                            next = Some(restart);
+                            break;
+                        }
+                    }
+                }
+                let frames = waiting.iter().flatten().filter_map(|job| match job.needs() {
+                    Needs::Journal(frame) => Some(frame),
+                    _ => None,
+                });
+                let written = journal.append(frames).map_err(|error| {
+                    // The callers hear so, and retry; the next batch commits durably.
+                    tracing::warn!(%error, "cannot write the journal; answering 503 and committing durably");
+                    failed.store(true, Ordering::Release);
+                    error.to_string()
+                });
+                for job in waiting.into_iter().flatten() {
+                    job.finish(written.clone().map_err(io_error));
+                }
+            }
+        })?;
+        Ok(Self { frames, broken, thread })
+    }
+
+    /// Lets the writer answer what it holds, and waits for it to end.
+    fn finish(self) {
+        drop(self.frames);
+        if self.thread.join().is_err() {
+            tracing::warn!("the journal's writer panicked");
         }
     }
 }

@@ -6,11 +6,13 @@
 //! (`Durability::None`: it is visible to every later transaction, and lost in a crash) and its enqueues are
 //! appended here, a few hundred bytes each, in one write and one `fdatasync`, before any caller is answered.
 //! Every [`CHECKPOINT_EVERY`] a durable redb commit makes everything before it durable and moves the journal
-//! to a new epoch; its old frames are then covered and are overwritten from the start of the file.
+//! to a new epoch; its old frames are then covered and are overwritten from the start of the file. The frames
+//! are written by their own thread (`commit.rs`) while the committer runs the next batch.
 //!
 //! At open, the frames of the current epoch are the enqueues acknowledged since the last durable commit: they
 //! are applied again, in order, and made durable (see `mod.rs`). Applying one twice does nothing (its event id
-//! is remembered), so a crash between a checkpoint and its epoch change costs nothing either.
+//! is remembered), so the frames a durable commit covers without moving the epoch (a write that failed in its
+//! batch and ran alone) are harmless.
 //!
 //! Only what can be applied again from its frame is journaled: enqueues whose operations need no round robin
 //! (a turn is taken from standings the crash may have rolled back, so those commit durably as before). Writes
@@ -33,9 +35,10 @@ use crate::domain::followers::{Action, FollowerOp, Ownership};
 use crate::event::{ContactKey, EventId, UserId};
 use crate::queue::{EventOps, PlannedOp, QueueError};
 
-/// Longest the journal stands in for durable commits: bounds what a restart replays and what the checkpoint's
-/// commit writes at once.
-pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// Longest the journal stands in for durable commits. A checkpoint writes every page changed since the last
+/// one, and every write waits meanwhile, so it is kept short: measured at 64 connections, 30 ms holds the p99
+/// near 12 ms, 120 ms near 17 ms, for the same throughput (the pages written per second are the same).
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(30);
 /// A journal this long is checkpointed whatever the time.
 pub(super) const MAX_BYTES: u64 = 64 << 20;
 /// Longest frame: a larger enqueue (a reconcile's batch, say) commits durably instead.
@@ -80,11 +83,6 @@ impl Journal {
     /// The epoch frames are written under now.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
-    }
-
-    /// Bytes written in this epoch.
-    pub(super) fn written(&self) -> u64 {
-        self.end
     }
 
     /// Appends one frame per payload, in one write, and waits until they are on the disk.
