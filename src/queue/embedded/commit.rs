@@ -249,6 +249,8 @@ struct Committing<'d> {
     checkpointed: Instant,
     /// Commits since then that are not durable (their enqueues are in the journal).
     pending: bool,
+    /// The last checkpoint tried on its own failed (warned once).
+    failing: bool,
 }
 
 impl<'d> Committing<'d> {
@@ -261,7 +263,8 @@ impl<'d> Committing<'d> {
                 None
             }
         });
-        Self { db, writer, checkpoint_every, epoch, written: 0, checkpointed: Instant::now(), pending: false }
+        let checkpointed = Instant::now();
+        Self { db, writer, checkpoint_every, epoch, written: 0, checkpointed, pending: false, failing: false }
     }
 
     fn run(mut self, queue: &mpsc::Receiver<Box<dyn Job>>) {
@@ -403,8 +406,14 @@ impl<'d> Committing<'d> {
         if !self.pending {
             return;
         }
-        if let Err(error) = self.checkpoint() {
-            tracing::warn!(%error, "cannot checkpoint the embedded queue; the journal keeps its writes");
+        match self.checkpoint() {
+            Ok(()) => self.failing = false,
+            // Tried again every `checkpoint_every` while writes wait: one warning per failing streak.
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(%error, "cannot checkpoint the embedded queue; the journal keeps its writes");
+            }
+            Err(error) => tracing::debug!(%error, "cannot checkpoint the embedded queue"),
         }
     }
 }
