@@ -384,12 +384,15 @@ impl<'d> Committing<'d> {
             tx.open_table(META).q()?.insert(JOURNAL_EPOCH, epoch).q()?;
         }
         tx.commit().q()?;
-        if let (Some(epoch), Some(writer)) = (next, &self.writer) {
-            self.epoch = epoch;
-            self.written = 0;
+        if let Some(writer) = &self.writer {
+            // This commit covers every batch before it, one whose frames could not be written too.
             writer.broken.store(false, Ordering::Release);
-            // A writer that has stopped is found out at the next batch.
-            let _ = writer.frames.send(ToWriter::Restart(epoch));
+            if let Some(epoch) = next {
+                self.epoch = epoch;
+                self.written = 0;
+                // A writer that has stopped is found out at the next batch.
+                let _ = writer.frames.send(ToWriter::Restart(epoch));
+            }
         }
         self.pending = false;
         self.checkpointed = Instant::now();

@@ -148,18 +148,12 @@ impl EmbeddedQueue {
         T: Send + 'static,
         F: Fn(&redb::WriteTransaction) -> Result<T, QueueError> + Send + 'static,
     {
-        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
-        committer.write(work).await
+        self.committer()?.write(work).await
     }
 
-    /// [`EmbeddedQueue::write`] for a write a crash may undo without harm (see `commit.rs`).
-    async fn write_volatile<T, F>(&self, work: F) -> Result<T, QueueError>
-    where
-        T: Send + 'static,
-        F: Fn(&redb::WriteTransaction) -> Result<T, QueueError> + Send + 'static,
-    {
-        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
-        committer.write_volatile(work).await
+    /// The committer, until the queue is closed.
+    fn committer(&self) -> Result<Arc<commit::Committer>, QueueError> {
+        self.committer.load_full().ok_or(QueueError::Closed)
     }
 
     /// Runs a blocking redb read on the blocking pool.
@@ -199,15 +193,14 @@ fn recover(db: &Database, path: &Path, timers: &timers::TimerFlag) -> Result<Jou
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, batch: Vec<EventOps>, now: Millis) -> Result<EnqueueOutcome, QueueError> {
         let expires = now.saturating_add(millis(self.dedup_ttl));
-        let committer = self.committer.load_full().ok_or(QueueError::Closed)?;
-        committer.enqueue(batch, now, expires, Arc::clone(&self.timers)).await
+        self.committer()?.enqueue(batch, now, expires, Arc::clone(&self.timers)).await
     }
 
     async fn lease(&self, now: Millis) -> Result<LeaseOutcome, QueueError> {
         let lease_for = millis(self.lease_for);
         let id = rand::random::<u64>();
         // A lease a crash undoes costs nothing: the restarted process releases every lease at once.
-        self.write_volatile(move |tx| lifecycle::lease(tx, now, lease_for, id)).await
+        self.committer()?.write_volatile(move |tx| lifecycle::lease(tx, now, lease_for, id)).await
     }
 
     async fn ack(&self, lease: &Lease, applied: &Applied, now: Millis) -> Result<(), QueueError> {
