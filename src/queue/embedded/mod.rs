@@ -1,12 +1,13 @@
-//! The embedded queue: one redb file under `data_dir`, for a single process with no server to run.
+//! The embedded queue: one redb file under `data_dir`, and its journal beside it, for a single process with no
+//! server to run.
 //!
-//! redb is an ACID key-value store: every write here is committed with fsync before it returns, so a webhook
+//! Every write here is durable before it returns (a lease aside, which a restart releases anyway), so a webhook
 //! acknowledged after `enqueue` survives a crash or power loss. Writes go through one committer thread that
-//! commits the writes waiting together in one transaction (`commit.rs`: group commit), made durable either by
-//! that commit or, for plain enqueues, by a frame in the journal beside the file (`journal.rs`), with one fsync
-//! per batch either way. redb takes an exclusive lock on the file, so a second process on the same `data_dir` fails at start ([`QueueError::Locked`]).
-//! redb's API is blocking: writes run on the committer thread, reads on Tokio's blocking pool, so the async
-//! request path never blocks.
+//! commits the writes waiting together in one redb transaction (`commit.rs`: group commit), made durable either
+//! by that commit or, for plain enqueues, by a frame in the journal (`journal.rs`), with one fsync per batch
+//! either way. redb takes an exclusive lock on the file, so a second process on the same `data_dir` fails at
+//! start ([`QueueError::Locked`]). redb's API is blocking: writes run on the committer thread, reads on Tokio's
+//! blocking pool, so the async request path never blocks.
 //!
 //! This file holds the store itself and its [`Queue`] implementation, which delegates each call to the module
 //! that owns its concern; each other trait is implemented in its own module:
