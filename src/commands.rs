@@ -271,14 +271,7 @@ pub async fn users(config: &Config, location: Option<&str>, json: bool) -> anyho
     // One location as asked, else every location the configuration has a token for.
     let locations: Vec<LocationId> = match location {
         Some(location) => vec![LocationId::parse(location).map_err(|e| anyhow::anyhow!("location id: {e}"))?],
-        None => {
-            let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
-            let mut all: Vec<LocationId> =
-                config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
-            all.sort();
-            all.dedup();
-            all
-        }
+        None => config.upstream.locations(),
     };
     if locations.is_empty() {
         anyhow::bail!("no location is configured (upstream.tokens, upstream.oauth): name one with --location");

@@ -86,6 +86,19 @@ pub struct UpstreamConfig {
     pub oauth: Option<OAuthConfig>,
 }
 
+impl UpstreamConfig {
+    /// Every location followd can call for: those with a token (`tokens`) or an OAuth install
+    /// (`oauth.refresh_tokens`), sorted, once each; a key that is not a location id is left out.
+    pub fn locations(&self) -> Vec<crate::event::LocationId> {
+        let oauth = self.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
+        let mut all: Vec<_> =
+            self.tokens.keys().chain(oauth).filter_map(|l| crate::event::LocationId::parse(l).ok()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
 /// `[upstream.oauth]`: the app's client credentials and, per location, the refresh token of its install.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

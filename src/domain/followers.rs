@@ -78,6 +78,15 @@ impl Action {
         }
     }
 
+    /// The inverse of [`Action::resolve`]: the action a stored operation came from (a round robin's resolved).
+    pub fn from_op(op: FollowerOp) -> Self {
+        match op {
+            FollowerOp::Add(user) => Self::Add(user),
+            FollowerOp::Remove(user) => Self::Remove(user),
+            FollowerOp::RemoveAll => Self::RemoveAll,
+        }
+    }
+
     /// Every user the action names: its user, or a round robin's members and overflow.
     pub fn users(&self) -> Vec<&UserId> {
         match self {

@@ -25,7 +25,6 @@ use crate::decisions::Decisions;
 use crate::deliver::retry::Policy;
 use crate::deliver::{Deliverer, Workers};
 use crate::domain::rate::Limits;
-use crate::event::LocationId;
 use crate::intake::{Intake, Source};
 use crate::queue::{QueueError, StoreOptions, Stores};
 use crate::reconcile::Reconciler;
@@ -284,8 +283,7 @@ fn schedule_reconcile(
     stop: &CancellationToken,
 ) {
     let Some(every) = config.reconcile.every else { return };
-    let oauth = config.upstream.oauth.iter().flat_map(|o| o.refresh_tokens.keys());
-    let configured = config.upstream.tokens.keys().chain(oauth).filter_map(|l| LocationId::parse(l).ok()).collect();
+    let configured = config.upstream.locations();
     let make = Arc::clone(make);
     tracing::info!(every_s = every.as_secs(), "reconciling every location on a schedule");
     tasks.spawn(run_every(every, configured, Arc::clone(decisions), Arc::clone(rules), move |r| make(r), stop.clone()));

@@ -23,7 +23,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
-
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
@@ -359,7 +358,7 @@ impl<'d> Committing<'d> {
     /// Hands a batch committed without waiting to the journal's writer, which answers its callers once its
     /// frames are on the disk; meanwhile the next batch runs. Without a writer, a durable commit answers.
     fn hand_to_writer(&mut self, batch: Vec<Box<dyn Job>>) {
-        self.written += batch.iter().map(|job| job.needs().frame_len()).sum::<u64>();
+        self.written += batch.iter().filter_map(|job| job.needs().frame()).map(|frame| frame.len() as u64).sum::<u64>();
         let returned = match &self.writer {
             Some(writer) => match writer.frames.send(ToWriter::Batch(batch)) {
                 Ok(()) => return,
@@ -379,7 +378,8 @@ impl<'d> Committing<'d> {
     /// Commits `tx` durably. When the journal may hold frames, or redb commits not yet durable, it records the
     /// journal's next epoch in the same commit and moves the journal there: this commit covers them all.
     fn commit_checkpoint(&mut self, tx: WriteTransaction) -> Result<(), QueueError> {
-        let next = (self.writer.is_some() && (self.written > 0 || self.pending)).then(|| self.epoch + 1);
+        // Frames are only written for commits not yet durable, so `pending` says whether any are there.
+        let next = (self.writer.is_some() && self.pending).then(|| self.epoch + 1);
         if let Some(epoch) = next {
             tx.open_table(META).q()?.insert(JOURNAL_EPOCH, epoch).q()?;
         }
@@ -421,11 +421,12 @@ impl<'d> Committing<'d> {
     }
 }
 
-impl Needs<'_> {
-    fn frame_len(&self) -> u64 {
+impl<'a> Needs<'a> {
+    /// The frame the journal must hold, for an enqueue it can.
+    fn frame(&self) -> Option<&'a [u8]> {
         match self {
-            Needs::Journal(frame) => frame.len() as u64,
-            _ => 0,
+            Needs::Journal(frame) => Some(frame),
+            _ => None,
         }
     }
 }
@@ -480,10 +481,7 @@ impl JournalWriter {
                         }
                     }
                 }
-                let frames = waiting.iter().flatten().filter_map(|job| match job.needs() {
-                    Needs::Journal(frame) => Some(frame),
-                    _ => None,
-                });
+                let frames = waiting.iter().flatten().filter_map(|job| job.needs().frame());
                 let written = journal.append(frames).map_err(|error| {
                     // The callers hear so, and retry; the next batch commits durably.
                     tracing::warn!(%error, "cannot write the journal; answering 503 and committing durably");
@@ -593,28 +591,20 @@ mod tests {
 
     #[tokio::test]
     async fn enqueues_sharing_their_tables_interleave_with_other_writes_and_each_is_answered() {
-        use crate::domain::followers::{Action, Ownership};
-        use crate::event::{ContactId, ContactKey, EventId, LocationId, UserId};
-        use crate::queue::PlannedOp;
+        use crate::domain::followers::Action;
+        use crate::event::UserId;
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
         super::super::tables::create_all(&db).unwrap();
         let committer = Committer::start(Arc::clone(&db), None, Duration::ZERO).unwrap();
         let timers = Arc::new(TimerFlag::default());
-        let event = |i: u64| EventOps {
-            event_id: EventId::parse(&format!("e{i}")).unwrap(),
-            contact: ContactKey {
-                location_id: LocationId::parse("loc").unwrap(),
-                contact_id: ContactId::parse(&format!("c{i}")).unwrap(),
-            },
-            ops: vec![PlannedOp {
-                rule: Arc::from("r"),
-                action: Action::Add(UserId::parse("u").unwrap()),
-                ownership: Ownership::Any,
-                lasts: None,
-                unless: None,
-            }],
-            background: false,
+        let event = |i: u64| {
+            super::super::tests::event(
+                &format!("e{i}"),
+                &format!("c{i}"),
+                Action::Add(UserId::parse("u").unwrap()),
+                None,
+            )
         };
         // Enqueues (one a duplicate of another) meeting writes that open an enqueue table themselves: every
         // caller gets its own answer, and the store holds exactly what the accepted enqueues wrote.

@@ -134,7 +134,7 @@ fn checksum(epoch: u64, len: u32, payload: &[u8]) -> u32 {
 }
 
 /// The payloads of the frames of `epoch` at the start of `bytes`, up to the first that is not one.
-pub(crate) fn frames(bytes: &[u8], epoch: u64) -> impl Iterator<Item = &[u8]> {
+fn frames(bytes: &[u8], epoch: u64) -> impl Iterator<Item = &[u8]> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
         let header = rest.get(..HEADER)?;
@@ -230,11 +230,7 @@ pub(super) fn replayed(payload: &[u8]) -> Result<Replayed, QueueError> {
                 .into_iter()
                 .map(|op| PlannedOp {
                     rule: Arc::from(op.rule),
-                    action: match op.op {
-                        FollowerOp::Add(user) => Action::Add(user),
-                        FollowerOp::Remove(user) => Action::Remove(user),
-                        FollowerOp::RemoveAll => Action::RemoveAll,
-                    },
+                    action: Action::from_op(op.op),
                     ownership: op.ownership,
                     lasts: op.lasts,
                     unless: (!op.unless.is_empty()).then(|| Arc::from(op.unless)),
@@ -248,24 +244,14 @@ pub(super) fn replayed(payload: &[u8]) -> Result<Replayed, QueueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ContactId, LocationId};
 
+    /// An event with every field a frame holds set away from its default.
     fn event(id: &str, action: Action) -> EventOps {
-        EventOps {
-            event_id: EventId::parse(id).unwrap(),
-            contact: ContactKey {
-                location_id: LocationId::parse("loc").unwrap(),
-                contact_id: ContactId::parse("c-1").unwrap(),
-            },
-            ops: vec![PlannedOp {
-                rule: Arc::from("r"),
-                action,
-                ownership: Ownership::Managed,
-                lasts: Some(5_000),
-                unless: Some(Arc::from(vec![UserId::parse("usr_t").unwrap()])),
-            }],
-            background: true,
-        }
+        let mut event = super::super::tests::event(id, "c-1", action, Some(5_000));
+        event.background = true;
+        event.ops[0].ownership = Ownership::Managed;
+        event.ops[0].unless = Some(Arc::from(vec![UserId::parse("usr_t").unwrap()]));
+        event
     }
 
     #[test]

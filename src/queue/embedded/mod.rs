@@ -318,7 +318,7 @@ impl Outcomes for EmbeddedQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -326,7 +326,8 @@ mod tests {
     use crate::event::{ContactId, ContactKey};
     use crate::queue::PlannedOp;
 
-    fn event(id: &str, contact: &str, action: Action, lasts: Option<u64>) -> EventOps {
+    /// Event `id` for `contact` of location `loc`: one operation of rule `r`, any ownership.
+    pub(in crate::queue::embedded) fn event(id: &str, contact: &str, action: Action, lasts: Option<u64>) -> EventOps {
         EventOps {
             event_id: EventId::parse(id).unwrap(),
             contact: ContactKey {
